@@ -1,0 +1,188 @@
+//! `ActivationKey`: which modules sensors may run, the tags they stamp and
+//! where the key applies.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::conditions::Condition;
+use crate::net::Cidr;
+
+/// A module a key can enable. Sensors run only the modules of their key.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Module {
+    /// Asset inventory: what exists (nodes, images, containers, hosts).
+    Inventory,
+    /// Vulnerability assessment of images and hosts.
+    Vulnerability,
+    /// Container security: image and container posture.
+    ContainerSecurity,
+    /// Runtime security: process, file and network events and blocking.
+    RuntimeSecurity,
+    /// Software composition analysis of language packages.
+    Sca,
+    /// Policy compliance: configuration benchmarks.
+    PolicyCompliance,
+    /// Passive network discovery.
+    Passive,
+    /// Certificate inventory.
+    Certificates,
+    /// Cloud inventory through connectors.
+    Cloud,
+}
+
+impl Module {
+    /// The camelCase name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Module::Inventory => "inventory",
+            Module::Vulnerability => "vulnerability",
+            Module::ContainerSecurity => "containerSecurity",
+            Module::RuntimeSecurity => "runtimeSecurity",
+            Module::Sca => "sca",
+            Module::PolicyCompliance => "policyCompliance",
+            Module::Passive => "passive",
+            Module::Certificates => "certificates",
+            Module::Cloud => "cloud",
+        }
+    }
+}
+
+/// An activation key: the modules its sensors may run, the tags they stamp on
+/// what they find, and where it applies.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "sightline.dev",
+    version = "v1alpha1",
+    kind = "ActivationKey",
+    shortname = "akey",
+    category = "sightline",
+    status = "ActivationKeyStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Sensors","type":"integer","jsonPath":".status.sensors"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".spec.limits.expires"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivationKeySpec {
+    /// Modules that sensors under this key may run. Must not be empty; each
+    /// module at most once.
+    #[schemars(length(min = 1, max = 9))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub modules: Vec<Module>,
+
+    /// Static tags (key → value) stamped on every asset found under this key.
+    /// Best practice: one key per subnet or logical group.
+    /// Keys are checked by the operator (condition `Ready=False`, reason
+    /// `InvalidTags`): the API server cannot afford a per-key rule on a map.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub tags: BTreeMap<String, String>,
+
+    /// Where the key applies; everywhere when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<KeyScope>,
+
+    /// Limits on the key's use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<KeyLimits>,
+
+    /// A disabled key keeps its token but no sensor may run under it.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// Where a key applies.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyScope {
+    /// Nodes on which sensors under this key may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<LabelSelector>,
+    /// Namespaces in which Sensors may use this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Networks (CIDRs) this key's passive and network sensors may cover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub networks: Vec<Cidr>,
+}
+
+/// Limits on a key's use.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyLimits {
+    /// How many Sensors may use the key; the oldest ones win.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_sensors: Option<i32>,
+    /// When the key stops working (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Time>,
+}
+
+/// Reference to the Secret holding a key's token.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Namespace of the Secret.
+    pub namespace: String,
+    /// Name of the Secret.
+    pub name: String,
+    /// Key inside the Secret's data.
+    pub key: String,
+}
+
+/// Observed state of an activation key.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivationKeyStatus {
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `ModulesConflict`, `Expired`, `LimitReached`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// How many Sensors reference this key.
+    #[serde(default)]
+    pub sensors: i32,
+    /// The Secret holding the key's token, for agents and CI outside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+}
+
+impl ActivationKeySpec {
+    /// True when the key enables `module`.
+    pub fn enables(&self, module: Module) -> bool {
+        self.modules.contains(&module)
+    }
+
+    /// True when `policyCompliance` and `sca` share the key: both assess the
+    /// same settings and would report them twice.
+    pub fn modules_conflict(&self) -> bool {
+        self.enables(Module::PolicyCompliance) && self.enables(Module::Sca)
+    }
+
+    /// True when the key has an expiry at or before `now`.
+    pub fn expired_at(&self, now: jiff::Timestamp) -> bool {
+        self.limits
+            .as_ref()
+            .and_then(|l| l.expires.as_ref())
+            .is_some_and(|e| e.0 <= now)
+    }
+}

@@ -1,0 +1,26 @@
+//! The `sightline.dev/v1alpha1` API.
+//!
+//! Every custom resource Sightline defines lives here, together with pure
+//! helpers on them (which module a sensor type needs, how conditions merge).
+//! Nothing in this crate talks to a cluster.
+
+pub mod activation_key;
+pub mod asset;
+pub mod conditions;
+pub mod connector;
+pub mod crdgen;
+pub mod net;
+pub mod runtime_policy;
+pub mod sensor;
+
+pub use activation_key::{ActivationKey, ActivationKeySpec, ActivationKeyStatus, Module};
+pub use asset::{Asset, AssetKind, AssetSpec, AssetStatus};
+pub use conditions::Condition;
+pub use connector::{Connector, ConnectorSpec, ConnectorStatus};
+pub use runtime_policy::{RuntimePolicy, RuntimePolicySpec, RuntimePolicyStatus};
+pub use sensor::{Sensor, SensorSpec, SensorStatus, SensorType};
+
+/// The API group of every Sightline resource.
+pub const GROUP: &str = "sightline.dev";
+/// The API version of every Sightline resource.
+pub const VERSION: &str = "v1alpha1";

@@ -1,0 +1,235 @@
+//! Finding, or building from Go modules, the Kubernetes and etcd binaries.
+//!
+//! `go install k8s.io/kubernetes/cmd/...` does not work (its go.mod replaces
+//! the staging modules with local paths), so `tests/go/kube` is a small module
+//! of our own that requires k8s.io/kubernetes and replaces each staging module
+//! with its published version; `tests/go/etcd` wraps etcd's main. Builds land
+//! in a directory named by a hash of those sources, so a change rebuilds and
+//! an unchanged tree never does.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result, io};
+
+/// The Kubernetes release the local cluster runs.
+pub const KUBERNETES_VERSION: &str = "v1.34.4";
+
+const SOURCES: &[(&str, &str, &str)] = &[
+    ("kube", "go.mod", include_str!("../go/kube/go.mod")),
+    ("kube", "go.sum", include_str!("../go/kube/go.sum")),
+    ("kube", "main.go", include_str!("../go/kube/main.go")),
+    ("etcd", "go.mod", include_str!("../go/etcd/go.mod")),
+    ("etcd", "go.sum", include_str!("../go/etcd/go.sum")),
+    ("etcd", "main.go", include_str!("../go/etcd/main.go")),
+];
+
+/// Where the binaries of each component are.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    /// etcd.
+    pub etcd: PathBuf,
+    /// `(program, leading argument)` per Kubernetes component; the multi-call
+    /// binary takes the component's name as its first argument.
+    kube: Vec<(&'static str, PathBuf, Option<&'static str>)>,
+}
+
+const COMPONENTS: &[&str] = &[
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kubectl",
+];
+
+impl Binaries {
+    /// Binaries from `KUBEBUILDER_ASSETS` when set, else the cached build
+    /// (building it first if needed).
+    pub fn ensure() -> Result<Self> {
+        match std::env::var_os("KUBEBUILDER_ASSETS") {
+            Some(dir) if !dir.is_empty() => Self::from_assets(Path::new(&dir)),
+            _ => Self::build_cached(),
+        }
+    }
+
+    /// Binaries in an envtest-style directory (`etcd`, `kube-apiserver`,
+    /// `kubectl`, optionally the other components).
+    pub fn from_assets(dir: &Path) -> Result<Self> {
+        let etcd = dir.join("etcd");
+        if !etcd.is_file() {
+            return Err(Error::MissingBinary(format!(
+                "KUBEBUILDER_ASSETS={} has no etcd",
+                dir.display()
+            )));
+        }
+        let kube = COMPONENTS
+            .iter()
+            .filter_map(|c| {
+                let p = dir.join(c);
+                p.is_file().then_some((*c, p, None))
+            })
+            .collect();
+        Ok(Self { etcd, kube })
+    }
+
+    /// The directory holding the cached build for the current sources.
+    pub fn cached_dir() -> PathBuf {
+        let mut h = Sha256::new();
+        h.update(KUBERNETES_VERSION);
+        for (dir, file, text) in SOURCES {
+            h.update(dir);
+            h.update(file);
+            h.update(text);
+        }
+        let stamp: String = h
+            .finalize()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        cache_dir()
+            .join("k8s")
+            .join(format!("{KUBERNETES_VERSION}-{stamp}"))
+    }
+
+    fn build_cached() -> Result<Self> {
+        let root = Self::cached_dir();
+        let bin = root.join("bin");
+        let (etcd, kube) = (bin.join("etcd"), bin.join("kube"));
+        if !etcd.is_file() {
+            go_build(&root, "etcd", &etcd, &[])?;
+        }
+        if !kube.is_file() {
+            let minor = KUBERNETES_VERSION.split('.').nth(1).unwrap_or("34");
+            let ldflags = format!(
+                "-X k8s.io/component-base/version.gitVersion={KUBERNETES_VERSION} \
+                 -X k8s.io/component-base/version.gitMajor=1 \
+                 -X k8s.io/component-base/version.gitMinor={minor} \
+                 -X k8s.io/component-base/version.gitTreeState=clean"
+            );
+            go_build(&root, "kube", &kube, &["-ldflags", &ldflags])?;
+        }
+        let kube = COMPONENTS
+            .iter()
+            .map(|c| (*c, kube.clone(), Some(*c)))
+            .collect();
+        Ok(Self { etcd, kube })
+    }
+
+    /// A command running `component` (`kube-apiserver`, `kubectl`, …).
+    pub fn command(&self, component: &str) -> Result<Command> {
+        let (_, program, first) = self.kube.iter().find(|(c, _, _)| *c == component).ok_or_else(
+            || Error::MissingBinary(format!("no {component} binary (set KUBEBUILDER_ASSETS to a directory that has one, or unset it to build all components)")),
+        )?;
+        let mut cmd = Command::new(program);
+        if let Some(arg) = first {
+            cmd.arg(arg);
+        }
+        Ok(cmd)
+    }
+
+    /// True when `component` is available.
+    pub fn has(&self, component: &str) -> bool {
+        self.kube.iter().any(|(c, _, _)| *c == component)
+    }
+
+    /// Writes `kubectl` (and the other components) into `dir` as small
+    /// scripts, so a shell can use them after `cargo xtask cluster env`.
+    pub fn link_into(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        for (component, program, first) in &self.kube {
+            let script = format!(
+                "#!/bin/sh\nexec '{}' {} \"$@\"\n",
+                program.display(),
+                first.unwrap_or("")
+            );
+            let path = dir.join(component);
+            std::fs::write(&path, script).map_err(io(format!("writing {}", path.display())))?;
+            set_executable(&path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sightline's cache directory, outside the work tree:
+/// `$SIGHTLINE_CACHE_DIR`, else `$XDG_CACHE_HOME/sightline`, else `~/.cache/sightline`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SIGHTLINE_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("sightline");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".cache").join("sightline")
+}
+
+/// The `go` command: from `PATH`, else the usual install location.
+pub fn go_command() -> PathBuf {
+    let usual = Path::new("/usr/local/go/bin/go");
+    let in_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("go").is_file()))
+        .unwrap_or(false);
+    if !in_path && usual.is_file() {
+        usual.to_path_buf()
+    } else {
+        PathBuf::from("go")
+    }
+}
+
+fn go_build(root: &Path, module: &str, out: &Path, extra: &[&str]) -> Result<()> {
+    let src = root.join("src").join(module);
+    std::fs::create_dir_all(&src).map_err(io(format!("creating {}", src.display())))?;
+    for (dir, file, text) in SOURCES.iter().filter(|(d, _, _)| *d == module) {
+        let path = src.join(file);
+        std::fs::write(&path, text).map_err(io(format!("writing {dir}/{file}")))?;
+    }
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    }
+    let log = root.join(format!("build-{module}.log"));
+    let log_file =
+        std::fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
+    let log_err = log_file
+        .try_clone()
+        .map_err(io("duplicating the build log handle"))?;
+    // Build to a unique temporary name and rename, so concurrent builders
+    // never see a half-written binary.
+    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
+    eprintln!(
+        "building {module} ({KUBERNETES_VERSION}) from Go modules into {}; a cold build takes 10-25 minutes, log: {}",
+        out.display(),
+        log.display()
+    );
+    let status = Command::new(go_command())
+        .current_dir(&src)
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", "-mod=mod -buildvcs=false")
+        .args(["build", "-trimpath"])
+        .args(extra)
+        .arg("-o")
+        .arg(&tmp)
+        .arg(".")
+        .stdout(log_file)
+        .stderr(log_err)
+        .status()
+        .map_err(io("running `go build` (is Go installed?)"))?;
+    if !status.success() {
+        return Err(Error::GoBuild {
+            what: module.to_owned(),
+            log: log.display().to_string(),
+        });
+    }
+    std::fs::rename(&tmp, out).map_err(io(format!("moving {} into place", out.display())))?;
+    Ok(())
+}
+
+fn set_executable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(io(format!("making {} executable", path.display())))
+}

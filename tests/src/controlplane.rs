@@ -1,0 +1,444 @@
+//! etcd + kube-apiserver (+ kube-controller-manager) on loopback.
+//!
+//! Each control plane lives in its own directory with random free ports, its
+//! own CA and tokens, so several can run side by side (one per test). The
+//! node components of the full local cluster plug in after
+//! [`ControlPlane::start`] the same way the controller manager does.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde::{Deserialize, Serialize};
+
+use crate::binaries::Binaries;
+use crate::certs::{self, Ca};
+use crate::process::{Proc, free_port, stop_recorded};
+use crate::{Error, Result, io};
+
+/// How to start a control plane.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Also run kube-controller-manager (garbage collection of owned
+    /// objects, DaemonSet and CronJob status, service-account tokens).
+    pub controller_manager: bool,
+    /// Directory to live in; a fresh temporary one when `None`.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            controller_manager: true,
+            dir: None,
+        }
+    }
+}
+
+/// A running control plane; dropping it stops every process it started.
+pub struct ControlPlane {
+    procs: Vec<Proc>,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    /// Path of the admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// The API server URL.
+    pub server: String,
+    /// The binaries in use.
+    pub binaries: Binaries,
+    client: kube::Client,
+}
+
+/// What `cargo xtask cluster up` leaves behind for `env` and `down`.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct State {
+    /// The cluster's directory.
+    pub dir: PathBuf,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// Directory with `kubectl` and friends.
+    pub bin_dir: PathBuf,
+    /// `(component, pid, program)` in start order.
+    pub pids: Vec<(String, u32, String)>,
+}
+
+impl State {
+    /// The state file inside a cluster directory.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("state.json")
+    }
+
+    /// Reads the state of the cluster in `dir`, if one was started there.
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        let path = Self::path(dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Io {
+                    what: format!("reading {}", path.display()),
+                    source: std::io::Error::other(e),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Io {
+                what: format!("reading {}", path.display()),
+                source: e,
+            }),
+        }
+    }
+
+    /// Stops every recorded process (newest first) that is still ours.
+    pub fn stop(&self) -> Vec<String> {
+        let mut stopped = Vec::new();
+        for (name, pid, program) in self.pids.iter().rev() {
+            if stop_recorded(*pid, program, Duration::from_secs(10)) {
+                stopped.push(format!("{name} (pid {pid})"));
+            }
+        }
+        stopped
+    }
+}
+
+impl ControlPlane {
+    /// Starts a control plane, building the binaries first if needed.
+    pub async fn start(opts: Options) -> Result<Self> {
+        let binaries = tokio::task::spawn_blocking(Binaries::ensure)
+            .await
+            .map_err(|e| Error::Io {
+                what: "building binaries".into(),
+                source: std::io::Error::other(e),
+            })??;
+        let (tmp, dir) = match &opts.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
+                (None, d.clone())
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("sightline-cp-")
+                    .tempdir()
+                    .map_err(io("creating a temporary directory"))?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let pki = Pki::write(&dir)?;
+        let mut procs = Vec::new();
+
+        let (client_port, peer_port) = (free_port()?, free_port()?);
+        let etcd_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut etcd = std::process::Command::new(&binaries.etcd);
+        etcd.args([
+            "--name=default",
+            &format!("--data-dir={}", dir.join("etcd").display()),
+            &format!("--listen-client-urls={etcd_url}"),
+            &format!("--advertise-client-urls={etcd_url}"),
+            &format!("--listen-peer-urls={peer_url}"),
+            &format!("--initial-advertise-peer-urls={peer_url}"),
+            &format!("--initial-cluster=default={peer_url}"),
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ]);
+        procs.push(Proc::spawn("etcd", etcd, &dir.join("etcd.log"))?);
+
+        let port = free_port()?;
+        let server = format!("https://127.0.0.1:{port}");
+        let mut apiserver = binaries.command("kube-apiserver")?;
+        apiserver.args([
+            &format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            &format!("--secure-port={port}"),
+            &format!("--cert-dir={}", dir.join("certs").display()),
+            &format!("--tls-cert-file={}", pki.serving_cert.display()),
+            &format!("--tls-private-key-file={}", pki.serving_key.display()),
+            &format!("--client-ca-file={}", pki.ca.display()),
+            &format!("--token-auth-file={}", pki.tokens.display()),
+            "--authorization-mode=Node,RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            &format!("--service-account-key-file={}", pki.sa_pub.display()),
+            &format!(
+                "--service-account-signing-key-file={}",
+                pki.sa_key.display()
+            ),
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ]);
+        procs.push(Proc::spawn(
+            "kube-apiserver",
+            apiserver,
+            &dir.join("kube-apiserver.log"),
+        )?);
+
+        let kubeconfig = dir.join("kubeconfig");
+        write_kubeconfig(&kubeconfig, &server, &pki.ca_pem, &pki.admin_token)?;
+        let client = client_for(&kubeconfig).await?;
+        let mut cp = Self {
+            procs,
+            dir,
+            _tmp: tmp,
+            kubeconfig,
+            server,
+            binaries,
+            client,
+        };
+        cp.wait_apiserver_ready(Duration::from_secs(90)).await?;
+
+        if opts.controller_manager {
+            cp.start_controller_manager(&pki).await?;
+        }
+        Ok(cp)
+    }
+
+    async fn wait_apiserver_ready(&mut self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            for p in &mut self.procs {
+                p.check_running()?;
+            }
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| Error::Io {
+                    what: "building a request".into(),
+                    source: std::io::Error::other(e),
+                })?;
+            if let Ok(text) = self.client.request_text(req).await
+                && text.trim() == "ok"
+            {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(Error::NotReady {
+                    component: "kube-apiserver".into(),
+                    seconds: timeout.as_secs(),
+                    log: self.dir.join("kube-apiserver.log").display().to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn start_controller_manager(&mut self, pki: &Pki) -> Result<()> {
+        let kubeconfig = self.dir.join("kube-controller-manager.kubeconfig");
+        write_kubeconfig(
+            &kubeconfig,
+            &self.server,
+            &pki.ca_pem,
+            &pki.controller_manager_token,
+        )?;
+        let mut kcm = self.binaries.command("kube-controller-manager")?;
+        kcm.args([
+            &format!("--kubeconfig={}", kubeconfig.display()),
+            &format!("--authentication-kubeconfig={}", kubeconfig.display()),
+            &format!("--authorization-kubeconfig={}", kubeconfig.display()),
+            "--bind-address=127.0.0.1",
+            &format!("--secure-port={}", free_port()?),
+            &format!("--cert-dir={}", self.dir.join("certs-kcm").display()),
+            "--leader-elect=false",
+            &format!(
+                "--service-account-private-key-file={}",
+                pki.sa_key.display()
+            ),
+            &format!("--root-ca-file={}", pki.ca.display()),
+            "--use-service-account-credentials=false",
+            "--concurrent-gc-syncs=5",
+            "--v=1",
+        ]);
+        self.procs.push(Proc::spawn(
+            "kube-controller-manager",
+            kcm,
+            &self.dir.join("kube-controller-manager.log"),
+        )?);
+        // The root CA publisher writing kube-root-ca.crt into `default` shows
+        // the controllers are running and talking to the API server.
+        let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), "default");
+        let start = Instant::now();
+        let timeout = Duration::from_secs(90);
+        loop {
+            for p in &mut self.procs {
+                p.check_running()?;
+            }
+            if cms
+                .get_opt("kube-root-ca.crt")
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(Error::NotReady {
+                    component: "kube-controller-manager".into(),
+                    seconds: timeout.as_secs(),
+                    log: self
+                        .dir
+                        .join("kube-controller-manager.log")
+                        .display()
+                        .to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// A client authenticated as cluster admin.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The control plane's directory (logs, certificates, kubeconfig).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `kubectl` pointed at this control plane.
+    pub fn kubectl(&self) -> Result<std::process::Command> {
+        let mut cmd = self.binaries.command("kubectl")?;
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        Ok(cmd)
+    }
+
+    /// Leaves the processes running and returns what is needed to stop them
+    /// later; the directory is kept.
+    pub fn detach(mut self) -> Result<State> {
+        let bin_dir = self.dir.join("bin");
+        self.binaries.link_into(&bin_dir)?;
+        let mut pids = Vec::new();
+        for p in std::mem::take(&mut self.procs) {
+            let program = if p.name == "etcd" {
+                self.binaries.etcd.display().to_string()
+            } else {
+                p.name.clone()
+            };
+            let name = p.name.clone();
+            pids.push((name, p.detach(), program));
+        }
+        let state = State {
+            dir: self.dir.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            bin_dir,
+            pids,
+        };
+        let path = State::path(&self.dir);
+        let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::Io {
+            what: "serializing the cluster state".into(),
+            source: std::io::Error::other(e),
+        })?;
+        std::fs::write(&path, json).map_err(io(format!("writing {}", path.display())))?;
+        if let Some(t) = self._tmp.take() {
+            let _ = t.keep();
+        }
+        Ok(state)
+    }
+
+    /// Stops every process, newest first.
+    pub fn stop(&mut self) {
+        while let Some(mut p) = self.procs.pop() {
+            p.stop(Duration::from_secs(10));
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Pki {
+    ca: PathBuf,
+    ca_pem: String,
+    serving_cert: PathBuf,
+    serving_key: PathBuf,
+    sa_key: PathBuf,
+    sa_pub: PathBuf,
+    tokens: PathBuf,
+    admin_token: String,
+    controller_manager_token: String,
+}
+
+impl Pki {
+    fn write(dir: &Path) -> Result<Self> {
+        let pki = dir.join("pki");
+        std::fs::create_dir_all(&pki).map_err(io(format!("creating {}", pki.display())))?;
+        let ca = Ca::new()?;
+        let serving = ca.serving(
+            "kube-apiserver",
+            &[
+                "127.0.0.1",
+                "localhost",
+                "10.96.0.1",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+        )?;
+        let admin_token = random_token();
+        let controller_manager_token = random_token();
+        let tokens = format!(
+            "{admin_token},sightline-admin,sightline-admin,\"system:masters\"\n\
+             {controller_manager_token},system:kube-controller-manager,system:kube-controller-manager\n"
+        );
+        let (sa_key, sa_pub) = certs::service_account_key()?;
+        let files = [
+            ("ca.crt", ca.cert_pem()),
+            ("apiserver.crt", serving.cert),
+            ("apiserver.key", serving.key),
+            ("sa.key", sa_key),
+            ("sa.pub", sa_pub),
+            ("tokens.csv", tokens),
+        ];
+        for (name, content) in &files {
+            let path = pki.join(name);
+            std::fs::write(&path, content).map_err(io(format!("writing {}", path.display())))?;
+        }
+        Ok(Self {
+            ca: pki.join("ca.crt"),
+            ca_pem: ca.cert_pem(),
+            serving_cert: pki.join("apiserver.crt"),
+            serving_key: pki.join("apiserver.key"),
+            sa_key: pki.join("sa.key"),
+            sa_pub: pki.join("sa.pub"),
+            tokens: pki.join("tokens.csv"),
+            admin_token,
+            controller_manager_token,
+        })
+    }
+}
+
+fn random_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write_kubeconfig(path: &Path, server: &str, ca_pem: &str, token: &str) -> Result<()> {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sightline-local\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: sightline-local\n  context:\n    cluster: sightline-local\n    user: admin\ncurrent-context: sightline-local\n"
+    );
+    std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))
+}
+
+/// A client for the kubeconfig at `path`.
+pub async fn client_for(path: &Path) -> Result<kube::Client> {
+    let err = |message: String| Error::Kubeconfig {
+        path: path.display().to_string(),
+        message,
+    };
+    let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| Error::Kube {
+        what: "building a client".into(),
+        source: e,
+    })
+}
