@@ -27,6 +27,10 @@ pub struct Options {
     pub controller_manager: bool,
     /// Directory to live in; a fresh temporary one when `None`.
     pub dir: Option<PathBuf>,
+    /// Install Sightline's CRDs before the controller manager starts, so its
+    /// garbage collector knows the kinds from the start (it rediscovers new
+    /// kinds only every 30 s).
+    pub install_crds: bool,
 }
 
 impl Default for Options {
@@ -34,6 +38,7 @@ impl Default for Options {
         Self {
             controller_manager: true,
             dir: None,
+            install_crds: true,
         }
     }
 }
@@ -189,6 +194,9 @@ impl ControlPlane {
         };
         cp.wait_apiserver_ready(Duration::from_secs(90)).await?;
 
+        if opts.install_crds {
+            crate::helpers::install_crds(&cp.client).await?;
+        }
         if opts.controller_manager {
             cp.start_controller_manager(&pki).await?;
         }
@@ -245,7 +253,7 @@ impl ControlPlane {
                 pki.sa_key.display()
             ),
             &format!("--root-ca-file={}", pki.ca.display()),
-            "--use-service-account-credentials=false",
+            "--use-service-account-credentials=true",
             "--concurrent-gc-syncs=5",
             "--v=1",
         ]);

@@ -224,6 +224,7 @@ async fn crds_install_examples_apply_and_invalid_objects_are_rejected() -> Resul
     let cp = ControlPlane::start(Options {
         controller_manager: false,
         dir: None,
+        install_crds: false,
     })
     .await?;
     let client = cp.client();

@@ -1,0 +1,70 @@
+//! What every reconcile shares.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::runtime::reflector::Store;
+use sightline_crds::{ActivationKey, Sensor};
+
+use crate::controllers::sensor::render::Defaults;
+use crate::metrics::Metrics;
+
+/// Shared state of the controllers.
+pub struct Context {
+    /// Client with the operator's identity.
+    pub client: kube::Client,
+    /// Namespace the operator runs in (token Secrets live here).
+    pub namespace: String,
+    /// Workload defaults.
+    pub defaults: Defaults,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Every ActivationKey, as watched.
+    pub keys: Store<ActivationKey>,
+    /// Every Sensor, as watched.
+    pub sensors: Store<Sensor>,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context over the given stores.
+    pub fn new(
+        client: kube::Client,
+        namespace: String,
+        defaults: Defaults,
+        metrics: Metrics,
+        keys: Store<ActivationKey>,
+        sensors: Store<Sensor>,
+    ) -> Self {
+        Self {
+            client,
+            namespace,
+            defaults,
+            metrics,
+            keys,
+            sensors,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Records a failure of `object` and returns how long to wait before the
+    /// next try: 1 s, doubling, at most 5 minutes.
+    pub fn backoff(&self, object: &str) -> Duration {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(object.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        let secs = 1u64
+            .checked_shl(n.saturating_sub(1).min(16))
+            .unwrap_or(u64::MAX)
+            .min(300);
+        Duration::from_secs(secs)
+    }
+
+    /// Forgets the failures of `object` after a success.
+    pub fn succeeded(&self, object: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(object);
+    }
+}

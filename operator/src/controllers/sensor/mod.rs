@@ -1,0 +1,356 @@
+//! The Sensor controller: checks the key, renders the workload and its RBAC,
+//! applies them with server-side apply, deletes what is no longer desired,
+//! and reports status.
+
+pub mod names;
+pub mod rbac;
+pub mod render;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sightline_crds::{ActivationKey, Sensor};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use render::Workload;
+pub use status::Rejection;
+
+/// Field manager of this controller.
+pub const MANAGER: &str = "sightline-operator/sensor";
+/// Finalizer that removes the Sensor's cluster-scoped binding.
+pub const FINALIZER: &str = "sightline.dev/cleanup";
+const SAFETY_REQUEUE: Duration = Duration::from_secs(300);
+
+/// Reconciles one Sensor.
+#[tracing::instrument(skip_all, fields(sensor = %sensor.name_any(), namespace = sensor.namespace().unwrap_or_default()))]
+pub async fn reconcile(
+    sensor: Arc<Sensor>,
+    ctx: Arc<Context>,
+) -> Result<Action, finalizer::Error<Error>> {
+    let _timer = ctx.metrics.reconcile("sensor");
+    let ns = sensor.namespace().unwrap_or_default();
+    let api: Api<Sensor> = Api::namespaced(ctx.client.clone(), &ns);
+    let id = format!("{ns}/{}", sensor.name_any());
+    let res = finalizer::finalizer(&api, FINALIZER, sensor, |event| async {
+        match event {
+            Finalizer::Apply(s) => apply(&s, &ctx).await,
+            Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
+        }
+    })
+    .await;
+    if res.is_ok() {
+        ctx.succeeded(&id);
+    }
+    res
+}
+
+/// Backs off exponentially per Sensor on transient failures.
+pub fn error_policy(
+    sensor: Arc<Sensor>,
+    err: &finalizer::Error<Error>,
+    ctx: Arc<Context>,
+) -> Action {
+    let reason = match err {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.metric_label(),
+        _ => "finalizer",
+    };
+    ctx.metrics.failure("sensor", reason);
+    let id = format!(
+        "{}/{}",
+        sensor.namespace().unwrap_or_default(),
+        sensor.name_any()
+    );
+    let delay = ctx.backoff(&id);
+    tracing::warn!(sensor = %id, error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn apply(sensor: &Sensor, ctx: &Context) -> Result<Action> {
+    let now = Timestamp::now();
+    let key = ctx
+        .keys
+        .get(&ObjectRef::new(&sensor.spec.activation_key_ref.name));
+    let wants_namespace = key
+        .as_ref()
+        .and_then(|k| k.spec.scope.as_ref())
+        .is_some_and(|s| s.namespace_selector.is_some());
+    let namespace_labels = if wants_namespace {
+        namespace_labels(ctx, &sensor.namespace().unwrap_or_default()).await?
+    } else {
+        Default::default()
+    };
+    let peers: Vec<Arc<Sensor>> = ctx.sensors.state();
+    let verdict = status::check_key(sensor, key.as_deref(), &peers, &namespace_labels, now)
+        .and_then(|key| status::check_spec(sensor).map(|()| key));
+
+    let key = match verdict {
+        Ok(key) => key.clone(),
+        Err(rejection) => {
+            // Nothing runs for a rejected Sensor: remove what it ran before.
+            prune(sensor, ctx, None).await?;
+            status::write(sensor, ctx, status::rejected(sensor, &rejection, now)).await?;
+            // Wait for a change of the Sensor or its key (both are watched);
+            // an expiring key is handled by the key's own requeue.
+            return Ok(Action::await_change());
+        }
+    };
+
+    let applied = match apply_owned(sensor, &key, ctx).await {
+        Ok(w) => w,
+        Err(e) => {
+            let failed = status::degraded(sensor, &e, now);
+            // The status write is best effort: the original error matters more.
+            let _ = status::write(sensor, ctx, failed).await;
+            return Err(e);
+        }
+    };
+    prune(sensor, ctx, Some(&applied)).await?;
+    status::write(sensor, ctx, status::running(sensor, &applied, now)).await?;
+    Ok(Action::requeue(SAFETY_REQUEUE))
+}
+
+async fn namespace_labels(
+    ctx: &Context,
+    ns: &str,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let n = api.get(ns).await.map_err(|source| Error::Get {
+        kind: "Namespace",
+        name: ns.to_owned(),
+        source,
+    })?;
+    Ok(n.metadata.labels.unwrap_or_default())
+}
+
+fn owned_meta(sensor: &Sensor, name: String, namespaced: bool) -> Result<ObjectMeta> {
+    let mut labels = names::labels(sensor);
+    let mut owner_references = None;
+    if namespaced {
+        let owner = sensor
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingField {
+                kind: "Sensor",
+                field: "metadata.uid",
+            })?;
+        owner_references = Some(vec![owner]);
+    } else {
+        // Cluster-scoped objects cannot be owned by a namespaced Sensor; the
+        // finalizer removes them, found by these labels.
+        labels.insert(
+            names::LABEL_SENSOR_NAMESPACE.into(),
+            sensor.namespace().unwrap_or_default(),
+        );
+    }
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: if namespaced { sensor.namespace() } else { None },
+        labels: Some(labels),
+        owner_references,
+        ..ObjectMeta::default()
+    })
+}
+
+async fn ssa<K>(api: &Api<K>, obj: &K, kind: &'static str) -> Result<K>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    // `Patch::Apply` needs apiVersion and kind in the body.
+    let mut value = serde_json::to_value(obj).map_err(|e| Error::Apply {
+        kind,
+        name: name.clone(),
+        source: kube::Error::SerdeError(e),
+    })?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert(
+            "apiVersion".into(),
+            K::api_version(&Default::default()).into(),
+        );
+        map.insert("kind".into(), K::kind(&Default::default()).into());
+    }
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .map_err(|source| Error::Apply { kind, name, source })
+}
+
+async fn apply_owned(sensor: &Sensor, key: &ActivationKey, ctx: &Context) -> Result<Workload> {
+    let ns = sensor.namespace().unwrap_or_default();
+    let c = &ctx.client;
+    let name = names::workload(sensor);
+    ssa(
+        &Api::<ServiceAccount>::namespaced(c.clone(), &ns),
+        &rbac::service_account(owned_meta(sensor, name.clone(), true)?),
+        "ServiceAccount",
+    )
+    .await?;
+    ssa(
+        &Api::<Role>::namespaced(c.clone(), &ns),
+        &rbac::role(sensor, owned_meta(sensor, name.clone(), true)?),
+        "Role",
+    )
+    .await?;
+    ssa(
+        &Api::<RoleBinding>::namespaced(c.clone(), &ns),
+        &rbac::role_binding(sensor, owned_meta(sensor, name.clone(), true)?),
+        "RoleBinding",
+    )
+    .await?;
+    let crb = rbac::cluster_role_binding(
+        sensor,
+        owned_meta(sensor, names::cluster_binding(sensor), false)?,
+    );
+    ssa(
+        &Api::<ClusterRoleBinding>::all(c.clone()),
+        &crb,
+        "ClusterRoleBinding",
+    )
+    .await?;
+    let meta = owned_meta(sensor, name, true)?;
+    Ok(match render::workload(sensor, key, &ctx.defaults, meta) {
+        Workload::DaemonSet(ds) => Workload::DaemonSet(Box::new(
+            ssa(&Api::namespaced(c.clone(), &ns), &*ds, "DaemonSet").await?,
+        )),
+        Workload::CronJob(cj) => Workload::CronJob(Box::new(
+            ssa(&Api::namespaced(c.clone(), &ns), &*cj, "CronJob").await?,
+        )),
+    })
+}
+
+/// Deletes what the Sensor owns but no longer needs: the workload of another
+/// type after a type change, or everything when `keep` is `None`.
+async fn prune(sensor: &Sensor, ctx: &Context, keep: Option<&Workload>) -> Result<()> {
+    let ns = sensor.namespace().unwrap_or_default();
+    let uid = sensor.uid().unwrap_or_default();
+    let lp = ListParams::default().labels(&format!(
+        "{}={}",
+        names::LABEL_SENSOR,
+        names::label_value(&sensor.name_any())
+    ));
+    let keep_ds = matches!(keep, Some(Workload::DaemonSet(_)));
+    let keep_cj = matches!(keep, Some(Workload::CronJob(_)));
+    let c = &ctx.client;
+    if !keep_ds {
+        delete_owned(
+            &Api::<DaemonSet>::namespaced(c.clone(), &ns),
+            &lp,
+            &uid,
+            "DaemonSet",
+        )
+        .await?;
+    }
+    if !keep_cj {
+        delete_owned(
+            &Api::<CronJob>::namespaced(c.clone(), &ns),
+            &lp,
+            &uid,
+            "CronJob",
+        )
+        .await?;
+    }
+    if keep.is_none() {
+        delete_owned(
+            &Api::<RoleBinding>::namespaced(c.clone(), &ns),
+            &lp,
+            &uid,
+            "RoleBinding",
+        )
+        .await?;
+        delete_owned(&Api::<Role>::namespaced(c.clone(), &ns), &lp, &uid, "Role").await?;
+        delete_owned(
+            &Api::<ServiceAccount>::namespaced(c.clone(), &ns),
+            &lp,
+            &uid,
+            "ServiceAccount",
+        )
+        .await?;
+    }
+    let keep_binding = keep.map(|_| names::cluster_binding(sensor));
+    delete_cluster_bindings(sensor, ctx, keep_binding.as_deref()).await
+}
+
+async fn delete_owned<K>(api: &Api<K>, lp: &ListParams, uid: &str, kind: &'static str) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let list = api
+        .list_metadata(lp)
+        .await
+        .map_err(|source| Error::List { kind, source })?;
+    for obj in list.items {
+        let owned = obj
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid);
+        if !owned {
+            continue;
+        }
+        let name = obj.metadata.name.unwrap_or_default();
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => tracing::info!(kind, name, "deleted what the sensor no longer needs"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => return Err(Error::Delete { kind, name, source }),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the Sensor's ClusterRoleBindings (found by label) except `keep`.
+async fn delete_cluster_bindings(sensor: &Sensor, ctx: &Context, keep: Option<&str>) -> Result<()> {
+    let api: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
+    let lp = ListParams::default().labels(&format!(
+        "{}={},{}={}",
+        names::LABEL_SENSOR,
+        names::label_value(&sensor.name_any()),
+        names::LABEL_SENSOR_NAMESPACE,
+        sensor.namespace().unwrap_or_default()
+    ));
+    let list = api.list_metadata(&lp).await.map_err(|source| Error::List {
+        kind: "ClusterRoleBinding",
+        source,
+    })?;
+    for name in list.items.into_iter().filter_map(|o| o.metadata.name) {
+        if Some(name.as_str()) == keep {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Delete {
+                    kind: "ClusterRoleBinding",
+                    name,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// On deletion: remove the cluster-scoped binding; owner references take
+/// care of the rest.
+async fn cleanup(sensor: &Sensor, ctx: &Context) -> Result<Action> {
+    delete_cluster_bindings(sensor, ctx, None).await?;
+    Ok(Action::await_change())
+}

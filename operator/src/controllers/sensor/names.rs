@@ -1,0 +1,94 @@
+//! Names and labels of what a Sensor owns.
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+use sightline_crds::Sensor;
+
+/// Label carrying the owning Sensor (label-safe form of its name).
+pub const LABEL_SENSOR: &str = "sightline.dev/sensor";
+/// Label carrying the owning Sensor's namespace (on cluster-scoped objects).
+pub const LABEL_SENSOR_NAMESPACE: &str = "sightline.dev/sensor-namespace";
+/// `app.kubernetes.io/managed-by` value.
+pub const MANAGED_BY: &str = "sightline-operator";
+
+/// `prefix` + `name`, shortened to `max` characters with a hash suffix when
+/// too long, so distinct long names never collide.
+pub fn bounded(prefix: &str, name: &str, max: usize) -> String {
+    let full = format!("{prefix}{name}");
+    if full.len() <= max {
+        return full;
+    }
+    let hash: String = Sha256::digest(full.as_bytes())
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let keep = max.saturating_sub(hash.len() + 1);
+    let mut head: String = full.chars().take(keep).collect();
+    while head.ends_with(['-', '.']) {
+        head.pop();
+    }
+    format!("{head}-{hash}")
+}
+
+/// Name of the workload and ServiceAccount (CronJob names may have 52 characters).
+pub fn workload(sensor: &Sensor) -> String {
+    bounded("sightline-sensor-", &sensor.name_any(), 52)
+}
+
+/// Name of the per-sensor ClusterRoleBinding: cluster-wide, so it carries
+/// the namespace, and the type, because a binding's roleRef cannot change
+/// (a type change makes a new binding and deletes the old one).
+pub fn cluster_binding(sensor: &Sensor) -> String {
+    let ns = sensor.namespace().unwrap_or_default();
+    let t = sensor.spec.type_.as_str();
+    bounded(
+        "sightline-sensor-",
+        &format!("{t}-{ns}-{}", sensor.name_any()),
+        253,
+    )
+}
+
+/// The label value identifying a sensor.
+pub fn label_value(name: &str) -> String {
+    bounded("", name, 63)
+}
+
+/// Labels on everything a sensor owns.
+pub fn labels(sensor: &Sensor) -> BTreeMap<String, String> {
+    let name = label_value(&sensor.name_any());
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "sightline-sensor".into()),
+        ("app.kubernetes.io/instance".into(), name.clone()),
+        (
+            "app.kubernetes.io/component".into(),
+            sensor.spec.type_.as_str().into(),
+        ),
+        ("app.kubernetes.io/managed-by".into(), MANAGED_BY.into()),
+        (LABEL_SENSOR.into(), name),
+    ])
+}
+
+/// The pod selector of a sensor's workload (stable across type changes).
+pub fn selector(sensor: &Sensor) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "sightline-sensor".into()),
+        (LABEL_SENSOR.into(), label_value(&sensor.name_any())),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bounded;
+
+    #[test]
+    fn long_names_are_shortened_uniquely() {
+        assert_eq!(bounded("p-", "short", 52), "p-short");
+        let a = bounded("sightline-sensor-", &"a".repeat(80), 52);
+        let b = bounded("sightline-sensor-", &format!("{}b", "a".repeat(79)), 52);
+        assert_eq!(a.len(), 52);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,571 @@
+//! Builds the workload of a Sensor: pure functions from the Sensor, its key
+//! and the operator's defaults to the DaemonSet or CronJob to apply.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HostPathVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::ResourceExt;
+use sightline_crds::{ActivationKey, Sensor, SensorType};
+
+use super::names;
+
+/// Operator-wide settings that shape workloads.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    /// Sensor image when a Sensor names none.
+    pub image: String,
+}
+
+/// The workload a Sensor runs as.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Workload {
+    /// One pod per node: container, runtime and passive sensors.
+    DaemonSet(Box<DaemonSet>),
+    /// Scheduled scans: registry sensors.
+    CronJob(Box<CronJob>),
+}
+
+/// Builds the workload for `sensor` running under `key`.
+pub fn workload(
+    sensor: &Sensor,
+    key: &ActivationKey,
+    defaults: &Defaults,
+    meta: ObjectMeta,
+) -> Workload {
+    let pod = pod_template(sensor, key, defaults);
+    match sensor.spec.type_ {
+        SensorType::Registry => Workload::CronJob(Box::new(cron_job(sensor, pod, meta))),
+        _ => Workload::DaemonSet(Box::new(DaemonSet {
+            metadata: meta,
+            spec: Some(DaemonSetSpec {
+                selector: LabelSelector {
+                    match_labels: Some(names::selector(sensor)),
+                    ..LabelSelector::default()
+                },
+                template: pod,
+                ..DaemonSetSpec::default()
+            }),
+            status: None,
+        })),
+    }
+}
+
+fn cron_job(sensor: &Sensor, mut pod: PodTemplateSpec, meta: ObjectMeta) -> CronJob {
+    let schedule = sensor
+        .spec
+        .registry
+        .as_ref()
+        .map(|r| r.schedule.clone())
+        .unwrap_or_default();
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.restart_policy = Some("OnFailure".into());
+    }
+    CronJob {
+        metadata: meta,
+        spec: Some(CronJobSpec {
+            schedule,
+            // A scan still running when the next one is due is left to finish.
+            concurrency_policy: Some("Forbid".into()),
+            successful_jobs_history_limit: Some(3),
+            failed_jobs_history_limit: Some(3),
+            job_template: JobTemplateSpec {
+                metadata: None,
+                spec: Some(JobSpec {
+                    backoff_limit: Some(2),
+                    template: pod,
+                    ..JobSpec::default()
+                }),
+            },
+            ..CronJobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn host_path(name: &str, path: &str, type_: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        host_path: Some(HostPathVolumeSource {
+            path: path.into(),
+            type_: Some(type_.into()),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+/// Host access per sensor type: volumes, mounts, and the container's privileges.
+struct HostAccess {
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+    capabilities: Vec<&'static str>,
+    run_as_root: bool,
+    host_pid: bool,
+    host_network: bool,
+}
+
+fn host_access(sensor: &Sensor) -> HostAccess {
+    let mut a = HostAccess {
+        volumes: vec![Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("1Gi".into())),
+                ..Default::default()
+            }),
+            ..Volume::default()
+        }],
+        mounts: vec![mount("tmp", "/tmp", false)],
+        capabilities: vec![],
+        run_as_root: false,
+        host_pid: false,
+        host_network: false,
+    };
+    match sensor.spec.type_ {
+        SensorType::Container => {
+            // Runtime sockets are root-owned, so the sensor runs as root, but
+            // with every capability dropped and a read-only root filesystem.
+            a.run_as_root = true;
+            let runtimes = sensor
+                .spec
+                .container
+                .as_ref()
+                .map(|c| c.runtimes.clone())
+                .unwrap_or_default();
+            for (i, rt) in runtimes.iter().enumerate() {
+                let socket = rt.endpoint().trim_start_matches("unix://");
+                let (path, type_) = socket_mount_path(socket);
+                let name = format!("runtime-{i}");
+                a.volumes.push(host_path(&name, path, type_));
+                a.mounts.push(mount(&name, path, true));
+            }
+            if runtimes
+                .iter()
+                .any(|r| r.type_ == sightline_crds::sensor::RuntimeKind::Containerd)
+            {
+                // Image layers are read straight from containerd's content store.
+                a.volumes.push(host_path(
+                    "containerd-content",
+                    "/var/lib/containerd",
+                    "DirectoryOrCreate",
+                ));
+                a.mounts
+                    .push(mount("containerd-content", "/var/lib/containerd", true));
+            }
+            node_facts(&mut a);
+        }
+        SensorType::Runtime => {
+            a.run_as_root = true;
+            a.host_pid = true;
+            a.capabilities = vec!["BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE"];
+            for (name, path, ro, t) in [
+                ("bpffs", "/sys/fs/bpf", false, "DirectoryOrCreate"),
+                ("btf", "/sys/kernel/btf", true, "Directory"),
+                ("tracefs", "/sys/kernel/tracing", true, "Directory"),
+                ("cgroup", "/sys/fs/cgroup", true, "Directory"),
+                (
+                    "containerd-run",
+                    "/run/containerd",
+                    true,
+                    "DirectoryOrCreate",
+                ),
+            ] {
+                a.volumes.push(host_path(name, path, t));
+                a.mounts.push(mount(name, path, ro));
+            }
+            node_facts(&mut a);
+        }
+        SensorType::Passive => {
+            a.run_as_root = true;
+            a.host_network = true;
+            a.capabilities = vec!["NET_RAW", "NET_ADMIN"];
+        }
+        SensorType::Registry => {
+            if let Some(secret) = sensor
+                .spec
+                .registry
+                .as_ref()
+                .and_then(|r| r.credentials_secret_ref.as_ref())
+            {
+                a.volumes.push(Volume {
+                    name: "registry-credentials".into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(secret.name.clone()),
+                        ..Default::default()
+                    }),
+                    ..Volume::default()
+                });
+                a.mounts.push(mount(
+                    "registry-credentials",
+                    "/var/run/sightline/registry-credentials",
+                    true,
+                ));
+            }
+        }
+    }
+    a
+}
+
+/// Where to mount a runtime socket from: its directory when the runtime owns
+/// one (so the mount survives the runtime recreating its socket on restart),
+/// the socket itself when it sits in a shared directory such as `/var/run`.
+fn socket_mount_path(socket: &str) -> (&str, &'static str) {
+    match socket.rsplit_once('/') {
+        Some((dir, _)) if !dir.is_empty() && !matches!(dir, "/run" | "/var/run" | "/tmp") => {
+            (dir, "Directory")
+        }
+        _ => (socket, "Socket"),
+    }
+}
+
+/// The node's OS release and DMI strings, for its `Node` asset.
+fn node_facts(a: &mut HostAccess) {
+    a.volumes.push(host_path(
+        "host-os-release",
+        "/etc/os-release",
+        "FileOrCreate",
+    ));
+    a.mounts
+        .push(mount("host-os-release", "/host/etc/os-release", true));
+    a.volumes.push(host_path(
+        "host-dmi",
+        "/sys/class/dmi/id",
+        "DirectoryOrCreate",
+    ));
+    a.mounts
+        .push(mount("host-dmi", "/host/sys/class/dmi/id", true));
+}
+
+fn pod_template(sensor: &Sensor, key: &ActivationKey, defaults: &Defaults) -> PodTemplateSpec {
+    let spec = &sensor.spec;
+    let access = host_access(sensor);
+    let mut modules: Vec<&str> = key.spec.modules.iter().map(|m| m.as_str()).collect();
+    modules.sort_unstable();
+    let config = match spec.type_ {
+        SensorType::Container => serde_json::to_string(&spec.container),
+        SensorType::Registry => serde_json::to_string(&spec.registry),
+        SensorType::Runtime => serde_json::to_string(&spec.runtime),
+        SensorType::Passive => serde_json::to_string(&spec.passive),
+    }
+    .unwrap_or_default();
+    let node_name = EnvVar {
+        name: "NODE_NAME".into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "spec.nodeName".into(),
+                api_version: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    };
+    let sensor_id = format!(
+        "{}/{}",
+        sensor.namespace().unwrap_or_default(),
+        sensor.name_any()
+    );
+    let container = Container {
+        name: "sensor".into(),
+        image: Some(spec.image.clone().unwrap_or_else(|| defaults.image.clone())),
+        args: Some(vec![spec.type_.as_str().into()]),
+        env: Some(vec![
+            node_name,
+            env("SIGHTLINE_SENSOR", sensor_id),
+            env("SIGHTLINE_ACTIVATION_KEY", key.name_any()),
+            // The sensor runs only what its key enables; a key change changes
+            // this value and so rolls the pods.
+            env("SIGHTLINE_MODULES", modules.join(",")),
+            env("SIGHTLINE_CONFIG", config),
+        ]),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            privileged: Some(false),
+            run_as_non_root: Some(!access.run_as_root),
+            run_as_user: Some(if access.run_as_root { 0 } else { 65532 }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: (!access.capabilities.is_empty()).then(|| {
+                    access
+                        .capabilities
+                        .iter()
+                        .map(|c| (*c).to_owned())
+                        .collect()
+                }),
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(access.mounts),
+        ..Container::default()
+    };
+    let mut node_selector = spec.node_selector.clone();
+    let mut affinity = None;
+    if let Some(sel) = key
+        .spec
+        .scope
+        .as_ref()
+        .and_then(|s| s.node_selector.as_ref())
+    {
+        node_selector.extend(sel.match_labels.clone().unwrap_or_default());
+        affinity = node_affinity(sel);
+    }
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(names::labels(sensor)),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            service_account_name: Some(names::workload(sensor)),
+            automount_service_account_token: Some(true),
+            containers: vec![container],
+            volumes: Some(access.volumes),
+            node_selector: (!node_selector.is_empty()).then_some(node_selector),
+            affinity,
+            tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+            host_pid: access.host_pid.then_some(true),
+            host_network: access.host_network.then_some(true),
+            dns_policy: access
+                .host_network
+                .then(|| "ClusterFirstWithHostNet".into()),
+            security_context: Some(PodSecurityContext {
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
+                ..PodSecurityContext::default()
+            }),
+            termination_grace_period_seconds: Some(30),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), Quantity("50m".into())),
+            ("memory".into(), Quantity("64Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".into(),
+            Quantity("512Mi".into()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn node_affinity(sel: &LabelSelector) -> Option<Affinity> {
+    let exprs: Vec<NodeSelectorRequirement> = sel
+        .match_expressions
+        .iter()
+        .flatten()
+        .map(|e| NodeSelectorRequirement {
+            key: e.key.clone(),
+            operator: e.operator.clone(),
+            values: e.values.clone(),
+        })
+        .collect();
+    (!exprs.is_empty()).then(|| Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(exprs),
+                    match_fields: None,
+                }],
+            }),
+            ..NodeAffinity::default()
+        }),
+        ..Affinity::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sightline_crds::sensor::{ContainerSensor, KeyRef, RegistrySensor, RuntimeSensor};
+    use sightline_crds::{ActivationKeySpec, Module, SensorSpec};
+
+    fn sensor(type_: SensorType) -> Sensor {
+        let mut s = Sensor::new(
+            "nodes",
+            SensorSpec {
+                type_,
+                activation_key_ref: KeyRef { name: "lab".into() },
+                container: (type_ == SensorType::Container).then(ContainerSensor::default),
+                registry: (type_ == SensorType::Registry).then(|| RegistrySensor {
+                    url: "https://r.example".into(),
+                    credentials_secret_ref: Some(sightline_crds::sensor::LocalSecretRef {
+                        name: "creds".into(),
+                    }),
+                    repositories: None,
+                    schedule: "0 * * * *".into(),
+                    tags_per_repository: 3,
+                }),
+                runtime: (type_ == SensorType::Runtime).then(RuntimeSensor::default),
+                passive: None,
+                node_selector: BTreeMap::from([("role".into(), "worker".into())]),
+                tolerations: vec![],
+                resources: None,
+                image: None,
+            },
+        );
+        s.metadata.namespace = Some("team".into());
+        s
+    }
+
+    fn key() -> ActivationKey {
+        ActivationKey::new(
+            "lab",
+            ActivationKeySpec {
+                modules: vec![Module::Vulnerability, Module::Inventory],
+                ..Default::default()
+            },
+        )
+    }
+
+    fn pod(w: &Workload) -> PodSpec {
+        match w {
+            Workload::DaemonSet(d) => d.spec.clone().unwrap().template.spec.unwrap(),
+            Workload::CronJob(c) => c
+                .spec
+                .clone()
+                .unwrap()
+                .job_template
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap(),
+        }
+    }
+
+    fn defaults() -> Defaults {
+        Defaults {
+            image: "sightline/sensor:test".into(),
+        }
+    }
+
+    #[test]
+    fn container_sensor_mounts_runtime_sockets_read_only_and_drops_capabilities() {
+        let w = workload(
+            &sensor(SensorType::Container),
+            &key(),
+            &defaults(),
+            ObjectMeta::default(),
+        );
+        assert!(matches!(w, Workload::DaemonSet(_)));
+        let p = pod(&w);
+        let c = &p.containers[0];
+        let mounts: Vec<_> = c
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.mount_path, m.read_only))
+            .collect();
+        assert!(mounts.contains(&("/var/run/docker.sock".into(), Some(true))));
+        assert!(mounts.contains(&("/run/containerd".into(), Some(true))));
+        let sc = c.security_context.clone().unwrap();
+        assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".into()]));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            p.service_account_name.as_deref(),
+            Some("sightline-sensor-nodes")
+        );
+        assert_eq!(p.node_selector.unwrap()["role"], "worker");
+        let env: BTreeMap<_, _> = c
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value))
+            .collect();
+        assert_eq!(
+            env["SIGHTLINE_MODULES"],
+            Some("inventory,vulnerability".into())
+        );
+        assert_eq!(c.image.as_deref(), Some("sightline/sensor:test"));
+    }
+
+    #[test]
+    fn runtime_sensor_gets_host_pid_and_bpf_capabilities_but_is_not_privileged() {
+        let p = pod(&workload(
+            &sensor(SensorType::Runtime),
+            &key(),
+            &defaults(),
+            ObjectMeta::default(),
+        ));
+        assert_eq!(p.host_pid, Some(true));
+        let sc = p.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.privileged, Some(false));
+        assert!(
+            sc.capabilities
+                .unwrap()
+                .add
+                .unwrap()
+                .contains(&"BPF".into())
+        );
+    }
+
+    #[test]
+    fn registry_sensor_is_a_non_root_cronjob_with_its_credentials_mounted() {
+        let w = workload(
+            &sensor(SensorType::Registry),
+            &key(),
+            &defaults(),
+            ObjectMeta::default(),
+        );
+        let Workload::CronJob(cj) = &w else {
+            panic!("expected a CronJob")
+        };
+        assert_eq!(cj.spec.as_ref().unwrap().schedule, "0 * * * *");
+        let p = pod(&w);
+        assert_eq!(p.restart_policy.as_deref(), Some("OnFailure"));
+        let sc = p.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert!(
+            p.volumes.unwrap().iter().any(|v| v
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref())
+                == Some("creds"))
+        );
+    }
+
+    #[test]
+    fn sockets_in_shared_directories_are_mounted_alone() {
+        assert_eq!(
+            socket_mount_path("/var/run/docker.sock"),
+            ("/var/run/docker.sock", "Socket")
+        );
+        assert_eq!(
+            socket_mount_path("/run/containerd/containerd.sock"),
+            ("/run/containerd", "Directory")
+        );
+    }
+}

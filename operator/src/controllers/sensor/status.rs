@@ -1,0 +1,388 @@
+//! Whether a Sensor may run, and its status (pure, except for `write`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use sightline_crds::conditions::{self, condition};
+use sightline_crds::{ActivationKey, Sensor, SensorStatus};
+
+use super::MANAGER;
+use super::render::Workload;
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// Why a Sensor does not run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// Condition that reports it (`KeyRejected` or `Degraded`).
+    pub condition: &'static str,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// What a person should know and do.
+    pub message: String,
+}
+
+fn reject(reason: &'static str, message: String) -> Rejection {
+    Rejection {
+        condition: "KeyRejected",
+        reason,
+        message,
+    }
+}
+
+/// Checks the Sensor against its key; returns the key when it may run.
+pub fn check_key<'a>(
+    sensor: &Sensor,
+    key: Option<&'a ActivationKey>,
+    peers: &[Arc<Sensor>],
+    namespace_labels: &BTreeMap<String, String>,
+    now: Timestamp,
+) -> Result<&'a ActivationKey, Rejection> {
+    let name = &sensor.spec.activation_key_ref.name;
+    let Some(key) = key else {
+        return Err(reject(
+            "KeyNotFound",
+            format!(
+                "ActivationKey {name} does not exist; create it or fix spec.activationKeyRef.name"
+            ),
+        ));
+    };
+    if key.spec.disabled {
+        return Err(reject(
+            "KeyDisabled",
+            format!("ActivationKey {name} is disabled"),
+        ));
+    }
+    if key.spec.expired_at(now) {
+        return Err(reject(
+            "KeyExpired",
+            format!("ActivationKey {name} has expired"),
+        ));
+    }
+    let needs = sensor.spec.type_.required_modules();
+    if !needs.iter().any(|m| key.spec.enables(*m)) {
+        let names: Vec<&str> = needs.iter().map(|m| m.as_str()).collect();
+        return Err(reject(
+            "ModuleNotEnabled",
+            format!(
+                "a {} sensor needs ActivationKey {name} to enable {}",
+                sensor.spec.type_.as_str(),
+                names.join(" or ")
+            ),
+        ));
+    }
+    if let Some(sel) = key
+        .spec
+        .scope
+        .as_ref()
+        .and_then(|s| s.namespace_selector.as_ref())
+        && !crate::selector::matches(sel, namespace_labels)
+    {
+        return Err(reject(
+            "NamespaceNotInScope",
+            format!(
+                "ActivationKey {name} does not apply to namespace {}",
+                sensor.namespace().unwrap_or_default()
+            ),
+        ));
+    }
+    if let Some(max) = key.spec.limits.as_ref().and_then(|l| l.max_sensors) {
+        let rank = admission_rank(sensor, name, peers);
+        if rank >= usize::try_from(max).unwrap_or(0) {
+            return Err(reject(
+                "SensorLimitReached",
+                format!("ActivationKey {name} allows {max} Sensors and older ones use them all"),
+            ));
+        }
+    }
+    Ok(key)
+}
+
+/// The Sensor's position among those using the key, oldest first.
+fn admission_rank(sensor: &Sensor, key: &str, peers: &[Arc<Sensor>]) -> usize {
+    let order = |s: &Sensor| {
+        (
+            s.meta().creation_timestamp.as_ref().map(|t| t.0),
+            s.namespace().unwrap_or_default(),
+            s.name_any(),
+        )
+    };
+    let me = order(sensor);
+    peers
+        .iter()
+        .filter(|p| p.spec.activation_key_ref.name == key && p.meta().deletion_timestamp.is_none())
+        .filter(|p| order(p) < me)
+        .count()
+}
+
+/// Checks what the API server cannot: a registry schedule is valid cron.
+pub fn check_spec(sensor: &Sensor) -> Result<(), Rejection> {
+    if let Some(r) = &sensor.spec.registry
+        && let Err(e) = crate::cron::validate(&r.schedule)
+    {
+        return Err(Rejection {
+            condition: "Degraded",
+            reason: "InvalidSchedule",
+            message: format!("spec.registry.schedule: {e}"),
+        });
+    }
+    Ok(())
+}
+
+fn base(sensor: &Sensor) -> (Option<i64>, Vec<sightline_crds::Condition>) {
+    let previous = sensor
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    (sensor.meta().generation, previous)
+}
+
+/// Status of a Sensor that may not run.
+pub fn rejected(sensor: &Sensor, r: &Rejection, now: Timestamp) -> SensorStatus {
+    let (g, previous) = base(sensor);
+    let key_rejected = r.condition == "KeyRejected";
+    let fresh = vec![
+        condition("Ready", false, r.reason, r.message.clone(), g, now),
+        condition("Progressing", false, r.reason, "", g, now),
+        condition(
+            "Degraded",
+            !key_rejected,
+            if key_rejected {
+                "KeyRejected"
+            } else {
+                r.reason
+            },
+            if key_rejected {
+                String::new()
+            } else {
+                r.message.clone()
+            },
+            g,
+            now,
+        ),
+        condition(
+            "KeyRejected",
+            key_rejected,
+            if key_rejected {
+                r.reason
+            } else {
+                "KeyAccepted"
+            },
+            if key_rejected {
+                r.message.clone()
+            } else {
+                String::new()
+            },
+            g,
+            now,
+        ),
+    ];
+    SensorStatus {
+        observed_generation: g,
+        conditions: conditions::merge(&previous, fresh),
+        desired_nodes: Some(0),
+        ready_nodes: Some(0),
+        ..SensorStatus::default()
+    }
+}
+
+/// Status after a failed apply.
+pub fn degraded(sensor: &Sensor, e: &Error, now: Timestamp) -> SensorStatus {
+    let (g, previous) = base(sensor);
+    let fresh = vec![
+        condition("Ready", false, "ApplyFailed", e.to_string(), g, now),
+        condition("Progressing", false, "ApplyFailed", "", g, now),
+        condition("Degraded", true, "ApplyFailed", e.to_string(), g, now),
+        condition("KeyRejected", false, "KeyAccepted", "", g, now),
+    ];
+    SensorStatus {
+        observed_generation: g,
+        conditions: conditions::merge(&previous, fresh),
+        ..SensorStatus::default()
+    }
+}
+
+/// Status of a Sensor whose workload is applied.
+pub fn running(sensor: &Sensor, w: &Workload, now: Timestamp) -> SensorStatus {
+    let (g, previous) = base(sensor);
+    let (desired, ready, rolled_out, what) = match w {
+        Workload::DaemonSet(ds) => {
+            let s = ds.status.clone().unwrap_or_default();
+            let current =
+                s.observed_generation.is_some() && s.observed_generation >= ds.metadata.generation;
+            let done = current
+                && s.updated_number_scheduled.unwrap_or(0) == s.desired_number_scheduled
+                && s.number_available.unwrap_or(0) == s.desired_number_scheduled;
+            let what = format!(
+                "{}/{} nodes ready",
+                s.number_ready, s.desired_number_scheduled
+            );
+            (
+                Some(s.desired_number_scheduled),
+                Some(s.number_ready),
+                done,
+                what,
+            )
+        }
+        Workload::CronJob(cj) => {
+            let schedule = cj
+                .spec
+                .as_ref()
+                .map(|s| s.schedule.clone())
+                .unwrap_or_default();
+            (None, None, true, format!("scans on schedule {schedule}"))
+        }
+    };
+    let fresh = vec![
+        if rolled_out {
+            condition("Ready", true, "Running", what.clone(), g, now)
+        } else {
+            condition("Ready", false, "RollingOut", what.clone(), g, now)
+        },
+        condition(
+            "Progressing",
+            !rolled_out,
+            if rolled_out {
+                "RolledOut"
+            } else {
+                "RollingOut"
+            },
+            what,
+            g,
+            now,
+        ),
+        condition("Degraded", false, "AsExpected", "", g, now),
+        condition("KeyRejected", false, "KeyAccepted", "", g, now),
+    ];
+    SensorStatus {
+        observed_generation: g,
+        conditions: conditions::merge(&previous, fresh),
+        desired_nodes: desired,
+        ready_nodes: ready,
+        ..SensorStatus::default()
+    }
+}
+
+/// Writes the operator's part of the status with server-side apply; the
+/// sensors' own fields (`lastScanTime`, `assetsReported`) are left alone.
+pub async fn write(sensor: &Sensor, ctx: &Context, status: SensorStatus) -> Result<()> {
+    let name = sensor.name_any();
+    let api: Api<Sensor> =
+        Api::namespaced(ctx.client.clone(), &sensor.namespace().unwrap_or_default());
+    let mut value = serde_json::to_value(&status).map_err(|e| Error::Status {
+        kind: "Sensor",
+        name: name.clone(),
+        source: kube::Error::SerdeError(e),
+    })?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("lastScanTime");
+        map.remove("assetsReported");
+    }
+    let patch = json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "Sensor", "status": value});
+    api.patch_status(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::Status {
+        kind: "Sensor",
+        name,
+        source,
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sightline_crds::activation_key::KeyLimits;
+    use sightline_crds::sensor::{KeyRef, RuntimeSensor};
+    use sightline_crds::{ActivationKeySpec, Module, SensorSpec, SensorType};
+
+    fn sensor(name: &str, created: i64) -> Sensor {
+        let mut s = Sensor::new(
+            name,
+            SensorSpec {
+                type_: SensorType::Runtime,
+                activation_key_ref: KeyRef { name: "k".into() },
+                container: None,
+                registry: None,
+                runtime: Some(RuntimeSensor::default()),
+                passive: None,
+                node_selector: Default::default(),
+                tolerations: vec![],
+                resources: None,
+                image: None,
+            },
+        );
+        s.metadata.namespace = Some("ns".into());
+        s.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            Timestamp::from_second(created).unwrap(),
+        ));
+        s
+    }
+
+    fn key(modules: Vec<Module>) -> ActivationKey {
+        ActivationKey::new(
+            "k",
+            ActivationKeySpec {
+                modules,
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn missing_key_and_missing_module_are_rejected_with_reasons() {
+        let s = sensor("a", 1);
+        let now = Timestamp::now();
+        assert_eq!(
+            check_key(&s, None, &[], &Default::default(), now)
+                .unwrap_err()
+                .reason,
+            "KeyNotFound"
+        );
+        let k = key(vec![Module::Inventory]);
+        let r = check_key(&s, Some(&k), &[], &Default::default(), now).unwrap_err();
+        assert_eq!(r.reason, "ModuleNotEnabled");
+        assert!(r.message.contains("runtimeSecurity"));
+        let k = key(vec![Module::RuntimeSecurity]);
+        assert!(check_key(&s, Some(&k), &[], &Default::default(), now).is_ok());
+    }
+
+    #[test]
+    fn the_oldest_sensors_win_a_limited_key() {
+        let mut k = key(vec![Module::RuntimeSecurity]);
+        k.spec.limits = Some(KeyLimits {
+            max_sensors: Some(1),
+            expires: None,
+        });
+        let (old, new) = (sensor("old", 1), sensor("new", 2));
+        let peers = vec![Arc::new(old.clone()), Arc::new(new.clone())];
+        let now = Timestamp::now();
+        assert!(check_key(&old, Some(&k), &peers, &Default::default(), now).is_ok());
+        assert_eq!(
+            check_key(&new, Some(&k), &peers, &Default::default(), now)
+                .unwrap_err()
+                .reason,
+            "SensorLimitReached"
+        );
+    }
+
+    #[test]
+    fn rejected_status_keeps_transition_times_of_unchanged_conditions() {
+        let mut s = sensor("a", 1);
+        let r = reject("KeyNotFound", "missing".into());
+        let first = rejected(&s, &r, Timestamp::from_second(100).unwrap());
+        s.status = Some(first.clone());
+        let second = rejected(&s, &r, Timestamp::from_second(200).unwrap());
+        assert_eq!(first.conditions, second.conditions);
+        assert!(conditions::is_true(&second.conditions, "KeyRejected"));
+    }
+}

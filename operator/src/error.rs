@@ -1,0 +1,103 @@
+//! The operator's one error type; variants name the operation that failed.
+
+/// What went wrong, and with which object.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Applying an owned object with server-side apply failed.
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Deleting an object that is no longer desired failed.
+    #[error("deleting {kind} {name}: {source}")]
+    Delete {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Listing objects failed.
+    #[error("listing {kind}: {source}")]
+    List {
+        /// Kind listed.
+        kind: &'static str,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Reading an object failed.
+    #[error("reading {kind} {name}: {source}")]
+    Get {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing an object's status failed.
+    #[error("writing the status of {kind} {name}: {source}")]
+    Status {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Adding or removing the cleanup finalizer failed.
+    #[error("finalizer of {name}: {message}")]
+    Finalizer {
+        /// The object.
+        name: String,
+        /// What failed.
+        message: String,
+    },
+    /// An object arrived without a field the API server always sets.
+    #[error("{kind} arrived without {field}")]
+    MissingField {
+        /// Kind of the object.
+        kind: &'static str,
+        /// The missing field.
+        field: &'static str,
+    },
+    /// Leader election failed.
+    #[error("leader election on lease {lease}: {source}")]
+    Lease {
+        /// The lease.
+        lease: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// A short, stable label for metrics (`failures_total{reason}`).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Apply { .. } => "apply",
+            Error::Delete { .. } => "delete",
+            Error::List { .. } => "list",
+            Error::Get { .. } => "get",
+            Error::Status { .. } => "status",
+            Error::Finalizer { .. } => "finalizer",
+            Error::MissingField { .. } => "missing_field",
+            Error::Lease { .. } => "lease",
+        }
+    }
+}
+
+/// Result of the operator.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,177 @@
+//! `sightline-operator`: the operator process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use sightline_operator::controllers::{self, sensor::render::Defaults};
+use sightline_operator::http::{self, Health};
+use sightline_operator::leader::{LeaderElector, LeaseConfig};
+use sightline_operator::metrics::Metrics;
+use sightline_operator::telemetry::{self, LogFormat};
+use tokio::sync::watch;
+
+/// Sightline's Kubernetes operator.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Namespace the operator runs in; token Secrets and the leader Lease live here.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "sightline-system")]
+    namespace: String,
+    /// Image of sensor pods when a Sensor names none.
+    #[arg(
+        long,
+        env = "SIGHTLINE_SENSOR_IMAGE",
+        default_value = "sightline/sensor:0.1.0"
+    )]
+    sensor_image: String,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "SIGHTLINE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "SIGHTLINE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Elect a leader among replicas (turn off only when running exactly one).
+    #[arg(long, env = "SIGHTLINE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "sightline-operator")]
+    lease_name: String,
+    /// Seconds a lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// Seconds between acquire/renew attempts.
+    #[arg(long, default_value_t = 2)]
+    lease_retry: u64,
+    /// This replica's identity in the election (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.log_format);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let metrics = Metrics::default();
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("listening on {}", args.http_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    let router = http::router(Health {
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = {
+        let rx = stop_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }
+    };
+
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let elector = args.leader_election.then(|| {
+        LeaderElector::new(
+            client.clone(),
+            LeaseConfig {
+                namespace: args.namespace.clone(),
+                name: args.lease_name.clone(),
+                identity: identity.clone(),
+                lease_duration: Duration::from_secs(args.lease_duration),
+                retry: Duration::from_secs(args.lease_retry),
+            },
+        )
+    });
+
+    if let Some(e) = &elector {
+        // A standby replica is healthy and ready: it is doing its job.
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!(
+            identity,
+            lease = args.lease_name,
+            "waiting to become leader"
+        );
+        tokio::select! {
+            res = e.acquire() => res?,
+            () = stopped() => return Ok(()),
+        }
+        tracing::info!(identity, "became leader");
+    }
+    metrics.leader.set(1);
+    sightline_operator::apply_sensor_cluster_roles(&client)
+        .await
+        .context("applying the sensor ClusterRoles")?;
+    ready.store(true, Ordering::Relaxed);
+
+    let defaults = Defaults {
+        image: args.sensor_image.clone(),
+    };
+    let run = controllers::run(
+        client.clone(),
+        args.namespace.clone(),
+        defaults,
+        metrics.clone(),
+        stopped(),
+    );
+    let result = match &elector {
+        Some(e) => tokio::select! {
+            () = run => Ok(()),
+            lost = e.hold() => Err(anyhow::Error::new(lost).context("lost the leader lease; exiting so no two replicas reconcile")),
+        },
+        None => {
+            run.await;
+            Ok(())
+        }
+    };
+    if result.is_ok()
+        && let Some(e) = &elector
+        && let Err(err) = e.release().await
+    {
+        tracing::warn!(error = %err, "could not release the leader lease; a standby takes over when it expires");
+    }
+    metrics.leader.set(0);
+    result
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

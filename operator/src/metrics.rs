@@ -1,0 +1,128 @@
+//! Prometheus metrics: reconciles, failures by reason, durations, leadership.
+
+use std::sync::Arc;
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels naming a controller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// `activationkey` or `sensor`.
+    pub controller: String,
+}
+
+/// Labels of a failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    /// The controller.
+    pub controller: String,
+    /// What failed (see `Error::metric_label`).
+    pub reason: String,
+}
+
+/// The operator's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Reconciles started.
+    pub reconciles: Family<ControllerLabels, Counter>,
+    /// Reconciles that failed, by reason.
+    pub failures: Family<FailureLabels, Counter>,
+    /// Reconcile durations.
+    pub duration: Family<ControllerLabels, Histogram>,
+    /// 1 while this replica holds the leader lease.
+    pub leader: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Registry they are in.
+    pub registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
+        let duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0])
+        });
+        let leader = Gauge::default();
+        let mut registry = Registry::with_prefix("sightline_operator");
+        registry.register("reconciles", "Reconciles started", reconciles.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, by reason",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile durations",
+            duration.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            reconciles,
+            failures,
+            duration,
+            leader,
+            registry: Arc::new(registry),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a reconcile and returns a timer that records its duration when dropped.
+    pub fn reconcile(&self, controller: &str) -> ReconcileTimer {
+        let labels = ControllerLabels {
+            controller: controller.to_owned(),
+        };
+        self.reconciles.get_or_create(&labels).inc();
+        ReconcileTimer {
+            start: Instant::now(),
+            metrics: self.clone(),
+            labels,
+        }
+    }
+
+    /// Counts a failed reconcile.
+    pub fn failure(&self, controller: &str, reason: &str) {
+        self.failures
+            .get_or_create(&FailureLabels {
+                controller: controller.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Records a reconcile's duration when dropped, however the reconcile ends.
+pub struct ReconcileTimer {
+    start: Instant,
+    metrics: Metrics,
+    labels: ControllerLabels,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.metrics
+            .duration
+            .get_or_create(&self.labels)
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}

@@ -1,0 +1,354 @@
+//! The Sensor and ActivationKey controllers against a real API server and
+//! kube-controller-manager, driving the real operator binary.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
+use sightline_crds::conditions::{find, is_true};
+use sightline_crds::{ActivationKey, Sensor};
+use sightline_testenv::helpers::{wait_gone, wait_object};
+use support::{Env, OPERATOR_NS};
+
+const T: Duration = Duration::from_secs(30);
+
+fn key_yaml(name: &str, modules: &str) -> String {
+    format!(
+        "apiVersion: sightline.dev/v1alpha1\nkind: ActivationKey\nmetadata:\n  name: {name}\nspec:\n  modules: {modules}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_sensor_becomes_a_workload_that_follows_its_spec_and_goes_with_it() -> Result<()> {
+    let env = Env::start().await?;
+    let op = env.operator("solo")?;
+    let res = async {
+        env.apply(&key_yaml("lab", "[inventory, containerSecurity]")).await?;
+        env.apply(
+            r#"
+apiVersion: sightline.dev/v1alpha1
+kind: Sensor
+metadata: {name: nodes}
+spec:
+  type: container
+  activationKeyRef: {name: lab}
+  container: {runtimes: [{type: containerd}]}
+  nodeSelector: {kubernetes.io/os: linux}
+  tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
+  resources: {requests: {cpu: 20m, memory: 32Mi}, limits: {memory: 128Mi}}
+  image: example.test/sightline/sensor:1.2.3
+"#,
+        )
+        .await?;
+        let dss: Api<DaemonSet> = Api::namespaced(env.client.clone(), &env.ns);
+        let ds = wait_object(&dss, "sightline-sensor-nodes", T, "the DaemonSet", |_| true).await?;
+        let pod = ds.spec.clone().context("spec")?.template.spec.context("pod spec")?;
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("example.test/sightline/sensor:1.2.3"));
+        assert_eq!(pod.service_account_name.as_deref(), Some("sightline-sensor-nodes"));
+        assert_eq!(pod.node_selector.clone().unwrap_or_default()["kubernetes.io/os"], "linux");
+        assert_eq!(pod.tolerations.clone().unwrap_or_default()[0].key.as_deref(), Some("node-role.kubernetes.io/control-plane"));
+        let res = c.resources.clone().context("resources")?;
+        assert_eq!(res.requests.unwrap_or_default()["cpu"].0, "20m");
+        let mounts: Vec<String> = c.volume_mounts.clone().unwrap_or_default().into_iter().map(|m| m.mount_path).collect();
+        assert!(mounts.contains(&"/run/containerd".to_owned()), "{mounts:?}");
+        assert!(!mounts.contains(&"/var/run/docker.sock".to_owned()), "only containerd was asked for: {mounts:?}");
+        let owner = ds.metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(owner.len(), 1);
+        assert_eq!(owner[0].kind, "Sensor");
+
+        // RBAC: its own ServiceAccount, a Role scoped to its own Sensor, and
+        // the type's ClusterRole bound to it.
+        let sa: Api<ServiceAccount> = Api::namespaced(env.client.clone(), &env.ns);
+        sa.get("sightline-sensor-nodes").await?;
+        let role = Api::<Role>::namespaced(env.client.clone(), &env.ns).get("sightline-sensor-nodes").await?;
+        for rule in role.rules.unwrap_or_default() {
+            assert_eq!(rule.resource_names, Some(vec!["nodes".to_owned()]), "the Role must name only its own Sensor");
+            assert!(!rule.verbs.iter().any(|v| v == "*"));
+        }
+        Api::<RoleBinding>::namespaced(env.client.clone(), &env.ns).get("sightline-sensor-nodes").await?;
+        let crbs: Api<ClusterRoleBinding> = Api::all(env.client.clone());
+        let crb_name = format!("sightline-sensor-container-{}-nodes", env.ns);
+        let crb = crbs.get(&crb_name).await?;
+        assert_eq!(crb.role_ref.name, "sightline-sensor-container");
+
+        // Status: with no nodes the rollout is trivially complete.
+        let sensors: Api<Sensor> = Api::namespaced(env.client.clone(), &env.ns);
+        let s = wait_object(&sensors, "nodes", T, "Ready", |s| {
+            s.status.as_ref().is_some_and(|st| is_true(&st.conditions, "Ready") && st.observed_generation == s.metadata.generation)
+        })
+        .await?;
+        assert_eq!(s.status.as_ref().and_then(|st| st.desired_nodes), Some(0));
+
+        // A change of the Sensor changes the DaemonSet.
+        sensors
+            .patch("nodes", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": "example.test/sightline/sensor:2.0.0"}})))
+            .await?;
+        wait_object(&dss, "sightline-sensor-nodes", T, "the new image", |ds| {
+            ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|p| p.containers[0].image.as_deref())
+                == Some("example.test/sightline/sensor:2.0.0")
+        })
+        .await?;
+
+        // A change of type replaces the DaemonSet with a CronJob.
+        sensors
+            .patch(
+                "nodes",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"type": "registry", "container": null, "registry": {"url": "http://127.0.0.1:5000", "schedule": "*/30 * * * *"}}})),
+            )
+            .await?;
+        let cjs: Api<CronJob> = Api::namespaced(env.client.clone(), &env.ns);
+        let cj = wait_object(&cjs, "sightline-sensor-nodes", T, "the CronJob", |_| true).await?;
+        assert_eq!(cj.spec.context("cronjob spec")?.schedule, "*/30 * * * *");
+        wait_gone(&dss, "sightline-sensor-nodes", T).await.context("old DaemonSet")?;
+        wait_gone(&crbs, &crb_name, T).await?;
+        let crb_name = format!("sightline-sensor-registry-{}-nodes", env.ns);
+        let crb = crbs.get(&crb_name).await?;
+        assert_eq!(crb.role_ref.name, "sightline-sensor-registry");
+
+        // Deleting the Sensor removes everything it owned.
+        sensors.delete("nodes", &DeleteParams::default()).await?;
+        wait_gone(&sensors, "nodes", T).await.context("Sensor")?;
+        wait_gone(&cjs, "sightline-sensor-nodes", T).await.context("CronJob")?;
+        wait_gone(&sa, "sightline-sensor-nodes", T).await.context("ServiceAccount")?;
+        wait_gone(&Api::<Role>::namespaced(env.client.clone(), &env.ns), "sightline-sensor-nodes", T).await?;
+        wait_gone(&crbs, &crb_name, T).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    res.with_context(|| env.dump())?;
+    drop(op);
+    Ok(())
+}
+
+#[tokio::test]
+async fn key_rules_decide_whether_a_sensor_runs() -> Result<()> {
+    let env = Env::start().await?;
+    let op = env.operator("solo")?;
+    let res = async {
+        let sensors: Api<Sensor> = Api::namespaced(env.client.clone(), &env.ns);
+        let dss: Api<DaemonSet> = Api::namespaced(env.client.clone(), &env.ns);
+        let keys: Api<ActivationKey> = Api::all(env.client.clone());
+        let rejected_for = |reason: &'static str| {
+            move |s: &Sensor| {
+                s.status.as_ref().and_then(|st| find(&st.conditions, "KeyRejected")).is_some_and(|c| c.status == "True" && c.reason == reason)
+            }
+        };
+
+        // No key yet: KeyNotFound, and no workload.
+        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: rt}\nspec: {type: runtime, activationKeyRef: {name: inv}, runtime: {}}\n").await?;
+        wait_object(&sensors, "rt", T, "KeyNotFound", rejected_for("KeyNotFound")).await?;
+
+        // A key without runtimeSecurity: ModuleNotEnabled, still no workload.
+        env.apply(&key_yaml("inv", "[inventory]")).await?;
+        let s = wait_object(&sensors, "rt", T, "ModuleNotEnabled", rejected_for("ModuleNotEnabled")).await?;
+        assert!(!is_true(&s.status.unwrap_or_default().conditions, "Ready"));
+        assert!(dss.get_opt("sightline-sensor-rt").await?.is_none());
+
+        // Enabling the module on the key alone makes the workload appear.
+        env.apply(&key_yaml("inv", "[inventory, runtimeSecurity]")).await?;
+        let ds = wait_object(&dss, "sightline-sensor-rt", T, "the DaemonSet", |_| true).await?;
+        let env_vars = ds.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap_or_default();
+        let modules = env_vars.iter().find(|e| e.name == "SIGHTLINE_MODULES").and_then(|e| e.value.clone());
+        assert_eq!(modules.as_deref(), Some("inventory,runtimeSecurity"));
+        wait_object(&sensors, "rt", T, "KeyRejected to clear", |s| {
+            s.status.as_ref().and_then(|st| find(&st.conditions, "KeyRejected")).is_some_and(|c| c.status == "False")
+        })
+        .await?;
+
+        // The key reports its token Secret and its sensor count.
+        let k = wait_object(&keys, "inv", T, "key status", |k| k.status.as_ref().is_some_and(|s| s.sensors == 1 && s.token_secret_ref.is_some())).await?;
+        let r = k.status.unwrap().token_secret_ref.unwrap();
+        let secret = Api::<Secret>::namespaced(env.client.clone(), OPERATOR_NS).get(&r.name).await?;
+        let token = secret.data.unwrap_or_default().remove(&r.key).context("token")?;
+        assert_eq!(token.0.len(), 4 + 64, "a 256-bit hex token with its prefix");
+
+        // ModulesConflict appears and clears.
+        env.apply(&key_yaml("inv", "[inventory, runtimeSecurity, sca, policyCompliance]")).await?;
+        wait_object(&keys, "inv", T, "ModulesConflict", |k| k.status.as_ref().is_some_and(|s| is_true(&s.conditions, "ModulesConflict"))).await?;
+        env.apply(&key_yaml("inv", "[inventory, runtimeSecurity, sca]")).await?;
+        wait_object(&keys, "inv", T, "ModulesConflict to clear", |k| {
+            k.status.as_ref().is_some_and(|s| s.observed_generation == k.metadata.generation && !is_true(&s.conditions, "ModulesConflict"))
+        })
+        .await?;
+        // The token survives key updates.
+        let again = Api::<Secret>::namespaced(env.client.clone(), OPERATOR_NS).get(&r.name).await?;
+        assert_eq!(again.data.unwrap_or_default().remove(&r.key), Some(token));
+
+        // An expired key is Expired, not Ready, and its sensors stop.
+        keys.patch("inv", &PatchParams::default(), &Patch::Merge(json!({"spec": {"limits": {"expires": "2020-01-01T00:00:00Z"}}}))).await?;
+        wait_object(&keys, "inv", T, "Expired", |k| {
+            k.status.as_ref().is_some_and(|s| is_true(&s.conditions, "Expired") && !is_true(&s.conditions, "Ready"))
+        })
+        .await?;
+        wait_object(&sensors, "rt", T, "KeyExpired", rejected_for("KeyExpired")).await?;
+        wait_gone(&dss, "sightline-sensor-rt", T).await?;
+
+        // An invalid cron schedule is a condition, not a retry loop.
+        env.apply(&key_yaml("reg", "[vulnerability]")).await?;
+        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: reg}\nspec: {type: registry, activationKeyRef: {name: reg}, registry: {url: 'http://127.0.0.1:5000', schedule: '0 25 * * *'}}\n").await?;
+        let s = wait_object(&sensors, "reg", T, "InvalidSchedule", |s| {
+            s.status.as_ref().and_then(|st| find(&st.conditions, "Degraded")).is_some_and(|c| c.reason == "InvalidSchedule")
+        })
+        .await?;
+        let msg = find(&s.status.unwrap().conditions, "Degraded").map(|c| c.message.clone()).unwrap_or_default();
+        assert!(msg.contains("spec.registry.schedule") && msg.contains("hour"), "{msg}");
+        let failures = op.metric("sightline_operator_reconcile_failures_total")?;
+        assert_eq!(failures, 0.0, "an invalid object must not be retried as a failure");
+        anyhow::Ok(())
+    }
+    .await;
+    res.with_context(|| env.dump())?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn killing_the_operator_mid_reconcile_converges_without_duplicates() -> Result<()> {
+    let env = Env::start().await?;
+    env.apply(&key_yaml(
+        "lab",
+        "[inventory, containerSecurity, runtimeSecurity]",
+    ))
+    .await?;
+    let n = 30;
+    let mut yaml = String::new();
+    for i in 0..n {
+        let t = if i % 3 == 0 { "runtime" } else { "container" };
+        yaml.push_str(&format!(
+            "---\napiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {{name: s{i}}}\nspec: {{type: {t}, activationKeyRef: {{name: lab}}, {t}: {{}}}}\n"
+        ));
+    }
+    env.apply(&yaml).await?;
+    let mut first = env.operator("first")?;
+    let dss: Api<DaemonSet> = Api::namespaced(env.client.clone(), &env.ns);
+    // Kill it as soon as it has started writing, so some sensors are half done.
+    sightline_testenv::helpers::wait_for("the first DaemonSet", T, || async {
+        dss.list_metadata(&ListParams::default())
+            .await
+            .ok()
+            .filter(|l| !l.items.is_empty())
+            .map(|_| ())
+    })
+    .await?;
+    first.kill();
+    let _second = env.operator("second")?;
+    let res = async {
+        sightline_testenv::helpers::wait_for(
+            "every DaemonSet",
+            Duration::from_secs(60),
+            || async {
+                let l = dss.list_metadata(&ListParams::default()).await.ok()?;
+                (l.items.len() == n).then_some(())
+            },
+        )
+        .await?;
+        let sensors: Api<Sensor> = Api::namespaced(env.client.clone(), &env.ns);
+        sightline_testenv::helpers::wait_for(
+            "every Sensor Ready",
+            Duration::from_secs(60),
+            || async {
+                let l = sensors.list(&ListParams::default()).await.ok()?;
+                l.items
+                    .iter()
+                    .all(|s| {
+                        s.status
+                            .as_ref()
+                            .is_some_and(|st| is_true(&st.conditions, "Ready"))
+                    })
+                    .then_some(())
+            },
+        )
+        .await?;
+        // Exactly one of each owned object per Sensor.
+        for kind in ["DaemonSet", "ServiceAccount", "Role", "RoleBinding"] {
+            let names: Vec<String> = match kind {
+                "DaemonSet" => dss
+                    .list_metadata(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter_map(|o| o.metadata.name)
+                    .collect(),
+                "ServiceAccount" => Api::<ServiceAccount>::namespaced(env.client.clone(), &env.ns)
+                    .list_metadata(
+                        &ListParams::default().labels("app.kubernetes.io/name=sightline-sensor"),
+                    )
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter_map(|o| o.metadata.name)
+                    .collect(),
+                "Role" => Api::<Role>::namespaced(env.client.clone(), &env.ns)
+                    .list_metadata(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter_map(|o| o.metadata.name)
+                    .collect(),
+                _ => Api::<RoleBinding>::namespaced(env.client.clone(), &env.ns)
+                    .list_metadata(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter_map(|o| o.metadata.name)
+                    .collect(),
+            };
+            let mut expected: Vec<String> =
+                (0..n).map(|i| format!("sightline-sensor-s{i}")).collect();
+            let mut got = names.clone();
+            expected.sort();
+            got.sort();
+            assert_eq!(got, expected, "{kind}s after the restart");
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    res.with_context(|| env.dump())?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_the_leader_reconciles_and_a_standby_takes_over() -> Result<()> {
+    let env = Env::start().await?;
+    env.apply(&key_yaml("lab", "[inventory, containerSecurity]"))
+        .await?;
+    let mut a = env.operator("a")?;
+    a.wait_serving().await?;
+    sightline_testenv::helpers::wait_for("a to lead", T, || async {
+        (a.metric("sightline_operator_leader").ok()? == 1.0).then_some(())
+    })
+    .await?;
+    let b = env.operator("b")?;
+    b.wait_serving().await?;
+    let res = async {
+        assert!(b.get("/readyz")?.contains("200 OK"), "a standby replica is ready");
+        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: one}\nspec: {type: container, activationKeyRef: {name: lab}, container: {}}\n").await?;
+        let dss: Api<DaemonSet> = Api::namespaced(env.client.clone(), &env.ns);
+        wait_object(&dss, "sightline-sensor-one", T, "the first DaemonSet", |_| true).await?;
+        assert_eq!(b.metric("sightline_operator_leader")?, 0.0);
+        assert_eq!(b.metric("sightline_operator_reconciles_total")?, 0.0, "the standby must not reconcile");
+        assert!(a.metric("sightline_operator_reconciles_total")? > 0.0);
+
+        // Kill the leader without letting it release the lease: b takes over
+        // once the 4 s lease runs out.
+        a.kill();
+        let killed = std::time::Instant::now();
+        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: two}\nspec: {type: container, activationKeyRef: {name: lab}, container: {}}\n").await?;
+        wait_object(&dss, "sightline-sensor-two", Duration::from_secs(30), "the standby to reconcile", |_| true).await?;
+        assert_eq!(b.metric("sightline_operator_leader")?, 1.0);
+        let took = killed.elapsed();
+        assert!(took < Duration::from_secs(4 + 10), "hand-over took {took:?}");
+        anyhow::Ok(())
+    }
+    .await;
+    res.with_context(|| env.dump())?;
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! What the operator's integration tests share: a fresh control plane with
+//! the CRDs, and the real operator binary started against it.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, PostParams};
+use sightline_testenv::process::{Proc, free_port};
+use sightline_testenv::{ControlPlane, Options, helpers};
+
+/// Namespace the operator runs in during tests.
+pub const OPERATOR_NS: &str = "sightline-system";
+
+/// A control plane (with kube-controller-manager, for garbage collection
+/// and DaemonSet status) with the CRDs installed and a test namespace.
+pub struct Env {
+    pub cp: ControlPlane,
+    pub client: kube::Client,
+    pub ns: String,
+}
+
+impl Env {
+    pub async fn start() -> Result<Self> {
+        let cp = ControlPlane::start(Options::default())
+            .await
+            .context("starting the control plane")?;
+        let client = cp.client();
+        let nss: Api<Namespace> = Api::all(client.clone());
+        nss.create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(OPERATOR_NS.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await?;
+        let ns = helpers::namespace(&client, "test").await?;
+        Ok(Self { cp, client, ns })
+    }
+
+    /// Starts the operator binary as replica `identity`.
+    pub fn operator(&self, identity: &str) -> Result<Operator> {
+        let port = free_port()?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sightline-operator"));
+        cmd.env("KUBECONFIG", &self.cp.kubeconfig)
+            .env("RUST_LOG", "info,sightline_operator=debug")
+            .args([
+                "--namespace",
+                OPERATOR_NS,
+                "--http-addr",
+                &format!("127.0.0.1:{port}"),
+                "--identity",
+                identity,
+                "--lease-duration",
+                "4",
+                "--lease-retry",
+                "1",
+                "--sensor-image",
+                "sightline/sensor:test",
+            ]);
+        let log = self.cp.dir().join(format!("operator-{identity}.log"));
+        let proc = Proc::spawn(&format!("operator {identity}"), cmd, &log)?;
+        Ok(Operator { proc, port })
+    }
+
+    pub async fn apply(&self, yaml: &str) -> Result<()> {
+        helpers::apply_yaml(&self.client, yaml, &self.ns).await?;
+        Ok(())
+    }
+
+    /// Logs of everything, for a failing test.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.cp.dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = entry.path();
+            if p.extension().is_some_and(|e| e == "log") && p.to_string_lossy().contains("operator")
+            {
+                out.push_str(&format!(
+                    "==== {}\n{}\n",
+                    p.display(),
+                    sightline_testenv::process::tail(&p, 60)
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A running operator process; dropping it stops it.
+pub struct Operator {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Operator {
+    /// GETs a path of the operator's HTTP server.
+    pub fn get(&self, path: &str) -> Result<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    /// Waits until the HTTP server answers.
+    pub async fn wait_serving(&self) -> Result<()> {
+        helpers::wait_for(
+            "the operator's HTTP server",
+            Duration::from_secs(30),
+            || async { self.get("/healthz").ok().filter(|r| r.contains("200 OK")) },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Kills the process without letting it clean up (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.proc.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        self.proc.stop(Duration::from_secs(1));
+    }
+
+    /// Value of an unlabelled metric, or the sum over a labelled one.
+    pub fn metric(&self, name: &str) -> Result<f64> {
+        let body = self.get("/metrics")?;
+        Ok(body
+            .lines()
+            .filter(|l| {
+                l.starts_with(name)
+                    && (l.as_bytes().get(name.len()) == Some(&b' ')
+                        || l.as_bytes().get(name.len()) == Some(&b'{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
