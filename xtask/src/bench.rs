@@ -1,0 +1,283 @@
+//! `cargo xtask bench`: the operator's reconcile latency and scale, each with
+//! a baseline measured in the same run on the same control plane, so the
+//! ratios hold on a noisy shared machine where absolute numbers do not.
+//!
+//! - latency: `apply` of a Sensor → its DaemonSet exists, one at a time;
+//!   baseline: `apply` of the same DaemonSet directly → it is visible.
+//! - scale: N Sensors and K keys applied at once → every Sensor `Ready`;
+//!   baseline: the same number of DaemonSets applied directly at the same
+//!   concurrency. Also the operator's peak RSS.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use sightline_crds::Sensor;
+use sightline_crds::conditions::is_true;
+use sightline_testenv::process::{Proc, free_port};
+use sightline_testenv::{ControlPlane, Options};
+
+use crate::run as run_cmd;
+
+const CONCURRENCY: usize = 16;
+
+pub async fn run(latency_n: usize, scale_n: usize, scale_keys: usize) -> Result<()> {
+    crate::setup()?;
+    run_cmd(Command::new("cargo").args(["build", "--release", "-p", "sightline-operator"]))?;
+    let cp = ControlPlane::start(Options::default()).await?;
+    let client = cp.client();
+    for ns in [
+        "sightline-system",
+        "bench-latency",
+        "bench-direct",
+        "bench-scale",
+        "bench-scale-direct",
+    ] {
+        Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(ns.into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await?;
+    }
+    let mut cmd = Command::new(crate::target_dir().join("release/sightline-operator"));
+    cmd.env("KUBECONFIG", &cp.kubeconfig)
+        .env("RUST_LOG", "warn")
+        .args([
+            "--namespace",
+            "sightline-system",
+            "--http-addr",
+            &format!("127.0.0.1:{}", free_port()?),
+            "--leader-election=false",
+        ]);
+    let operator = Proc::spawn("sightline-operator", cmd, &cp.dir().join("operator.log"))?;
+    key(&client, "bench", &["inventory", "containerSecurity"]).await?;
+
+    // Latency.
+    let seen = watch_daemonsets(&client, "bench-latency");
+    let direct_seen = watch_daemonsets(&client, "bench-direct");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut via_operator = Vec::with_capacity(latency_n);
+    let mut direct = Vec::with_capacity(latency_n);
+    for i in 0..latency_n {
+        let name = format!("lat-{i}");
+        let start = Instant::now();
+        sensor(&client, "bench-latency", &name, "bench").await?;
+        via_operator.push(wait_seen(&seen, &format!("sightline-sensor-{name}"), start).await?);
+        let start = Instant::now();
+        daemonset(&client, "bench-direct", &format!("sightline-sensor-{name}")).await?;
+        direct.push(wait_seen(&direct_seen, &format!("sightline-sensor-{name}"), start).await?);
+    }
+    let (op50, op99) = percentiles(&mut via_operator);
+    let (d50, d99) = percentiles(&mut direct);
+
+    // Scale.
+    let keys: Vec<String> = (0..scale_keys).map(|i| format!("scale-{i}")).collect();
+    futures::stream::iter(
+        keys.iter()
+            .map(|k| key(&client, k, &["inventory", "containerSecurity"])),
+    )
+    .buffer_unordered(CONCURRENCY)
+    .try_collect::<Vec<_>>()
+    .await?;
+    let start = Instant::now();
+    futures::stream::iter((0..scale_n).map(|i| {
+        let client = client.clone();
+        let key = keys[i % keys.len().max(1)].clone();
+        async move { sensor(&client, "bench-scale", &format!("s-{i}"), &key).await }
+    }))
+    .buffer_unordered(CONCURRENCY)
+    .try_collect::<Vec<_>>()
+    .await?;
+    let applied = start.elapsed();
+    let sensors: Api<Sensor> = Api::namespaced(client.clone(), "bench-scale");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let list = sensors.list(&ListParams::default()).await?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|s| {
+                s.status
+                    .as_ref()
+                    .is_some_and(|st| is_true(&st.conditions, "Ready"))
+            })
+            .count();
+        if ready == scale_n {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {ready} of {scale_n} Sensors became Ready within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let all_ready = start.elapsed();
+    let start = Instant::now();
+    futures::stream::iter((0..scale_n).map(|i| {
+        let client = client.clone();
+        async move {
+            daemonset(
+                &client,
+                "bench-scale-direct",
+                &format!("sightline-sensor-s-{i}"),
+            )
+            .await
+        }
+    }))
+    .buffer_unordered(CONCURRENCY)
+    .try_collect::<Vec<_>>()
+    .await?;
+    let direct_scale = start.elapsed();
+    let peak_rss = peak_rss_kib(operator.pid)?;
+
+    println!(
+        "\nreconcile latency, apply Sensor -> DaemonSet exists ({latency_n} sensors, one at a time):"
+    );
+    println!(
+        "  operator  p50 {:>8.1} ms   p99 {:>8.1} ms",
+        ms(op50),
+        ms(op99)
+    );
+    println!(
+        "  baseline  p50 {:>8.1} ms   p99 {:>8.1} ms   (apply the DaemonSet directly)",
+        ms(d50),
+        ms(d99)
+    );
+    println!(
+        "  ratio     p50 {:>8.2}x     p99 {:>8.2}x",
+        ratio(op50, d50),
+        ratio(op99, d99)
+    );
+    println!(
+        "\nscale, {scale_n} Sensors and {scale_keys} keys applied at once ({CONCURRENCY} in flight):"
+    );
+    println!(
+        "  applied in {:.1} s; every Sensor Ready after {:.1} s",
+        applied.as_secs_f64(),
+        all_ready.as_secs_f64()
+    );
+    println!(
+        "  baseline: {scale_n} DaemonSets applied directly in {:.1} s",
+        direct_scale.as_secs_f64()
+    );
+    println!("  ratio     {:.2}x", ratio(all_ready, direct_scale));
+    println!("  operator peak RSS {:.1} MiB", peak_rss as f64 / 1024.0);
+    drop(operator);
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
+
+fn percentiles(v: &mut [Duration]) -> (Duration, Duration) {
+    v.sort();
+    let at = |p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    (at(0.5), at(0.99))
+}
+
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("reading the operator's /proc status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmHWM in /proc status")
+}
+
+type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+
+fn watch_daemonsets(client: &kube::Client, ns: &str) -> Seen {
+    let seen: Seen = Arc::default();
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    let s = seen.clone();
+    tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(ds)) = stream.next().await {
+            if let Some(name) = ds.metadata.name {
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(name)
+                    .or_insert_with(Instant::now);
+            }
+        }
+    });
+    seen
+}
+
+async fn wait_seen(seen: &Seen, name: &str, start: Instant) -> Result<Duration> {
+    let deadline = start + Duration::from_secs(60);
+    loop {
+        if let Some(t) = seen.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return Ok(t.saturating_duration_since(start));
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not appear within 60 s");
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
+async fn key(client: &kube::Client, name: &str, modules: &[&str]) -> Result<()> {
+    let api: Api<sightline_crds::ActivationKey> = Api::all(client.clone());
+    let obj = json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "ActivationKey", "metadata": {"name": name}, "spec": {"modules": modules}});
+    api.patch(
+        name,
+        &PatchParams::apply("bench").force(),
+        &Patch::Apply(&obj),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn sensor(client: &kube::Client, ns: &str, name: &str, key: &str) -> Result<()> {
+    let api: Api<Sensor> = Api::namespaced(client.clone(), ns);
+    let obj = json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "Sensor", "metadata": {"name": name},
+        "spec": {"type": "container", "activationKeyRef": {"name": key}, "container": {}}});
+    api.patch(
+        name,
+        &PatchParams::apply("bench").force(),
+        &Patch::Apply(&obj),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn daemonset(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    let obj = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
+        "spec": {"containers": [{"name": "sensor", "image": "sightline/sensor:0.1.0"}]}}}});
+    api.patch(
+        name,
+        &PatchParams::apply("bench").force(),
+        &Patch::Apply(&obj),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! `cargo xtask`: the commands people and CI run (see the README).
+
+mod bench;
+mod cluster;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Sightline's project commands")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install and build what the tests and the local cluster need.
+    Setup,
+    /// Run every test: fmt, clippy, CRD drift, unit and integration tests.
+    Test,
+    /// The local cluster.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// Start a local cluster, run the operator, apply the examples, print the inventory.
+    Demo,
+    /// Regenerate the chart's CRD template from the Rust types.
+    Crdgen,
+    /// Benchmarks, with ratios against a baseline measured in the same run.
+    Bench {
+        /// Sensors for the latency benchmark.
+        #[arg(long, default_value_t = 200)]
+        latency_sensors: usize,
+        /// Sensors for the scale benchmark.
+        #[arg(long, default_value_t = 1000)]
+        scale_sensors: usize,
+        /// Keys for the scale benchmark.
+        #[arg(long, default_value_t = 100)]
+        scale_keys: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Start the local cluster.
+    Up {
+        /// Only etcd, kube-apiserver and kube-controller-manager (no node).
+        #[arg(long)]
+        control_plane_only: bool,
+    },
+    /// Stop every process the cluster started and remove its directory.
+    Down,
+    /// Print the shell exports that point kubectl at the cluster.
+    Env,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    match cli.cmd {
+        Cmd::Setup => setup(),
+        Cmd::Test => test::run_all(),
+        Cmd::Cluster {
+            cmd: ClusterCmd::Up { control_plane_only },
+        } => rt.block_on(cluster::up(control_plane_only)).map(|_| ()),
+        Cmd::Cluster {
+            cmd: ClusterCmd::Down,
+        } => cluster::down(),
+        Cmd::Cluster {
+            cmd: ClusterCmd::Env,
+        } => cluster::env(),
+        Cmd::Demo => rt.block_on(cluster::demo()),
+        Cmd::Crdgen => crdgen(),
+        Cmd::Bench {
+            latency_sensors,
+            scale_sensors,
+            scale_keys,
+        } => rt.block_on(bench::run(latency_sensors, scale_sensors, scale_keys)),
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR` when set, as `.ci/run` does).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Runs a command in the workspace root, failing with its name when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("$ {shown}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Installs toolchain pieces and builds the Kubernetes binaries (cached).
+pub fn setup() -> Result<()> {
+    // rustfmt and clippy are rustup components; a minimal toolchain lacks them.
+    for component in ["rustfmt", "clippy"] {
+        let have = Command::new("cargo")
+            .arg(component.replace("rustfmt", "fmt"))
+            .arg("--version")
+            .output();
+        if !have.is_ok_and(|o| o.status.success()) {
+            run(Command::new("rustup").args(["component", "add", component]))
+                .with_context(|| format!("installing the {component} component"))?;
+        }
+    }
+    let go = sightline_testenv::binaries::go_command();
+    let go_ok = Command::new(&go)
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !go_ok {
+        bail!(
+            "Go is needed to build the Kubernetes binaries and was not found (looked in PATH and /usr/local/go/bin); install Go 1.24 or newer"
+        );
+    }
+    if std::env::var_os("KUBEBUILDER_ASSETS").is_some() {
+        eprintln!("using the binaries in KUBEBUILDER_ASSETS");
+    } else {
+        eprintln!(
+            "Kubernetes binaries: {}",
+            sightline_testenv::Binaries::cached_dir().display()
+        );
+    }
+    sightline_testenv::Binaries::ensure().context("getting the Kubernetes binaries")?;
+    Ok(())
+}
+
+fn crdgen() -> Result<()> {
+    let path = root().join("charts/sightline/templates/crds.yaml");
+    let text = sightline_crds::crdgen::helm_template()?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
