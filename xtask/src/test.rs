@@ -8,6 +8,47 @@ use sightline_testenv::process::{PID_DIR_ENV, stop_recorded};
 
 use crate::{run, setup};
 
+/// Runs `cargo test`, passing its output through, and closes with the total
+/// over every test binary (the last binary cargo runs is often one with no
+/// tests, which would otherwise be the run's last word).
+fn run_counting(cmd: &mut Command) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("$ {cmd:?}");
+    let mut child = cmd
+        .current_dir(crate::root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(['.', ';']) {
+                    let mut words = part.split_whitespace();
+                    if let (Some(n), Some(what)) = (
+                        words.next().and_then(|n| n.parse::<u64>().ok()),
+                        words.next(),
+                    ) {
+                        match what {
+                            "passed" => passed += n,
+                            "failed" => failed += n,
+                            "ignored" => ignored += n,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!("\nall tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        anyhow::bail!("cargo test failed with {status}");
+    }
+    Ok(())
+}
+
 /// Runs fmt, clippy and the whole test suite.
 pub fn run_all() -> Result<()> {
     setup()?;
@@ -26,9 +67,11 @@ pub fn run_all() -> Result<()> {
     let pids = tempfile::Builder::new()
         .prefix("sightline-test-pids-")
         .tempdir()?;
-    let result = run(Command::new("cargo")
-        .args(["test", "--workspace"])
-        .env(PID_DIR_ENV, pids.path()));
+    let result = run_counting(
+        Command::new("cargo")
+            .args(["test", "--workspace"])
+            .env(PID_DIR_ENV, pids.path()),
+    );
     for entry in std::fs::read_dir(pids.path())?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
