@@ -352,3 +352,64 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() -> Result<()> {
     res.with_context(|| env.dump())?;
     Ok(())
 }
+
+#[tokio::test]
+async fn sigterm_finishes_cleanly_and_hands_the_lease_over_at_once() -> Result<()> {
+    let env = Env::start().await?;
+    env.apply(&key_yaml("lab", "[inventory, containerSecurity]"))
+        .await?;
+    let mut a = env.operator("a")?;
+    a.wait_serving().await?;
+    sightline_testenv::helpers::wait_for("a to lead", T, || async {
+        (a.metric("sightline_operator_leader").ok()? == 1.0).then_some(())
+    })
+    .await?;
+    let b = env.operator("b")?;
+    b.wait_serving().await?;
+    let res = async {
+        let stopping = std::time::Instant::now();
+        let status = a.proc.terminate(Duration::from_secs(20)).context("the operator did not exit within 20 s of SIGTERM")?;
+        assert!(status.success(), "exit status after SIGTERM: {status}");
+        // The lease was released, so b does not wait out the 4 s lease.
+        sightline_testenv::helpers::wait_for("b to lead", T, || async { (b.metric("sightline_operator_leader").ok()? == 1.0).then_some(()) }).await?;
+        let took = stopping.elapsed();
+        assert!(took < Duration::from_secs(4), "hand-over after a clean shutdown took {took:?}");
+        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: after}\nspec: {type: container, activationKeyRef: {name: lab}, container: {}}\n").await?;
+        let dss: Api<DaemonSet> = Api::namespaced(env.client.clone(), &env.ns);
+        wait_object(&dss, "sightline-sensor-after", T, "the new leader to reconcile", |_| true).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    res.with_context(|| env.dump())?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_limited_key_runs_its_oldest_sensors_and_admits_the_next_when_one_goes() -> Result<()> {
+    let env = Env::start().await?;
+    let _op = env.operator("solo")?;
+    let res = async {
+        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: ActivationKey\nmetadata: {name: one}\nspec: {modules: [containerSecurity], limits: {maxSensors: 1}}\n").await?;
+        let sensors: Api<Sensor> = Api::namespaced(env.client.clone(), &env.ns);
+        let dss: Api<DaemonSet> = Api::namespaced(env.client.clone(), &env.ns);
+        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: first}\nspec: {type: container, activationKeyRef: {name: one}, container: {}}\n").await?;
+        wait_object(&dss, "sightline-sensor-first", T, "the first DaemonSet", |_| true).await?;
+        // Creation timestamps have one-second resolution: make "second" younger.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: second}\nspec: {type: container, activationKeyRef: {name: one}, container: {}}\n").await?;
+        wait_object(&sensors, "second", T, "SensorLimitReached", |s| {
+            s.status.as_ref().and_then(|st| find(&st.conditions, "KeyRejected")).is_some_and(|c| c.reason == "SensorLimitReached")
+        })
+        .await?;
+        assert!(dss.get_opt("sightline-sensor-second").await?.is_none());
+        let keys: Api<ActivationKey> = Api::all(env.client.clone());
+        wait_object(&keys, "one", T, "LimitReached", |k| k.status.as_ref().is_some_and(|s| s.sensors == 2 && is_true(&s.conditions, "LimitReached"))).await?;
+
+        sensors.delete("first", &DeleteParams::default()).await?;
+        wait_object(&dss, "sightline-sensor-second", T, "the second Sensor to be admitted", |_| true).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    res.with_context(|| env.dump())?;
+    Ok(())
+}

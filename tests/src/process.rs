@@ -84,6 +84,26 @@ impl Proc {
         self.pid
     }
 
+    /// Sends SIGTERM and waits up to `grace` for the process to exit on its
+    /// own; returns its exit status, or `None` if it had to be killed.
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                if let Some(f) = self.pid_file.take() {
+                    let _ = std::fs::remove_file(f);
+                }
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop(Duration::ZERO);
+        None
+    }
+
     /// Stops the process: SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else {

@@ -2,6 +2,7 @@
 
 pub mod key;
 pub mod sensor;
+pub mod triggers;
 
 use std::sync::Arc;
 
@@ -19,6 +20,18 @@ use sightline_crds::{ActivationKey, Sensor};
 use crate::context::Context;
 use crate::controllers::sensor::render::Defaults;
 use crate::metrics::Metrics;
+
+fn users_of(
+    sensors: &kube::runtime::reflector::Store<Sensor>,
+    key: &str,
+) -> Vec<ObjectRef<Sensor>> {
+    sensors
+        .state()
+        .into_iter()
+        .filter(|s| s.spec.activation_key_ref.name == key)
+        .map(|s| ObjectRef::from_obj(&*s))
+        .collect()
+}
 
 /// Runs both controllers until `shutdown` resolves; returns once they have
 /// finished the reconciles in flight.
@@ -46,24 +59,43 @@ pub async fn run(
     let sensors = sensor_controller.store();
     let keys = key_controller.store();
 
-    // A key change re-reconciles every Sensor that uses it; a Sensor change
-    // recounts its key's sensors.
+    // A key's spec change re-reconciles every Sensor that uses it; a Sensor
+    // created, deleted or moved to another key recounts its key, and, when
+    // that key limits its Sensors, re-decides which of them may run.
     let sensors_for_keys = sensors.clone();
-    let sensor_controller =
-        sensor_controller.watches(keys_api, cfg.clone(), move |key: ActivationKey| {
-            let name = key.metadata.name.unwrap_or_default();
-            sensors_for_keys
-                .state()
-                .into_iter()
-                .filter(|s| s.spec.activation_key_ref.name == name)
-                .map(|s| ObjectRef::from_obj(&*s))
-                .collect::<Vec<_>>()
+    let sensors_for_peers = sensors.clone();
+    let keys_for_peers = keys.clone();
+    let sensor_controller = sensor_controller
+        .watches_stream(
+            triggers::spec_changes(keys_api, cfg.clone()),
+            move |key: ActivationKey| {
+                let name = key.metadata.name.unwrap_or_default();
+                users_of(&sensors_for_keys, &name)
+            },
+        )
+        .watches_stream(
+            triggers::spec_changes(sensors_api.clone(), cfg.clone()),
+            move |s: Sensor| {
+                let key = &s.spec.activation_key_ref.name;
+                let limited = keys_for_peers.get(&ObjectRef::new(key)).is_some_and(|k| {
+                    k.spec
+                        .limits
+                        .as_ref()
+                        .is_some_and(|l| l.max_sensors.is_some())
+                });
+                if limited {
+                    users_of(&sensors_for_peers, key)
+                } else {
+                    Vec::new()
+                }
+            },
+        );
+    let key_controller =
+        key_controller.watches_stream(triggers::spec_changes(sensors_api, cfg), |s: Sensor| {
+            Some(ObjectRef::<ActivationKey>::new(
+                &s.spec.activation_key_ref.name,
+            ))
         });
-    let key_controller = key_controller.watches(sensors_api, cfg, |s: Sensor| {
-        Some(ObjectRef::<ActivationKey>::new(
-            &s.spec.activation_key_ref.name,
-        ))
-    });
 
     let ctx = Arc::new(Context::new(
         client,

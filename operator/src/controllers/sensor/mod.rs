@@ -120,7 +120,17 @@ async fn apply(sensor: &Sensor, ctx: &Context) -> Result<Action> {
     };
     prune(sensor, ctx, Some(&applied)).await?;
     status::write(sensor, ctx, status::running(sensor, &applied, now)).await?;
-    Ok(Action::requeue(SAFETY_REQUEUE))
+    // The key's expiry changes only its status, which Sensors do not watch.
+    let until_expiry = key
+        .spec
+        .limits
+        .as_ref()
+        .and_then(|l| l.expires.as_ref())
+        .and_then(|e| Duration::try_from(e.0.duration_since(now)).ok())
+        .map(|d| d + Duration::from_secs(1));
+    Ok(Action::requeue(
+        until_expiry.map_or(SAFETY_REQUEUE, |d| d.min(SAFETY_REQUEUE)),
+    ))
 }
 
 async fn namespace_labels(
