@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::Store;
 use sightline_crds::{ActivationKey, Sensor};
@@ -26,6 +26,9 @@ pub struct Context {
     pub sensors: Store<Sensor>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Per Sensor UID: fingerprint of what was last applied, the workload's
+    /// generation right after, and when.
+    applied: Mutex<HashMap<String, (u64, i64, Instant)>>,
 }
 
 impl Context {
@@ -46,6 +49,7 @@ impl Context {
             keys,
             sensors,
             failures: Mutex::default(),
+            applied: Mutex::default(),
         }
     }
 
@@ -60,6 +64,27 @@ impl Context {
             .unwrap_or(u64::MAX)
             .min(300);
         Duration::from_secs(secs)
+    }
+
+    /// The workload generation recorded when exactly `fingerprint` was
+    /// applied for `uid` less than `max_age` ago.
+    pub fn applied(&self, uid: &str, fingerprint: u64, max_age: Duration) -> Option<i64> {
+        let map = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(uid)
+            .filter(|(f, _, at)| *f == fingerprint && at.elapsed() < max_age)
+            .map(|(_, generation, _)| *generation)
+    }
+
+    /// Records what was applied for `uid`.
+    pub fn record_applied(&self, uid: &str, fingerprint: u64, generation: i64) {
+        let mut map = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(uid.to_owned(), (fingerprint, generation, Instant::now()));
+    }
+
+    /// Forgets what was applied for `uid` (the Sensor is gone).
+    pub fn forget_applied(&self, uid: &str) {
+        let mut map = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(uid);
     }
 
     /// Forgets the failures of `object` after a success.

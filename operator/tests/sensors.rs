@@ -97,6 +97,19 @@ spec:
         })
         .await?;
 
+        // Someone editing the DaemonSet by hand is undone.
+        dss.patch(
+            "sightline-sensor-nodes",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "sensor", "image": "evil.example/x:1"}]}}}})),
+        )
+        .await?;
+        wait_object(&dss, "sightline-sensor-nodes", T, "the hand edit to be reverted", |ds| {
+            ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|p| p.containers[0].image.as_deref())
+                == Some("example.test/sightline/sensor:2.0.0")
+        })
+        .await?;
+
         // A change of type replaces the DaemonSet with a CronJob.
         sensors
             .patch(

@@ -14,12 +14,25 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use sightline_crds::{ActivationKey, Sensor};
 
 use crate::context::Context;
 use crate::controllers::sensor::render::Defaults;
 use crate::metrics::Metrics;
+
+/// Hash of what makes a Sensor worth reconciling again.
+fn meaningful_change(s: &Sensor) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        s.metadata.generation,
+        &s.metadata.finalizers,
+        s.metadata.deletion_timestamp.is_some(),
+    )
+        .hash(&mut h);
+    Some(h.finish())
+}
 
 fn users_of(
     sensors: &kube::runtime::reflector::Store<Sensor>,
@@ -46,7 +59,18 @@ pub async fn run(
     let keys_api: Api<ActivationKey> = Api::all(client.clone());
     let sensors_api: Api<Sensor> = Api::all(client.clone());
 
-    let sensor_controller = Controller::new(sensors_api.clone(), cfg.clone())
+    // Sensors themselves write their status (lastScanTime, assetsReported),
+    // and so do we: only a new generation, a finalizer or a deletion is a
+    // reason to reconcile a Sensor again.
+    let (sensor_reader, sensor_writer) = reflector::store();
+    let sensor_trigger = reflector::reflector(
+        sensor_writer,
+        watcher::watcher(sensors_api.clone(), cfg.clone()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(meaningful_change, PredicateConfig::default());
+    let sensor_controller = Controller::for_stream(sensor_trigger, sensor_reader)
         .owns(Api::<DaemonSet>::all(client.clone()), cfg.clone())
         .owns(Api::<CronJob>::all(client.clone()), cfg.clone())
         .owns(Api::<ServiceAccount>::all(client.clone()), cfg.clone())

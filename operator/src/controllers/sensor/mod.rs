@@ -101,6 +101,7 @@ async fn apply(sensor: &Sensor, ctx: &Context) -> Result<Action> {
         Ok(key) => key.clone(),
         Err(rejection) => {
             // Nothing runs for a rejected Sensor: remove what it ran before.
+            ctx.forget_applied(&sensor.uid().unwrap_or_default());
             prune(sensor, ctx, None).await?;
             status::write(sensor, ctx, status::rejected(sensor, &rejection, now)).await?;
             // Wait for a change of the Sensor or its key (both are watched);
@@ -109,7 +110,7 @@ async fn apply(sensor: &Sensor, ctx: &Context) -> Result<Action> {
         }
     };
 
-    let applied = match apply_owned(sensor, &key, ctx).await {
+    let (applied, changed) = match apply_owned(sensor, &key, ctx).await {
         Ok(w) => w,
         Err(e) => {
             let failed = status::degraded(sensor, &e, now);
@@ -118,7 +119,9 @@ async fn apply(sensor: &Sensor, ctx: &Context) -> Result<Action> {
             return Err(e);
         }
     };
-    prune(sensor, ctx, Some(&applied)).await?;
+    if changed {
+        prune(sensor, ctx, Some(&applied)).await?;
+    }
     status::write(sensor, ctx, status::running(sensor, &applied, now)).await?;
     // The key's expiry changes only its status, which Sensors do not watch.
     let until_expiry = key
@@ -202,46 +205,140 @@ where
     .map_err(|source| Error::Apply { kind, name, source })
 }
 
-async fn apply_owned(sensor: &Sensor, key: &ActivationKey, ctx: &Context) -> Result<Workload> {
+/// Everything a running Sensor owns, built without I/O.
+struct Desired {
+    service_account: ServiceAccount,
+    role: Role,
+    role_binding: RoleBinding,
+    cluster_role_binding: ClusterRoleBinding,
+    workload: Workload,
+}
+
+impl Desired {
+    fn build(sensor: &Sensor, key: &ActivationKey, ctx: &Context) -> Result<Self> {
+        let name = names::workload(sensor);
+        Ok(Self {
+            service_account: rbac::service_account(owned_meta(sensor, name.clone(), true)?),
+            role: rbac::role(sensor, owned_meta(sensor, name.clone(), true)?),
+            role_binding: rbac::role_binding(sensor, owned_meta(sensor, name.clone(), true)?),
+            cluster_role_binding: rbac::cluster_role_binding(
+                sensor,
+                owned_meta(sensor, names::cluster_binding(sensor), false)?,
+            ),
+            workload: render::workload(sensor, key, &ctx.defaults, owned_meta(sensor, name, true)?),
+        })
+    }
+
+    /// A fingerprint of the whole desired state.
+    fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let parts = [
+            serde_json::to_string(&self.service_account),
+            serde_json::to_string(&self.role),
+            serde_json::to_string(&self.role_binding),
+            serde_json::to_string(&self.cluster_role_binding),
+            match &self.workload {
+                Workload::DaemonSet(d) => serde_json::to_string(d),
+                Workload::CronJob(c) => serde_json::to_string(c),
+            },
+        ];
+        for p in parts {
+            p.unwrap_or_default().hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
+/// Applies what the Sensor needs, or, when exactly this was applied recently
+/// and the workload has not been changed since, only reads the workload back.
+///
+/// Every reconcile applying five objects with server-side apply made the API
+/// server the bottleneck at a thousand Sensors; the workload's generation
+/// tells whether anyone changed it since, and the record expires with the
+/// safety requeue, so drift in the RBAC objects is repaired within minutes.
+async fn apply_owned(
+    sensor: &Sensor,
+    key: &ActivationKey,
+    ctx: &Context,
+) -> Result<(Workload, bool)> {
+    let desired = Desired::build(sensor, key, ctx)?;
+    let fingerprint = desired.fingerprint();
+    let uid = sensor.uid().unwrap_or_default();
+    if let Some(generation) = ctx.applied(&uid, fingerprint, SAFETY_REQUEUE)
+        && let Some(current) = read_workload(sensor, ctx, &desired.workload).await?
+        && workload_generation(&current) == Some(generation)
+    {
+        return Ok((current, false));
+    }
     let ns = sensor.namespace().unwrap_or_default();
     let c = &ctx.client;
-    let name = names::workload(sensor);
     ssa(
-        &Api::<ServiceAccount>::namespaced(c.clone(), &ns),
-        &rbac::service_account(owned_meta(sensor, name.clone(), true)?),
+        &Api::namespaced(c.clone(), &ns),
+        &desired.service_account,
         "ServiceAccount",
     )
     .await?;
+    ssa(&Api::namespaced(c.clone(), &ns), &desired.role, "Role").await?;
     ssa(
-        &Api::<Role>::namespaced(c.clone(), &ns),
-        &rbac::role(sensor, owned_meta(sensor, name.clone(), true)?),
-        "Role",
-    )
-    .await?;
-    ssa(
-        &Api::<RoleBinding>::namespaced(c.clone(), &ns),
-        &rbac::role_binding(sensor, owned_meta(sensor, name.clone(), true)?),
+        &Api::namespaced(c.clone(), &ns),
+        &desired.role_binding,
         "RoleBinding",
     )
     .await?;
-    let crb = rbac::cluster_role_binding(
-        sensor,
-        owned_meta(sensor, names::cluster_binding(sensor), false)?,
-    );
     ssa(
-        &Api::<ClusterRoleBinding>::all(c.clone()),
-        &crb,
+        &Api::all(c.clone()),
+        &desired.cluster_role_binding,
         "ClusterRoleBinding",
     )
     .await?;
-    let meta = owned_meta(sensor, name, true)?;
-    Ok(match render::workload(sensor, key, &ctx.defaults, meta) {
+    let applied = match desired.workload {
         Workload::DaemonSet(ds) => Workload::DaemonSet(Box::new(
             ssa(&Api::namespaced(c.clone(), &ns), &*ds, "DaemonSet").await?,
         )),
         Workload::CronJob(cj) => Workload::CronJob(Box::new(
             ssa(&Api::namespaced(c.clone(), &ns), &*cj, "CronJob").await?,
         )),
+    };
+    if let Some(generation) = workload_generation(&applied) {
+        ctx.record_applied(&uid, fingerprint, generation);
+    }
+    Ok((applied, true))
+}
+
+fn workload_generation(w: &Workload) -> Option<i64> {
+    match w {
+        Workload::DaemonSet(d) => d.metadata.generation,
+        Workload::CronJob(c) => c.metadata.generation,
+    }
+}
+
+async fn read_workload(
+    sensor: &Sensor,
+    ctx: &Context,
+    like: &Workload,
+) -> Result<Option<Workload>> {
+    let ns = sensor.namespace().unwrap_or_default();
+    let name = names::workload(sensor);
+    Ok(match like {
+        Workload::DaemonSet(_) => Api::<DaemonSet>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::Get {
+                kind: "DaemonSet",
+                name: name.clone(),
+                source,
+            })?
+            .map(|d| Workload::DaemonSet(Box::new(d))),
+        Workload::CronJob(_) => Api::<CronJob>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::Get {
+                kind: "CronJob",
+                name: name.clone(),
+                source,
+            })?
+            .map(|c| Workload::CronJob(Box::new(c))),
     })
 }
 
@@ -361,6 +458,7 @@ async fn delete_cluster_bindings(sensor: &Sensor, ctx: &Context, keep: Option<&s
 /// On deletion: remove the cluster-scoped binding; owner references take
 /// care of the rest.
 async fn cleanup(sensor: &Sensor, ctx: &Context) -> Result<Action> {
+    ctx.forget_applied(&sensor.uid().unwrap_or_default());
     delete_cluster_bindings(sensor, ctx, None).await?;
     Ok(Action::await_change())
 }
