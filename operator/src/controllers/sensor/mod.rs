@@ -80,6 +80,10 @@ pub fn error_policy(
 }
 
 async fn apply(sensor: &Sensor, ctx: &Context) -> Result<Action> {
+    // Decide only once every key is known: a Sensor judged against a
+    // half-filled store would be rejected with KeyNotFound and then wait for
+    // a key change that already happened.
+    let _ = ctx.keys.wait_until_ready().await;
     let now = Timestamp::now();
     let key = ctx
         .keys
@@ -273,25 +277,23 @@ async fn apply_owned(
     }
     let ns = sensor.namespace().unwrap_or_default();
     let c = &ctx.client;
-    ssa(
-        &Api::namespaced(c.clone(), &ns),
-        &desired.service_account,
-        "ServiceAccount",
-    )
-    .await?;
-    ssa(&Api::namespaced(c.clone(), &ns), &desired.role, "Role").await?;
-    ssa(
-        &Api::namespaced(c.clone(), &ns),
-        &desired.role_binding,
-        "RoleBinding",
-    )
-    .await?;
-    ssa(
-        &Api::all(c.clone()),
-        &desired.cluster_role_binding,
-        "ClusterRoleBinding",
-    )
-    .await?;
+    // The four RBAC objects do not depend on each other: apply them at once.
+    let (sa_api, role_api, rb_api, crb_api) = (
+        Api::namespaced(c.clone(), &ns),
+        Api::namespaced(c.clone(), &ns),
+        Api::namespaced(c.clone(), &ns),
+        Api::all(c.clone()),
+    );
+    futures::try_join!(
+        ssa(&sa_api, &desired.service_account, "ServiceAccount"),
+        ssa(&role_api, &desired.role, "Role"),
+        ssa(&rb_api, &desired.role_binding, "RoleBinding"),
+        ssa(
+            &crb_api,
+            &desired.cluster_role_binding,
+            "ClusterRoleBinding"
+        ),
+    )?;
     let applied = match desired.workload {
         Workload::DaemonSet(ds) => Workload::DaemonSet(Box::new(
             ssa(&Api::namespaced(c.clone(), &ns), &*ds, "DaemonSet").await?,
