@@ -106,6 +106,33 @@ impl State {
     }
 }
 
+/// Waits until the last process listens on `port` and is still running a
+/// moment later (so it is ours, not another process's, that answers).
+async fn wait_listening(procs: &mut [Proc], port: u16, log: &Path) -> Result<()> {
+    let start = Instant::now();
+    let Some(p) = procs.last_mut() else {
+        return Ok(());
+    };
+    loop {
+        p.check_running()?;
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return p.check_running();
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(Error::NotReady {
+                component: p.name.clone(),
+                seconds: 30,
+                log: log.display().to_string(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl ControlPlane {
     /// Starts a control plane, building the binaries first if needed.
     pub async fn start(opts: Options) -> Result<Self> {
@@ -148,6 +175,7 @@ impl ControlPlane {
             "--log-level=warn",
         ]);
         procs.push(Proc::spawn("etcd", etcd, &dir.join("etcd.log"))?);
+        wait_listening(&mut procs, client_port, &dir.join("etcd.log")).await?;
 
         let port = free_port()?;
         let server = format!("https://127.0.0.1:{port}");

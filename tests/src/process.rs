@@ -173,8 +173,30 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that is free now and that no other caller in
+/// this process has been given.
+///
+/// Ports come from 20000-32767, below Linux's ephemeral range (32768-60999):
+/// a port the kernel hands out for `bind(0)` is also what it hands out as the
+/// local port of outgoing connections, so with many clients about, such a
+/// port can be taken before the server binds it (seen: two control planes
+/// sharing one etcd).
 pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(l.local_addr().map_err(io("finding a free port"))?.port())
+    use rand::Rng;
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..1000 {
+        let port: u16 = rand::rng().random_range(20000..32768);
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    Err(Error::Io {
+        what: "finding a free port in 20000-32767".into(),
+        source: std::io::Error::other("none free"),
+    })
 }

@@ -39,8 +39,6 @@ pub async fn reconcile(key: Arc<ActivationKey>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::await_change());
     }
     let secret = ensure_token(&key, &ctx).await?;
-    // Count only once every Sensor is known.
-    let _ = ctx.sensors.wait_until_ready().await;
     let now = Timestamp::now();
     let sensors = ctx
         .sensors

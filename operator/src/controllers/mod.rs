@@ -2,7 +2,6 @@
 
 pub mod key;
 pub mod sensor;
-pub mod triggers;
 
 use std::sync::Arc;
 
@@ -14,37 +13,12 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
+use kube::runtime::watcher;
 use sightline_crds::{ActivationKey, Sensor};
 
 use crate::context::Context;
 use crate::controllers::sensor::render::Defaults;
 use crate::metrics::Metrics;
-
-/// Hash of what makes a Sensor worth reconciling again.
-fn meaningful_change(s: &Sensor) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (
-        s.metadata.generation,
-        &s.metadata.finalizers,
-        s.metadata.deletion_timestamp.is_some(),
-    )
-        .hash(&mut h);
-    Some(h.finish())
-}
-
-fn users_of(
-    sensors: &kube::runtime::reflector::Store<Sensor>,
-    key: &str,
-) -> Vec<ObjectRef<Sensor>> {
-    sensors
-        .state()
-        .into_iter()
-        .filter(|s| s.spec.activation_key_ref.name == key)
-        .map(|s| ObjectRef::from_obj(&*s))
-        .collect()
-}
 
 /// Runs both controllers until `shutdown` resolves; returns once they have
 /// finished the reconciles in flight.
@@ -59,18 +33,7 @@ pub async fn run(
     let keys_api: Api<ActivationKey> = Api::all(client.clone());
     let sensors_api: Api<Sensor> = Api::all(client.clone());
 
-    // Sensors themselves write their status (lastScanTime, assetsReported),
-    // and so do we: only a new generation, a finalizer or a deletion is a
-    // reason to reconcile a Sensor again.
-    let (sensor_reader, sensor_writer) = reflector::store();
-    let sensor_trigger = reflector::reflector(
-        sensor_writer,
-        watcher::watcher(sensors_api.clone(), cfg.clone()),
-    )
-    .default_backoff()
-    .touched_objects()
-    .predicate_filter(meaningful_change, PredicateConfig::default());
-    let sensor_controller = Controller::for_stream(sensor_trigger, sensor_reader)
+    let sensor_controller = Controller::new(sensors_api.clone(), cfg.clone())
         .owns(Api::<DaemonSet>::all(client.clone()), cfg.clone())
         .owns(Api::<CronJob>::all(client.clone()), cfg.clone())
         .owns(Api::<ServiceAccount>::all(client.clone()), cfg.clone())
@@ -83,43 +46,24 @@ pub async fn run(
     let sensors = sensor_controller.store();
     let keys = key_controller.store();
 
-    // A key's spec change re-reconciles every Sensor that uses it; a Sensor
-    // created, deleted or moved to another key recounts its key, and, when
-    // that key limits its Sensors, re-decides which of them may run.
+    // A key change re-reconciles every Sensor that uses it; a Sensor change
+    // recounts its key's sensors.
     let sensors_for_keys = sensors.clone();
-    let sensors_for_peers = sensors.clone();
-    let keys_for_peers = keys.clone();
-    let sensor_controller = sensor_controller
-        .watches_stream(
-            triggers::spec_changes(keys_api, cfg.clone()),
-            move |key: ActivationKey| {
-                let name = key.metadata.name.unwrap_or_default();
-                users_of(&sensors_for_keys, &name)
-            },
-        )
-        .watches_stream(
-            triggers::spec_changes(sensors_api.clone(), cfg.clone()),
-            move |s: Sensor| {
-                let key = &s.spec.activation_key_ref.name;
-                let limited = keys_for_peers.get(&ObjectRef::new(key)).is_some_and(|k| {
-                    k.spec
-                        .limits
-                        .as_ref()
-                        .is_some_and(|l| l.max_sensors.is_some())
-                });
-                if limited {
-                    users_of(&sensors_for_peers, key)
-                } else {
-                    Vec::new()
-                }
-            },
-        );
-    let key_controller =
-        key_controller.watches_stream(triggers::spec_changes(sensors_api, cfg), |s: Sensor| {
-            Some(ObjectRef::<ActivationKey>::new(
-                &s.spec.activation_key_ref.name,
-            ))
+    let sensor_controller =
+        sensor_controller.watches(keys_api, cfg.clone(), move |key: ActivationKey| {
+            let name = key.metadata.name.unwrap_or_default();
+            sensors_for_keys
+                .state()
+                .into_iter()
+                .filter(|s| s.spec.activation_key_ref.name == name)
+                .map(|s| ObjectRef::from_obj(&*s))
+                .collect::<Vec<_>>()
         });
+    let key_controller = key_controller.watches(sensors_api, cfg, |s: Sensor| {
+        Some(ObjectRef::<ActivationKey>::new(
+            &s.spec.activation_key_ref.name,
+        ))
+    });
 
     let ctx = Arc::new(Context::new(
         client,

@@ -80,10 +80,6 @@ pub fn error_policy(
 }
 
 async fn apply(sensor: &Sensor, ctx: &Context) -> Result<Action> {
-    // Decide only once every key is known: a Sensor judged against a
-    // half-filled store would be rejected with KeyNotFound and then wait for
-    // a key change that already happened.
-    let _ = ctx.keys.wait_until_ready().await;
     let now = Timestamp::now();
     let key = ctx
         .keys
