@@ -153,6 +153,58 @@ impl Binaries {
     }
 }
 
+/// The helm release the chart tests use.
+pub const HELM_VERSION: &str = "v3.19.0";
+
+/// The `helm` binary: `$HELM` when set, else built once with `go install`
+/// into the cache.
+pub fn helm() -> Result<PathBuf> {
+    if let Some(h) = std::env::var_os("HELM") {
+        return Ok(PathBuf::from(h));
+    }
+    let dir = cache_dir()
+        .join("tools")
+        .join(format!("helm-{HELM_VERSION}"));
+    let helm = dir.join("helm");
+    if helm.is_file() {
+        return Ok(helm);
+    }
+    let staging = dir.join(format!("staging-{}", std::process::id()));
+    std::fs::create_dir_all(&staging).map_err(io(format!("creating {}", staging.display())))?;
+    let log = dir.join("build.log");
+    let log_file =
+        std::fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
+    let log_err = log_file
+        .try_clone()
+        .map_err(io("duplicating the build log handle"))?;
+    eprintln!(
+        "building helm {HELM_VERSION} from Go modules into {}",
+        helm.display()
+    );
+    let status = Command::new(go_command())
+        .env("GOBIN", &staging)
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", "-buildvcs=false")
+        .args([
+            "install",
+            &format!("helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"),
+        ])
+        .stdout(log_file)
+        .stderr(log_err)
+        .status()
+        .map_err(io("running `go install` (is Go installed?)"))?;
+    if !status.success() {
+        return Err(Error::GoBuild {
+            what: "helm".into(),
+            log: log.display().to_string(),
+        });
+    }
+    std::fs::rename(staging.join("helm"), &helm)
+        .map_err(io(format!("moving {} into place", helm.display())))?;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(helm)
+}
+
 /// Sightline's cache directory, outside the work tree:
 /// `$SIGHTLINE_CACHE_DIR`, else `$XDG_CACHE_HOME/sightline`, else `~/.cache/sightline`.
 pub fn cache_dir() -> PathBuf {

@@ -146,6 +146,7 @@ pub fn setup() -> Result<()> {
         );
     }
     sightline_testenv::Binaries::ensure().context("getting the Kubernetes binaries")?;
+    sightline_testenv::binaries::helm().context("getting helm")?;
     Ok(())
 }
 
