@@ -31,9 +31,3 @@ impl JsonSchema for Cidr {
         })
     }
 }
-
-impl From<&str> for Cidr {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-}

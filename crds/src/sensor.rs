@@ -371,15 +371,3 @@ pub struct SensorStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assets_reported: Option<i64>,
 }
-
-impl SensorSpec {
-    /// The settings block matching `type`, when present (for workload rendering).
-    pub fn has_matching_block(&self) -> bool {
-        match self.type_ {
-            SensorType::Container => self.container.is_some(),
-            SensorType::Registry => self.registry.is_some(),
-            SensorType::Runtime => self.runtime.is_some(),
-            SensorType::Passive => self.passive.is_some(),
-        }
-    }
-}

@@ -56,14 +56,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// Adding or removing the cleanup finalizer failed.
-    #[error("finalizer of {name}: {message}")]
-    Finalizer {
-        /// The object.
-        name: String,
-        /// What failed.
-        message: String,
-    },
     /// An object arrived without a field the API server always sets.
     #[error("{kind} arrived without {field}")]
     MissingField {
@@ -92,7 +84,6 @@ impl Error {
             Error::List { .. } => "list",
             Error::Get { .. } => "get",
             Error::Status { .. } => "status",
-            Error::Finalizer { .. } => "finalizer",
             Error::MissingField { .. } => "missing_field",
             Error::Lease { .. } => "lease",
         }

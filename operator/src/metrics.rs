@@ -1,7 +1,6 @@
 //! Prometheus metrics: reconciles, failures by reason, durations, leadership.
 
 use std::sync::Arc;
-
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;

@@ -25,6 +25,32 @@ fn key_yaml(name: &str, modules: &str) -> String {
     )
 }
 
+fn container_sensor_yaml(name: &str, key: &str) -> String {
+    format!(
+        "apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {{name: {name}}}\nspec: {{type: container, activationKeyRef: {{name: {key}}}, container: {{}}}}\n"
+    )
+}
+
+/// Starts replica `a`, waits until it leads, then starts standby `b`.
+async fn leader_and_standby(env: &Env) -> Result<(support::Operator, support::Operator)> {
+    env.apply(&key_yaml("lab", "[inventory, containerSecurity]"))
+        .await?;
+    let a = env.operator("a")?;
+    a.wait_serving().await?;
+    wait_leading(&a).await?;
+    let b = env.operator("b")?;
+    b.wait_serving().await?;
+    Ok((a, b))
+}
+
+async fn wait_leading(op: &support::Operator) -> Result<()> {
+    sightline_testenv::helpers::wait_for("the replica to lead", T, || async {
+        (op.metric("sightline_operator_leader").ok()? == 1.0).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_sensor_becomes_a_workload_that_follows_its_spec_and_goes_with_it() -> Result<()> {
     let env = Env::start().await?;
@@ -331,34 +357,49 @@ async fn killing_the_operator_mid_reconcile_converges_without_duplicates() -> Re
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_standby_takes_over() -> Result<()> {
     let env = Env::start().await?;
-    env.apply(&key_yaml("lab", "[inventory, containerSecurity]"))
-        .await?;
-    let mut a = env.operator("a")?;
-    a.wait_serving().await?;
-    sightline_testenv::helpers::wait_for("a to lead", T, || async {
-        (a.metric("sightline_operator_leader").ok()? == 1.0).then_some(())
-    })
-    .await?;
-    let b = env.operator("b")?;
-    b.wait_serving().await?;
+    let (mut a, b) = leader_and_standby(&env).await?;
     let res = async {
-        assert!(b.get("/readyz")?.contains("200 OK"), "a standby replica is ready");
-        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: one}\nspec: {type: container, activationKeyRef: {name: lab}, container: {}}\n").await?;
+        assert!(
+            b.get("/readyz")?.contains("200 OK"),
+            "a standby replica is ready"
+        );
+        env.apply(&container_sensor_yaml("one", "lab")).await?;
         let dss: Api<DaemonSet> = Api::namespaced(env.client.clone(), &env.ns);
-        wait_object(&dss, "sightline-sensor-one", T, "the first DaemonSet", |_| true).await?;
+        wait_object(
+            &dss,
+            "sightline-sensor-one",
+            T,
+            "the first DaemonSet",
+            |_| true,
+        )
+        .await?;
         assert_eq!(b.metric("sightline_operator_leader")?, 0.0);
-        assert_eq!(b.metric("sightline_operator_reconciles_total")?, 0.0, "the standby must not reconcile");
+        assert_eq!(
+            b.metric("sightline_operator_reconciles_total")?,
+            0.0,
+            "the standby must not reconcile"
+        );
         assert!(a.metric("sightline_operator_reconciles_total")? > 0.0);
 
         // Kill the leader without letting it release the lease: b takes over
         // once the 4 s lease runs out.
         a.kill();
         let killed = std::time::Instant::now();
-        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: two}\nspec: {type: container, activationKeyRef: {name: lab}, container: {}}\n").await?;
-        wait_object(&dss, "sightline-sensor-two", Duration::from_secs(30), "the standby to reconcile", |_| true).await?;
+        env.apply(&container_sensor_yaml("two", "lab")).await?;
+        wait_object(
+            &dss,
+            "sightline-sensor-two",
+            Duration::from_secs(30),
+            "the standby to reconcile",
+            |_| true,
+        )
+        .await?;
         assert_eq!(b.metric("sightline_operator_leader")?, 1.0);
         let took = killed.elapsed();
-        assert!(took < Duration::from_secs(4 + 10), "hand-over took {took:?}");
+        assert!(
+            took < Duration::from_secs(4 + 10),
+            "hand-over took {took:?}"
+        );
         anyhow::Ok(())
     }
     .await;
@@ -369,27 +410,31 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() -> Result<()> {
 #[tokio::test]
 async fn sigterm_finishes_cleanly_and_hands_the_lease_over_at_once() -> Result<()> {
     let env = Env::start().await?;
-    env.apply(&key_yaml("lab", "[inventory, containerSecurity]"))
-        .await?;
-    let mut a = env.operator("a")?;
-    a.wait_serving().await?;
-    sightline_testenv::helpers::wait_for("a to lead", T, || async {
-        (a.metric("sightline_operator_leader").ok()? == 1.0).then_some(())
-    })
-    .await?;
-    let b = env.operator("b")?;
-    b.wait_serving().await?;
+    let (mut a, b) = leader_and_standby(&env).await?;
     let res = async {
         let stopping = std::time::Instant::now();
-        let status = a.proc.terminate(Duration::from_secs(20)).context("the operator did not exit within 20 s of SIGTERM")?;
+        let status = a
+            .proc
+            .terminate(Duration::from_secs(20))
+            .context("the operator did not exit within 20 s of SIGTERM")?;
         assert!(status.success(), "exit status after SIGTERM: {status}");
         // The lease was released, so b does not wait out the 4 s lease.
-        sightline_testenv::helpers::wait_for("b to lead", T, || async { (b.metric("sightline_operator_leader").ok()? == 1.0).then_some(()) }).await?;
+        wait_leading(&b).await?;
         let took = stopping.elapsed();
-        assert!(took < Duration::from_secs(4), "hand-over after a clean shutdown took {took:?}");
-        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: after}\nspec: {type: container, activationKeyRef: {name: lab}, container: {}}\n").await?;
+        assert!(
+            took < Duration::from_secs(4),
+            "hand-over after a clean shutdown took {took:?}"
+        );
+        env.apply(&container_sensor_yaml("after", "lab")).await?;
         let dss: Api<DaemonSet> = Api::namespaced(env.client.clone(), &env.ns);
-        wait_object(&dss, "sightline-sensor-after", T, "the new leader to reconcile", |_| true).await?;
+        wait_object(
+            &dss,
+            "sightline-sensor-after",
+            T,
+            "the new leader to reconcile",
+            |_| true,
+        )
+        .await?;
         anyhow::Ok(())
     }
     .await;
@@ -405,11 +450,11 @@ async fn a_limited_key_runs_its_oldest_sensors_and_admits_the_next_when_one_goes
         env.apply("apiVersion: sightline.dev/v1alpha1\nkind: ActivationKey\nmetadata: {name: one}\nspec: {modules: [containerSecurity], limits: {maxSensors: 1}}\n").await?;
         let sensors: Api<Sensor> = Api::namespaced(env.client.clone(), &env.ns);
         let dss: Api<DaemonSet> = Api::namespaced(env.client.clone(), &env.ns);
-        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: first}\nspec: {type: container, activationKeyRef: {name: one}, container: {}}\n").await?;
+        env.apply(&container_sensor_yaml("first", "one")).await?;
         wait_object(&dss, "sightline-sensor-first", T, "the first DaemonSet", |_| true).await?;
         // Creation timestamps have one-second resolution: make "second" younger.
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: second}\nspec: {type: container, activationKeyRef: {name: one}, container: {}}\n").await?;
+        env.apply(&container_sensor_yaml("second", "one")).await?;
         wait_object(&sensors, "second", T, "SensorLimitReached", |s| {
             s.status.as_ref().and_then(|st| find(&st.conditions, "KeyRejected")).is_some_and(|c| c.reason == "SensorLimitReached")
         })

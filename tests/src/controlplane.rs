@@ -33,6 +33,17 @@ pub struct Options {
     pub install_crds: bool,
 }
 
+impl Options {
+    /// etcd and kube-apiserver alone, no CRDs: for tests of the API itself.
+    pub fn api_only() -> Self {
+        Self {
+            controller_manager: false,
+            dir: None,
+            install_crds: false,
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {

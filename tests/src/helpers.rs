@@ -158,16 +158,14 @@ pub async fn apply_yaml(
         }
         let obj: DynamicObject = serde_yaml::from_value(value)?;
         let types = obj.types.clone().unwrap_or_default();
-        let gvk = GroupVersionKind::try_from(&types).map_err(|e| Error::Kube {
-            what: "reading apiVersion/kind".into(),
-            source: kube::Error::Api(
-                kube::core::Status::failure(&e.to_string(), "BadRequest").boxed(),
-            ),
-        })?;
         let name = obj.metadata.name.clone().unwrap_or_default();
-        let (ar, caps) = discovery.resolve_gvk(&gvk).ok_or_else(|| Error::Timeout {
-            what: format!("an API resource for {gvk:?}"),
-            seconds: 0,
+        let gvk = GroupVersionKind::try_from(&types)
+            .map_err(|e| Error::Manifest(format!("{name}: apiVersion/kind: {e}")))?;
+        let (ar, caps) = discovery.resolve_gvk(&gvk).ok_or_else(|| {
+            Error::Manifest(format!(
+                "{name}: the API server serves no {}/{} {}",
+                gvk.group, gvk.version, gvk.kind
+            ))
         })?;
         let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
             let ns = obj

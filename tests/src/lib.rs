@@ -82,6 +82,9 @@ pub enum Error {
     /// A YAML document could not be parsed.
     #[error("parsing YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),
+    /// A manifest names no kind the API server serves, or is malformed.
+    #[error("manifest: {0}")]
+    Manifest(String),
     /// A wait ran out of time.
     #[error("timed out after {seconds}s waiting for {what}")]
     Timeout {

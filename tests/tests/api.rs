@@ -221,12 +221,7 @@ fn invalid_objects() -> Vec<(&'static str, Value, &'static str)> {
 
 #[tokio::test]
 async fn crds_install_examples_apply_and_invalid_objects_are_rejected() -> Result<()> {
-    let cp = ControlPlane::start(Options {
-        controller_manager: false,
-        dir: None,
-        install_crds: false,
-    })
-    .await?;
+    let cp = ControlPlane::start(Options::api_only()).await?;
     let client = cp.client();
     if let Err(e) = helpers::install_crds(&client).await {
         panic!("installing the generated CRDs: {e:?}");

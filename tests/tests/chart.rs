@@ -43,12 +43,7 @@ fn copy_chart(to: &Path) -> Result<()> {
 
 #[tokio::test]
 async fn helm_installs_upgrades_and_keeps_the_crds() -> Result<()> {
-    let cp = ControlPlane::start(Options {
-        controller_manager: false,
-        dir: None,
-        install_crds: false,
-    })
-    .await?;
+    let cp = ControlPlane::start(Options::api_only()).await?;
     let client = cp.client();
     let work = tempfile::tempdir()?;
     let chart = work.path().join("sightline");

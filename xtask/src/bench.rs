@@ -247,26 +247,14 @@ async fn wait_seen(seen: &Seen, name: &str, start: Instant) -> Result<Duration> 
 async fn key(client: &kube::Client, name: &str, modules: &[&str]) -> Result<()> {
     let api: Api<sightline_crds::ActivationKey> = Api::all(client.clone());
     let obj = json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "ActivationKey", "metadata": {"name": name}, "spec": {"modules": modules}});
-    api.patch(
-        name,
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(&obj),
-    )
-    .await?;
-    Ok(())
+    apply(&api, name, &obj).await
 }
 
 async fn sensor(client: &kube::Client, ns: &str, name: &str, key: &str) -> Result<()> {
     let api: Api<Sensor> = Api::namespaced(client.clone(), ns);
     let obj = json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "Sensor", "metadata": {"name": name},
         "spec": {"type": "container", "activationKeyRef": {"name": key}, "container": {}}});
-    api.patch(
-        name,
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(&obj),
-    )
-    .await?;
-    Ok(())
+    apply(&api, name, &obj).await
 }
 
 async fn daemonset(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
@@ -274,10 +262,18 @@ async fn daemonset(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
     let obj = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name},
         "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
         "spec": {"containers": [{"name": "sensor", "image": "sightline/sensor:0.1.0"}]}}}});
+    apply(&api, name, &obj).await
+}
+
+/// Server-side applies a JSON manifest, as `kubectl apply --server-side` would.
+async fn apply<K>(api: &Api<K>, name: &str, obj: &serde_json::Value) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     api.patch(
         name,
         &PatchParams::apply("bench").force(),
-        &Patch::Apply(&obj),
+        &Patch::Apply(obj),
     )
     .await?;
     Ok(())

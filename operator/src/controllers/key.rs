@@ -8,15 +8,15 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use sightline_crds::activation_key::SecretKeyRef;
 use sightline_crds::conditions::{self, condition};
 use sightline_crds::{ActivationKey, ActivationKeyStatus};
 
 use crate::context::Context;
+use crate::controllers::sensor::names;
 use crate::error::{Error, Result};
 
 /// Field manager of this controller.
@@ -53,19 +53,8 @@ pub async fn reconcile(key: Arc<ActivationKey>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(requeue_after(&key, now)));
     }
     let api: Api<ActivationKey> = Api::all(ctx.client.clone());
-    let patch =
-        json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "ActivationKey", "status": status});
-    api.patch_status(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        kind: "ActivationKey",
-        name: name.clone(),
-        source,
-    })?;
+    let value = crate::apply::to_value(&status, "ActivationKey", &name)?;
+    crate::apply::status(&api, &name, value, MANAGER, "ActivationKey").await?;
     ctx.succeeded(&name);
     Ok(Action::requeue(requeue_after(&key, now)))
 }
@@ -228,11 +217,11 @@ async fn ensure_token(key: &ActivationKey, ctx: &Context) -> Result<SecretKeyRef
                 labels: Some(BTreeMap::from([
                     (
                         "app.kubernetes.io/managed-by".into(),
-                        "sightline-operator".into(),
+                        names::MANAGED_BY.into(),
                     ),
                     (
                         "sightline.dev/activation-key".into(),
-                        crate::controllers::sensor::names::label_value(&key.name_any()),
+                        names::label_value(&key.name_any()),
                     ),
                 ])),
                 ..ObjectMeta::default()

@@ -1,10 +1,7 @@
 //! What the operator's integration tests share: a fresh control plane with
 //! the CRDs, and the real operator binary started against it.
 
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -149,8 +146,4 @@ impl Operator {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
     }
-}
-
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }

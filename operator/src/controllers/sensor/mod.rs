@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -93,7 +93,17 @@ async fn apply(sensor: &Sensor, ctx: &Context) -> Result<Action> {
     } else {
         Default::default()
     };
-    let peers: Vec<Arc<Sensor>> = ctx.sensors.state();
+    // Only a limited key needs the other Sensors (to rank by age); copying
+    // the whole store on every reconcile would be quadratic work.
+    let limited = key
+        .as_ref()
+        .and_then(|k| k.spec.limits.as_ref())
+        .is_some_and(|l| l.max_sensors.is_some());
+    let peers: Vec<Arc<Sensor>> = if limited {
+        ctx.sensors.state()
+    } else {
+        Vec::new()
+    };
     let verdict = status::check_key(sensor, key.as_deref(), &peers, &namespace_labels, now)
         .and_then(|key| status::check_spec(sensor).map(|()| key));
 
@@ -123,17 +133,9 @@ async fn apply(sensor: &Sensor, ctx: &Context) -> Result<Action> {
         prune(sensor, ctx, Some(&applied)).await?;
     }
     status::write(sensor, ctx, status::running(sensor, &applied, now)).await?;
-    // The key's expiry changes only its status, which Sensors do not watch.
-    let until_expiry = key
-        .spec
-        .limits
-        .as_ref()
-        .and_then(|l| l.expires.as_ref())
-        .and_then(|e| Duration::try_from(e.0.duration_since(now)).ok())
-        .map(|d| d + Duration::from_secs(1));
-    Ok(Action::requeue(
-        until_expiry.map_or(SAFETY_REQUEUE, |d| d.min(SAFETY_REQUEUE)),
-    ))
+    // A key reaching its expiry writes `Expired` into its status, and key
+    // changes re-reconcile their Sensors, so no expiry timer is needed here.
+    Ok(Action::requeue(SAFETY_REQUEUE))
 }
 
 async fn namespace_labels(
@@ -177,32 +179,12 @@ fn owned_meta(sensor: &Sensor, name: String, namespaced: bool) -> Result<ObjectM
     })
 }
 
-async fn ssa<K>(api: &Api<K>, obj: &K, kind: &'static str) -> Result<K>
+async fn apply_as<K>(api: &Api<K>, obj: &K, kind: &'static str) -> Result<K>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
     K::DynamicType: Default,
 {
-    let name = obj.meta().name.clone().unwrap_or_default();
-    // `Patch::Apply` needs apiVersion and kind in the body.
-    let mut value = serde_json::to_value(obj).map_err(|e| Error::Apply {
-        kind,
-        name: name.clone(),
-        source: kube::Error::SerdeError(e),
-    })?;
-    if let Some(map) = value.as_object_mut() {
-        map.insert(
-            "apiVersion".into(),
-            K::api_version(&Default::default()).into(),
-        );
-        map.insert("kind".into(), K::kind(&Default::default()).into());
-    }
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&value),
-    )
-    .await
-    .map_err(|source| Error::Apply { kind, name, source })
+    crate::apply::object(api, obj, MANAGER, kind).await
 }
 
 /// Everything a running Sensor owns, built without I/O.
@@ -281,10 +263,10 @@ async fn apply_owned(
         Api::all(c.clone()),
     );
     futures::try_join!(
-        ssa(&sa_api, &desired.service_account, "ServiceAccount"),
-        ssa(&role_api, &desired.role, "Role"),
-        ssa(&rb_api, &desired.role_binding, "RoleBinding"),
-        ssa(
+        apply_as(&sa_api, &desired.service_account, "ServiceAccount"),
+        apply_as(&role_api, &desired.role, "Role"),
+        apply_as(&rb_api, &desired.role_binding, "RoleBinding"),
+        apply_as(
             &crb_api,
             &desired.cluster_role_binding,
             "ClusterRoleBinding"
@@ -292,10 +274,10 @@ async fn apply_owned(
     )?;
     let applied = match desired.workload {
         Workload::DaemonSet(ds) => Workload::DaemonSet(Box::new(
-            ssa(&Api::namespaced(c.clone(), &ns), &*ds, "DaemonSet").await?,
+            apply_as(&Api::namespaced(c.clone(), &ns), &*ds, "DaemonSet").await?,
         )),
         Workload::CronJob(cj) => Workload::CronJob(Box::new(
-            ssa(&Api::namespaced(c.clone(), &ns), &*cj, "CronJob").await?,
+            apply_as(&Api::namespaced(c.clone(), &ns), &*cj, "CronJob").await?,
         )),
     };
     if let Some(generation) = workload_generation(&applied) {

@@ -129,6 +129,19 @@ struct HostAccess {
     host_network: bool,
 }
 
+impl HostAccess {
+    /// Mounts host path `path` at the same path in the container.
+    fn host(&mut self, name: &str, path: &str, type_: &str, read_only: bool) {
+        self.host_at(name, path, path, type_, read_only);
+    }
+
+    /// Mounts host path `path` at `at` in the container.
+    fn host_at(&mut self, name: &str, path: &str, at: &str, type_: &str, read_only: bool) {
+        self.volumes.push(host_path(name, path, type_));
+        self.mounts.push(mount(name, at, read_only));
+    }
+}
+
 fn host_access(sensor: &Sensor) -> HostAccess {
     let mut a = HostAccess {
         volumes: vec![Volume {
@@ -159,22 +172,19 @@ fn host_access(sensor: &Sensor) -> HostAccess {
             for (i, rt) in runtimes.iter().enumerate() {
                 let socket = rt.endpoint().trim_start_matches("unix://");
                 let (path, type_) = socket_mount_path(socket);
-                let name = format!("runtime-{i}");
-                a.volumes.push(host_path(&name, path, type_));
-                a.mounts.push(mount(&name, path, true));
+                a.host(&format!("runtime-{i}"), path, type_, true);
             }
             if runtimes
                 .iter()
                 .any(|r| r.type_ == sightline_crds::sensor::RuntimeKind::Containerd)
             {
                 // Image layers are read straight from containerd's content store.
-                a.volumes.push(host_path(
+                a.host(
                     "containerd-content",
                     "/var/lib/containerd",
                     "DirectoryOrCreate",
-                ));
-                a.mounts
-                    .push(mount("containerd-content", "/var/lib/containerd", true));
+                    true,
+                );
             }
             node_facts(&mut a);
         }
@@ -194,8 +204,7 @@ fn host_access(sensor: &Sensor) -> HostAccess {
                     "DirectoryOrCreate",
                 ),
             ] {
-                a.volumes.push(host_path(name, path, t));
-                a.mounts.push(mount(name, path, ro));
+                a.host(name, path, t, ro);
             }
             node_facts(&mut a);
         }
@@ -244,20 +253,20 @@ fn socket_mount_path(socket: &str) -> (&str, &'static str) {
 
 /// The node's OS release and DMI strings, for its `Node` asset.
 fn node_facts(a: &mut HostAccess) {
-    a.volumes.push(host_path(
+    a.host_at(
         "host-os-release",
         "/etc/os-release",
+        "/host/etc/os-release",
         "FileOrCreate",
-    ));
-    a.mounts
-        .push(mount("host-os-release", "/host/etc/os-release", true));
-    a.volumes.push(host_path(
+        true,
+    );
+    a.host_at(
         "host-dmi",
         "/sys/class/dmi/id",
+        "/host/sys/class/dmi/id",
         "DirectoryOrCreate",
-    ));
-    a.mounts
-        .push(mount("host-dmi", "/host/sys/class/dmi/id", true));
+        true,
+    );
 }
 
 fn pod_template(sensor: &Sensor, key: &ActivationKey, defaults: &Defaults) -> PodTemplateSpec {

@@ -4,9 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use sightline_crds::conditions::{self, condition};
 use sightline_crds::{ActivationKey, Sensor, SensorStatus};
 
@@ -282,28 +281,13 @@ pub async fn write(sensor: &Sensor, ctx: &Context, status: SensorStatus) -> Resu
     let name = sensor.name_any();
     let api: Api<Sensor> =
         Api::namespaced(ctx.client.clone(), &sensor.namespace().unwrap_or_default());
-    let mut value = serde_json::to_value(&status).map_err(|e| Error::Status {
-        kind: "Sensor",
-        name: name.clone(),
-        source: kube::Error::SerdeError(e),
-    })?;
+    let mut value = crate::apply::to_value(&status, "Sensor", &name)?;
     if let Some(map) = value.as_object_mut() {
+        // Sensors report these themselves, under their own field manager.
         map.remove("lastScanTime");
         map.remove("assetsReported");
     }
-    let patch = json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "Sensor", "status": value});
-    api.patch_status(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        kind: "Sensor",
-        name,
-        source,
-    })?;
-    Ok(())
+    crate::apply::status(&api, &name, value, MANAGER, "Sensor").await
 }
 
 #[cfg(test)]
