@@ -160,6 +160,11 @@ pub struct Lifecycle {
     /// End of service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eo_service_date: Option<String>,
+    /// Which of the dates above are the catalog's estimates rather than the
+    /// vendor's announced dates (`gaDate`, `eosDate`, `eolDate`, `eoServiceDate`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub estimated: Vec<String>,
 }
 
 /// Normalized facts, written by the operator's inventory controller.
