@@ -4,6 +4,7 @@
 //! Nothing here talks to Kubernetes: the operator feeds Assets in, and the
 //! CLI uses the same code for its client-side search.
 
+pub mod catalog;
 pub mod doc;
 pub mod eval;
 pub mod fields;
