@@ -6,7 +6,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{ActivationKey, Asset, Connector, RuntimePolicy, Sensor};
+use crate::{ActivationKey, Asset, Connector, RuntimePolicy, Sensor, TagRule};
 
 /// Every CRD of the API, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -16,6 +16,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         RuntimePolicy::crd(),
         Connector::crd(),
         Asset::crd(),
+        TagRule::crd(),
     ]
 }
 

@@ -12,6 +12,7 @@ pub mod crdgen;
 pub mod net;
 pub mod runtime_policy;
 pub mod sensor;
+pub mod tag_rule;
 
 pub use activation_key::{ActivationKey, ActivationKeySpec, ActivationKeyStatus, Module};
 pub use asset::{Asset, AssetKind, AssetSpec, AssetStatus};
@@ -19,6 +20,7 @@ pub use conditions::Condition;
 pub use connector::{Connector, ConnectorSpec, ConnectorStatus};
 pub use runtime_policy::{RuntimePolicy, RuntimePolicySpec, RuntimePolicyStatus};
 pub use sensor::{Sensor, SensorSpec, SensorStatus, SensorType};
+pub use tag_rule::{TagRule, TagRuleSpec, TagRuleStatus};
 
 /// The API group of every Sightline resource.
 pub const GROUP: &str = "sightline.dev";

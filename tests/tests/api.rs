@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use serde_json::{Value, json};
-use sightline_crds::{ActivationKey, Asset, Connector, RuntimePolicy, Sensor};
+use sightline_crds::{ActivationKey, Asset, Connector, RuntimePolicy, Sensor, TagRule};
 use sightline_testenv::{ControlPlane, Options, helpers};
 
 fn resource_for(kind: &str) -> ApiResource {
@@ -16,6 +16,7 @@ fn resource_for(kind: &str) -> ApiResource {
         "Sensor" => ApiResource::erase::<Sensor>(&()),
         "RuntimePolicy" => ApiResource::erase::<RuntimePolicy>(&()),
         "Connector" => ApiResource::erase::<Connector>(&()),
+        "TagRule" => ApiResource::erase::<TagRule>(&()),
         _ => ApiResource::erase::<Asset>(&()),
     }
 }
@@ -23,7 +24,8 @@ fn resource_for(kind: &str) -> ApiResource {
 async fn create(client: &kube::Client, ns: &str, obj: Value) -> Result<(), kube::Error> {
     let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
     let ar = resource_for(&kind);
-    let api: Api<DynamicObject> = if kind == "ActivationKey" || kind == "Asset" {
+    let api: Api<DynamicObject> = if ["ActivationKey", "Asset", "TagRule"].contains(&kind.as_str())
+    {
         Api::all_with(client.clone(), &ar)
     } else {
         Api::namespaced_with(client.clone(), ns, &ar)
@@ -215,6 +217,24 @@ fn invalid_objects() -> Vec<(&'static str, Value, &'static str)> {
                 json!({"provider": "gcp", "credentialsSecretRef": {"name": "x"}, "regions": ["us-east-1"]}),
             ),
             "spec.regions",
+        ),
+        (
+            "tag rule with an empty query",
+            namespaced(
+                "TagRule",
+                "bad-query",
+                json!({"query": "", "tags": {"a": "b"}}),
+            ),
+            "spec.query",
+        ),
+        (
+            "tag rule without tags",
+            namespaced(
+                "TagRule",
+                "bad-tags",
+                json!({"query": "kind:Node", "tags": {}}),
+            ),
+            "spec.tags",
         ),
     ]
 }
