@@ -473,6 +473,18 @@ pub fn compile(query: &Query, interner: &Interner, now: i64) -> Result<Compiled,
     })
 }
 
+/// Whether one Asset matches `query`, for callers that judge Assets one at
+/// a time (dynamic tags) rather than search an index.
+pub fn matches_asset(
+    query: &Query,
+    asset: &sightline_crds::Asset,
+    now: i64,
+) -> Result<bool, Error> {
+    let mut interner = Interner::default();
+    let doc = AssetDoc::from_asset(asset, &mut interner);
+    Ok(compile(query, &interner, now)?.matches(&doc))
+}
+
 impl Compiled {
     /// Whether `doc` matches.
     pub fn matches(&self, doc: &AssetDoc) -> bool {

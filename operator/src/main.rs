@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use sightline_operator::controllers::{self, sensor::render::Defaults};
+use sightline_inventory::catalog::Catalog;
+use sightline_operator::controllers::{self, InventoryOptions, sensor::render::Defaults};
 use sightline_operator::http::{self, Health};
 use sightline_operator::leader::{LeaderElector, LeaseConfig};
 use sightline_operator::metrics::Metrics;
+use sightline_operator::search::{self, Authorizer, SearchState, SharedIndex};
 use sightline_operator::telemetry::{self, LogFormat};
 use tokio::sync::watch;
 
@@ -49,6 +51,17 @@ struct Args {
     /// This replica's identity in the election (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Remove Assets no sensor has seen for this long (`30d`, `12h`, …), or `forever`.
+    #[arg(long, env = "SIGHTLINE_ASSET_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    asset_retention: Retention,
+}
+
+/// `--asset-retention`, parsed.
+#[derive(Clone, Debug)]
+struct Retention(Option<Duration>);
+
+fn parse_retention(s: &str) -> std::result::Result<Retention, String> {
+    controllers::inventory::parse_retention(s).map(Retention)
 }
 
 #[tokio::main]
@@ -60,15 +73,29 @@ async fn main() -> Result<()> {
         .context("connecting to the Kubernetes API")?;
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
+    let catalog = Catalog::builtin().context("loading the built-in catalog")?;
+    tracing::info!(version = catalog.version(), "catalog loaded");
+
+    // Every replica keeps a search index and serves search, leader or not.
+    let index: SharedIndex = Arc::default();
+    let synced = Arc::new(AtomicBool::new(false));
+    tokio::spawn(search::feed(client.clone(), index.clone(), synced.clone()));
+    tokio::spawn(publish_inventory(index.clone(), metrics.clone()));
 
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("listening on {}", args.http_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz, /metrics and /api/v1");
     let router = http::router(Health {
         ready: ready.clone(),
         metrics: metrics.clone(),
-    });
+    })
+    .merge(search::router(SearchState {
+        index: index.clone(),
+        synced,
+        auth: Arc::new(Authorizer::new(client.clone())),
+        metrics: metrics.clone(),
+    }));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "HTTP server stopped");
@@ -135,6 +162,11 @@ async fn main() -> Result<()> {
         client.clone(),
         args.namespace.clone(),
         defaults,
+        InventoryOptions {
+            catalog,
+            retention: args.asset_retention.0,
+            index,
+        },
         metrics.clone(),
         stopped(),
     );
@@ -156,6 +188,16 @@ async fn main() -> Result<()> {
     }
     metrics.leader.set(0);
     result
+}
+
+/// Publishes the inventory summary as metrics every few seconds.
+async fn publish_inventory(index: SharedIndex, metrics: Metrics) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        let summary = index.read().unwrap_or_else(|p| p.into_inner()).summary();
+        metrics.set_inventory(&summary);
+    }
 }
 
 async fn shutdown_signal() {

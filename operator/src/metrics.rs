@@ -26,6 +26,15 @@ pub struct FailureLabels {
     pub reason: String,
 }
 
+/// Labels of an inventory count: which breakdown and which value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InventoryLabels {
+    /// `kind`, `category`, `lifecycle` or `max_severity`.
+    pub by: String,
+    /// The kind, category, stage or severity counted.
+    pub value: String,
+}
+
 /// The operator's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -37,6 +46,14 @@ pub struct Metrics {
     pub duration: Family<ControllerLabels, Histogram>,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Search latency.
+    pub search_duration: Histogram,
+    /// Assets by kind, category, lifecycle stage and highest severity.
+    pub inventory: Family<InventoryLabels, Gauge>,
+    /// Assets in the inventory.
+    pub inventory_total: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Assets removed because no sensor saw them within the retention.
+    pub assets_expired: Counter,
     /// Registry they are in.
     pub registry: Arc<Registry>,
 }
@@ -66,11 +83,40 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let search_duration =
+            Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5]);
+        registry.register(
+            "search_duration_seconds",
+            "Time to evaluate a search over the in-memory index",
+            search_duration.clone(),
+        );
+        let inventory = Family::<InventoryLabels, Gauge>::default();
+        registry.register(
+            "inventory_assets",
+            "Assets by kind, hardware category, lifecycle stage and highest severity",
+            inventory.clone(),
+        );
+        let inventory_total = Gauge::default();
+        registry.register(
+            "inventory_asset_count",
+            "Assets in the inventory",
+            inventory_total.clone(),
+        );
+        let assets_expired = Counter::default();
+        registry.register(
+            "assets_expired",
+            "Assets removed because no sensor saw them within the retention",
+            assets_expired.clone(),
+        );
         Self {
             reconciles,
             failures,
             duration,
             leader,
+            search_duration,
+            inventory,
+            inventory_total,
+            assets_expired,
             registry: Arc::new(registry),
         }
     }
@@ -98,6 +144,29 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Publishes an inventory summary, replacing the previous one.
+    pub fn set_inventory(&self, s: &sightline_inventory::index::Summary) {
+        self.inventory.clear();
+        self.inventory_total
+            .set(i64::try_from(s.total).unwrap_or(i64::MAX));
+        let groups = [
+            ("kind", &s.by_kind),
+            ("category", &s.by_category),
+            ("lifecycle", &s.by_lifecycle),
+            ("max_severity", &s.by_max_severity),
+        ];
+        for (by, counts) in groups {
+            for (value, n) in counts {
+                self.inventory
+                    .get_or_create(&InventoryLabels {
+                        by: by.to_owned(),
+                        value: value.clone(),
+                    })
+                    .set(i64::try_from(*n).unwrap_or(i64::MAX));
+            }
+        }
     }
 
     /// The metrics in the Prometheus text format.

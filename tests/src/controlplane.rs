@@ -339,6 +339,17 @@ impl ControlPlane {
         self.client.clone()
     }
 
+    /// Writes a kubeconfig that authenticates with `token` (for example a
+    /// ServiceAccount's, to act as a less privileged user) and returns its path.
+    pub fn kubeconfig_for_token(&self, name: &str, token: &str) -> Result<PathBuf> {
+        let ca_path = self.dir().join("pki/ca.crt");
+        let ca = std::fs::read_to_string(&ca_path)
+            .map_err(io(format!("reading {}", ca_path.display())))?;
+        let path = self.dir().join(format!("{name}.kubeconfig"));
+        write_kubeconfig(&path, &self.server, &ca, token)?;
+        Ok(path)
+    }
+
     /// The control plane's directory (logs, certificates, kubeconfig).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -1,31 +1,96 @@
 //! The controllers, and the loop that runs them until shutdown.
 
+pub mod inventory;
 pub mod key;
 pub mod sensor;
+pub mod tag_rule;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
-use kube::runtime::controller::Controller;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
-use sightline_crds::{ActivationKey, Sensor};
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use sightline_crds::{ActivationKey, Asset, Sensor, TagRule};
+use sightline_inventory::catalog::Catalog;
 
 use crate::context::Context;
+use crate::controllers::inventory::InventoryContext;
 use crate::controllers::sensor::render::Defaults;
 use crate::metrics::Metrics;
+use crate::search::SharedIndex;
 
-/// Runs both controllers until `shutdown` resolves; returns once they have
+/// What the inventory controllers need beyond the client.
+pub struct InventoryOptions {
+    /// The catalog normalization uses.
+    pub catalog: Catalog,
+    /// How long an Asset no sensor sees is kept; `None` keeps it forever.
+    pub retention: Option<Duration>,
+    /// The search index (for TagRule match counts).
+    pub index: SharedIndex,
+}
+
+/// A store of `K` kept by its own watch, and a stream that yields once each
+/// time the `fingerprint` of some object changes or an object goes away.
+///
+/// The store is updated before the stream yields, so a reconcile the
+/// stream triggers reads the new state.
+fn store_with_changes<K>(
+    api: Api<K>,
+    fingerprint: impl Fn(&K) -> u64 + Send + Sync + 'static,
+) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let seen: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    let changes = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .filter_map(move |event| {
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        let name = |o: &K| o.meta().name.clone().unwrap_or_default();
+        let changed = match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                seen.insert(name(&o), fingerprint(&o)) != Some(fingerprint(&o))
+            }
+            Ok(watcher::Event::Delete(o)) => seen.remove(&name(&o)).is_some(),
+            Ok(watcher::Event::Init | watcher::Event::InitDone) | Err(_) => false,
+        };
+        futures::future::ready(changed.then_some(()))
+    });
+    (store, changes)
+}
+
+fn hash_of(value: &impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// Runs the controllers until `shutdown` resolves; returns once they have
 /// finished the reconciles in flight.
 pub async fn run(
     client: kube::Client,
     namespace: String,
     defaults: Defaults,
+    inventory: InventoryOptions,
     metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -59,22 +124,70 @@ pub async fn run(
                 .map(|s| ObjectRef::from_obj(&*s))
                 .collect::<Vec<_>>()
         });
-    let key_controller = key_controller.watches(sensors_api, cfg, |s: Sensor| {
+    let key_controller = key_controller.watches(sensors_api, cfg.clone(), |s: Sensor| {
         Some(ObjectRef::<ActivationKey>::new(
             &s.spec.activation_key_ref.name,
         ))
     });
 
     let ctx = Arc::new(Context::new(
-        client,
+        client.clone(),
         namespace,
         defaults,
-        metrics,
+        metrics.clone(),
         keys.clone(),
         sensors.clone(),
     ));
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let (s1, s2) = (shutdown.clone(), shutdown);
+    let (s1, s2, s3, s4) = (
+        shutdown.clone(),
+        shutdown.clone(),
+        shutdown.clone(),
+        shutdown,
+    );
+
+    // Every Asset is looked at again when some key's tags or some rule's
+    // spec change; status-only updates (sensor counts, match counts) do not.
+    let (tag_keys, key_changes) =
+        store_with_changes(Api::<ActivationKey>::all(client.clone()), |k| {
+            hash_of(&k.spec.tags)
+        });
+    let (rules, rule_changes) = store_with_changes(Api::<TagRule>::all(client.clone()), |r| {
+        hash_of(&(r.metadata.generation, &r.spec.query))
+    });
+    let asset_controller = Controller::new(Api::<Asset>::all(client.clone()), cfg.clone())
+        .with_config(controller::Config::default().concurrency(8))
+        .reconcile_all_on(futures::stream::select(key_changes, rule_changes));
+    let rule_controller = Controller::new(Api::<TagRule>::all(client.clone()), cfg.clone());
+    let inventory_ctx = Arc::new(InventoryContext {
+        client,
+        catalog: inventory.catalog,
+        keys: tag_keys,
+        rules,
+        retention: inventory.retention,
+        index: inventory.index,
+        metrics,
+    });
+    let assets_loop = asset_controller
+        .graceful_shutdown_on(s3)
+        .run(
+            inventory::reconcile,
+            inventory::error_policy,
+            inventory_ctx.clone(),
+        )
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "inventory reconcile did not complete");
+            }
+        });
+    let rules_loop = rule_controller
+        .graceful_shutdown_on(s4)
+        .run(tag_rule::reconcile, tag_rule::error_policy, inventory_ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "tag rule reconcile did not complete");
+            }
+        });
 
     let sensors_loop = sensor_controller
         .graceful_shutdown_on(s1)
@@ -92,5 +205,5 @@ pub async fn run(
                 tracing::debug!(error = %e, "activation key reconcile did not complete");
             }
         });
-    futures::join!(sensors_loop, keys_loop);
+    futures::join!(sensors_loop, keys_loop, assets_loop, rules_loop);
 }

@@ -1,3 +1,5 @@
+#![allow(dead_code)] // Each test binary uses a different part of the support module.
+
 //! What the operator's integration tests share: a fresh control plane with
 //! the CRDs, and the real operator binary started against it.
 
@@ -46,6 +48,11 @@ impl Env {
 
     /// Starts the operator binary as replica `identity`.
     pub fn operator(&self, identity: &str) -> Result<Operator> {
+        self.operator_with(identity, &[])
+    }
+
+    /// Starts the operator binary as replica `identity` with extra flags.
+    pub fn operator_with(&self, identity: &str, extra: &[&str]) -> Result<Operator> {
         let port = free_port()?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sightline-operator"));
         cmd.env("KUBECONFIG", &self.cp.kubeconfig)
@@ -63,7 +70,8 @@ impl Env {
                 "1",
                 "--sensor-image",
                 "sightline/sensor:test",
-            ]);
+            ])
+            .args(extra);
         let log = self.cp.dir().join(format!("operator-{identity}.log"));
         let proc = Proc::spawn(&format!("operator {identity}"), cmd, &log)?;
         Ok(Operator { proc, port })
@@ -105,9 +113,17 @@ pub struct Operator {
 impl Operator {
     /// GETs a path of the operator's HTTP server.
     pub fn get(&self, path: &str) -> Result<String> {
+        self.get_as(path, None)
+    }
+
+    /// GETs a path with a bearer token; the raw response, head and body.
+    pub fn get_as(&self, path: &str, token: Option<&str>) -> Result<String> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n")?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)
