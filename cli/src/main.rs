@@ -1,7 +1,10 @@
 //! `sightline` (also `kubectl sightline`): the command-line interface.
 //!
-//! For now it reads activation key tokens; search, image scans for CI, SBOMs
-//! and vulnerability lists arrive with the inventory and scanner issues.
+//! Search and summarize the inventory, and read activation key tokens.
+//! Image scans for CI, SBOMs and vulnerability lists arrive with the
+//! scanner issues.
+
+mod search;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -19,11 +22,58 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Search the inventory: `sightline search 'kind:Node AND os.lifecycle.stage:EndOfLife'`.
+    Search {
+        /// The query (see `--fields` and the README's query language section).
+        #[arg(required_unless_present = "fields")]
+        query: Option<String>,
+        /// List the fields a query can use, with their types.
+        #[arg(long)]
+        fields: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: search::Output,
+        /// Most Assets to print.
+        #[arg(long, default_value_t = 500)]
+        limit: usize,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Counts by kind, hardware category, lifecycle stage and severity.
+    Inventory {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Activation keys.
     Keys {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+}
+
+/// Where searches run.
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// The operator's API (e.g. http://127.0.0.1:8080 after
+    /// `kubectl -n sightline-system port-forward deploy/sightline-operator 8080`).
+    /// Without it, the CLI lists Assets and searches them itself.
+    #[arg(long, env = "SIGHTLINE_API")]
+    api: Option<String>,
+    /// Search client-side even when an API is configured.
+    #[arg(long)]
+    client_side: bool,
+}
+
+impl From<TargetArgs> for search::Target {
+    fn from(t: TargetArgs) -> Self {
+        search::Target {
+            api: t.api,
+            client_side: t.client_side,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -38,14 +88,46 @@ enum KeysCmd {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() {
     let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        if let Some(bad) = e.downcast_ref::<search::BadQuery>() {
+            eprintln!("{bad}");
+            std::process::exit(search::EXIT_BAD_QUERY);
+        }
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match cli.cmd {
+        Cmd::Search { fields: true, .. } => search::print_fields(&mut stdout),
+        Cmd::Search {
+            query,
+            output,
+            limit,
+            target,
+            ..
+        } => {
+            let query = query.unwrap_or_default();
+            search::search(&query, limit, output, target.into(), &mut stdout).await
+        }
+        Cmd::Inventory { json, target } => {
+            search::inventory(target.into(), json, &mut stdout).await
+        }
+        Cmd::Keys { cmd } => keys(cmd).await,
+    }
+}
+
+async fn keys(cmd: KeysCmd) -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the cluster (is KUBECONFIG set?)")?;
     let keys: Api<ActivationKey> = Api::all(client.clone());
-    match cli.cmd {
-        Cmd::Keys { cmd: KeysCmd::List } => {
+    match cmd {
+        KeysCmd::List => {
             println!("{:<24} {:<6} {:>7}  MODULES", "NAME", "READY", "SENSORS");
             for k in keys.list(&Default::default()).await?.items {
                 let status = k.status.clone().unwrap_or_default();
@@ -61,9 +143,7 @@ async fn main() -> Result<()> {
                 );
             }
         }
-        Cmd::Keys {
-            cmd: KeysCmd::Token { name },
-        } => {
+        KeysCmd::Token { name } => {
             let key = keys
                 .get_opt(&name)
                 .await?
