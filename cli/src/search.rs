@@ -134,7 +134,7 @@ async fn get_api<T: serde::de::DeserializeOwned>(
 /// Every Asset the user may list, in pages.
 async fn list_assets(client: kube::Client) -> Result<Index> {
     let api: Api<Asset> = Api::all(client);
-    let mut index = Index::new();
+    let mut index = Index::bulk();
     let mut params = ListParams::default().limit(500);
     loop {
         let page = api.list(&params).await.context("listing Assets")?;
@@ -143,7 +143,10 @@ async fn list_assets(client: kube::Client) -> Result<Index> {
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(index),
+            None => {
+                index.finish_bulk();
+                return Ok(index);
+            }
         }
     }
 }

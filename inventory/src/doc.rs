@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use sightline_crds::asset::{Asset, Product};
+use smallvec::SmallVec;
 
 /// An interned string.
 pub type Sym = u32;
@@ -24,7 +25,9 @@ impl Interner {
         if let Some(&id) = self.ids.get(s) {
             return id;
         }
-        let id = Sym::try_from(self.strings.len()).unwrap_or(Sym::MAX);
+        // u32::MAX is `OptSym::NONE`; an inventory never has that many
+        // distinct strings, and if it did the extra ones would share a symbol.
+        let id = Sym::try_from(self.strings.len()).map_or(Sym::MAX - 1, |id| id.min(Sym::MAX - 1));
         self.strings.push(s.into());
         self.ids.insert(s.into(), id);
         id
@@ -54,40 +57,93 @@ impl Interner {
     }
 }
 
+/// An optional symbol in four bytes (`Option<u32>` takes eight): the index
+/// is scanned whole by every query, so its size is its speed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptSym(u32);
+
+impl OptSym {
+    /// No symbol.
+    pub const NONE: OptSym = OptSym(u32::MAX);
+
+    /// The symbol, if any.
+    pub fn get(self) -> Option<Sym> {
+        (self.0 != u32::MAX).then_some(self.0)
+    }
+}
+
+impl Default for OptSym {
+    fn default() -> Self {
+        OptSym::NONE
+    }
+}
+
+impl From<Option<Sym>> for OptSym {
+    fn from(s: Option<Sym>) -> Self {
+        s.map_or(OptSym::NONE, OptSym)
+    }
+}
+
+/// An optional number (a count, or Unix seconds) in eight bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptNum(i64);
+
+impl OptNum {
+    /// No number.
+    pub const NONE: OptNum = OptNum(i64::MIN);
+
+    /// The number, if any.
+    pub fn get(self) -> Option<i64> {
+        (self.0 != i64::MIN).then_some(self.0)
+    }
+}
+
+impl Default for OptNum {
+    fn default() -> Self {
+        OptNum::NONE
+    }
+}
+
+impl From<Option<i64>> for OptNum {
+    fn from(n: Option<i64>) -> Self {
+        n.filter(|&n| n != i64::MIN).map_or(OptNum::NONE, OptNum)
+    }
+}
+
 /// A normalized product, searchable.
 #[derive(Clone, Debug, Default)]
 pub struct ProductDoc {
     /// Vendor.
-    pub vendor: Option<Sym>,
+    pub vendor: OptSym,
     /// Product.
-    pub product: Option<Sym>,
+    pub product: OptSym,
     /// Version.
-    pub version: Option<Sym>,
+    pub version: OptSym,
     /// Category.
-    pub category: Option<Sym>,
+    pub category: OptSym,
     /// `Category / Subcategory`.
-    pub category_path: Option<Sym>,
+    pub category_path: OptSym,
     /// Subcategory.
-    pub subcategory: Option<Sym>,
+    pub subcategory: OptSym,
     /// Lifecycle stage.
-    pub stage: Option<Sym>,
+    pub stage: OptSym,
     /// Lifecycle dates, as Unix seconds: GA, end of sale, end of life, end of service.
-    pub dates: [Option<i64>; 4],
+    pub dates: [OptNum; 4],
 }
 
 /// A vulnerability, searchable.
 #[derive(Clone, Debug, Default)]
 pub struct VulnDoc {
     /// Advisory ID.
-    pub id: Option<Sym>,
+    pub id: OptSym,
     /// Package.
-    pub package: Option<Sym>,
+    pub package: OptSym,
     /// Installed version.
-    pub installed: Option<Sym>,
+    pub installed: OptSym,
     /// Fixed version.
-    pub fixed: Option<Sym>,
+    pub fixed: OptSym,
     /// Severity.
-    pub severity: Option<Sym>,
+    pub severity: OptSym,
 }
 
 /// An Asset as the index holds it.
@@ -96,7 +152,7 @@ pub struct AssetDoc {
     /// Object name.
     pub name: Box<str>,
     /// Kind.
-    pub kind: Option<Sym>,
+    pub kind: OptSym,
     /// Identity (unique per Asset, so not interned).
     pub identity: Option<Box<str>>,
     /// Normalized hardware.
@@ -104,29 +160,30 @@ pub struct AssetDoc {
     /// Normalized OS.
     pub os: Option<ProductDoc>,
     /// Normalized software.
-    pub software: Vec<ProductDoc>,
+    pub software: Box<[ProductDoc]>,
     /// Vulnerability counts: critical, high, medium, low, unknown.
-    pub vuln_counts: Option<[i64; 5]>,
+    pub vuln_counts: [OptNum; 5],
     /// The worst vulnerabilities.
-    pub vulns: Vec<VulnDoc>,
+    pub vulns: Box<[VulnDoc]>,
     /// Misconfigurations, runtime violations, certificate problems.
-    pub other_findings: [Option<i64>; 3],
+    pub other_findings: [OptNum; 3],
     /// The highest severity.
-    pub max_severity: Option<Sym>,
+    pub max_severity: OptSym,
     /// The Asset's lifecycle stage.
-    pub lifecycle: Option<Sym>,
-    /// Tags, key and value.
-    pub tags: Vec<(Sym, Sym)>,
+    pub lifecycle: OptSym,
+    /// Tags, key and value; a few inline, so matching a tag does not chase
+    /// a pointer per Asset (that cache miss was most of a tag query's time).
+    pub tags: SmallVec<[(Sym, Sym); 4]>,
     /// Raw facts flattened to dotted paths; values are often unique, so not interned.
-    pub observed: Vec<(Sym, Box<str>)>,
-    /// Sensors that saw it.
-    pub sources: Vec<Sym>,
+    pub observed: Box<[(Sym, Box<str>)]>,
+    /// Sensors that saw it (usually one or two: inline).
+    pub sources: SmallVec<[Sym; 2]>,
     /// Their types.
-    pub source_types: Vec<Sym>,
+    pub source_types: SmallVec<[Sym; 2]>,
     /// First seen, Unix seconds.
-    pub first_seen: Option<i64>,
+    pub first_seen: OptNum,
     /// Last seen, Unix seconds.
-    pub last_seen: Option<i64>,
+    pub last_seen: OptNum,
     /// Managed.
     pub managed: Option<bool>,
 }
@@ -144,7 +201,7 @@ fn date_secs(d: &Option<String>) -> Option<i64> {
 }
 
 fn product(p: &Product, i: &mut Interner) -> ProductDoc {
-    let mut s = |v: &Option<String>| v.as_deref().map(|v| i.intern(v));
+    let mut s = |v: &Option<String>| OptSym::from(v.as_deref().map(|v| i.intern(v)));
     let lc = p.lifecycle.as_ref();
     let mut doc = ProductDoc {
         vendor: s(&p.vendor),
@@ -152,19 +209,19 @@ fn product(p: &Product, i: &mut Interner) -> ProductDoc {
         version: s(&p.version),
         category: s(&p.category),
         subcategory: s(&p.subcategory),
-        stage: lc.map(|l| i.intern(stage_str(l.stage))),
-        dates: [None; 4],
-        category_path: None,
+        stage: lc.map(|l| i.intern(stage_str(l.stage))).into(),
+        dates: [OptNum::NONE; 4],
+        category_path: OptSym::NONE,
     };
     if let (Some(c), Some(sc)) = (&p.category, &p.subcategory) {
-        doc.category_path = Some(i.intern(&format!("{c} / {sc}")));
+        doc.category_path = OptSym::from(Some(i.intern(&format!("{c} / {sc}"))));
     }
     if let Some(l) = lc {
         doc.dates = [
-            date_secs(&l.ga_date),
-            date_secs(&l.eos_date),
-            date_secs(&l.eol_date),
-            date_secs(&l.eo_service_date),
+            date_secs(&l.ga_date).into(),
+            date_secs(&l.eos_date).into(),
+            date_secs(&l.eol_date).into(),
+            date_secs(&l.eo_service_date).into(),
         ];
     }
     doc
@@ -239,8 +296,8 @@ impl AssetDoc {
             .and_then(|f| f.vulnerabilities.as_ref());
         let findings = status.findings.as_ref();
         let mut s = |v: &str| i.intern(v);
-        let mut sources = Vec::new();
-        let mut source_types = Vec::new();
+        let mut sources = SmallVec::new();
+        let mut source_types = SmallVec::new();
         for src in &status.sources {
             sources.push(s(&src.sensor));
             if let Some(t) = &src.r#type {
@@ -249,39 +306,45 @@ impl AssetDoc {
         }
         AssetDoc {
             name: asset.metadata.name.as_deref().unwrap_or_default().into(),
-            kind: status.kind.map(|k| s(k.as_str())),
+            kind: status.kind.map(|k| s(k.as_str())).into(),
             identity: status.identity.as_deref().map(Into::into),
-            max_severity: label(sightline_crds::asset::LABEL_MAX_SEVERITY).map(&mut s),
-            lifecycle: label(sightline_crds::asset::LABEL_LIFECYCLE).map(&mut s),
+            max_severity: label(sightline_crds::asset::LABEL_MAX_SEVERITY)
+                .map(&mut s)
+                .into(),
+            lifecycle: label(sightline_crds::asset::LABEL_LIFECYCLE)
+                .map(&mut s)
+                .into(),
             tags: status.tags.iter().map(|(k, v)| (s(k), s(v))).collect(),
             observed: observed
                 .into_iter()
                 .map(|(k, v)| (s(&k), v.into_boxed_str()))
                 .collect(),
-            vuln_counts: vulns.map(|v| [v.critical, v.high, v.medium, v.low, v.unknown]),
+            vuln_counts: vulns.map_or([OptNum::NONE; 5], |v| {
+                [v.critical, v.high, v.medium, v.low, v.unknown].map(|n| Some(n).into())
+            }),
             vulns: vulns
                 .map(|v| {
                     v.top
                         .iter()
                         .map(|t| VulnDoc {
-                            id: Some(s(&t.id)),
-                            package: Some(s(&t.package)),
-                            installed: Some(s(&t.installed)),
-                            fixed: t.fixed.as_deref().map(&mut s),
-                            severity: Some(s(&t.severity)),
+                            id: Some(s(&t.id)).into(),
+                            package: Some(s(&t.package)).into(),
+                            installed: Some(s(&t.installed)).into(),
+                            fixed: t.fixed.as_deref().map(&mut s).into(),
+                            severity: Some(s(&t.severity)).into(),
                         })
                         .collect()
                 })
                 .unwrap_or_default(),
             other_findings: [
-                findings.and_then(|f| f.misconfigurations),
-                findings.and_then(|f| f.runtime),
-                findings.and_then(|f| f.certificates),
+                findings.and_then(|f| f.misconfigurations).into(),
+                findings.and_then(|f| f.runtime).into(),
+                findings.and_then(|f| f.certificates).into(),
             ],
             sources,
             source_types,
-            first_seen: status.first_seen.map(|t| t.0.as_second()),
-            last_seen: status.last_seen.map(|t| t.0.as_second()),
+            first_seen: status.first_seen.map(|t| t.0.as_second()).into(),
+            last_seen: status.last_seen.map(|t| t.0.as_second()).into(),
             managed: status.managed,
             hardware: normalized.hardware.as_ref().map(|p| product(p, i)),
             os: normalized.os.as_ref().map(|p| product(p, i)),
@@ -291,7 +354,7 @@ impl AssetDoc {
 
     /// A short, serializable summary for search results.
     pub fn summary(&self, i: &Interner) -> Hit {
-        let s = |v: Option<Sym>| v.map(|v| i.get(v).to_string());
+        let s = |v: OptSym| v.get().map(|v| i.get(v).to_string());
         let os = self.os.as_ref();
         Hit {
             name: self.name.to_string(),
@@ -312,6 +375,7 @@ impl AssetDoc {
             max_severity: s(self.max_severity),
             last_seen: self
                 .last_seen
+                .get()
                 .and_then(|t| jiff::Timestamp::from_second(t).ok())
                 .map(|t| t.to_string()),
             tags: self

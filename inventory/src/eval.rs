@@ -9,7 +9,7 @@
 
 use std::cmp::Ordering;
 
-use crate::doc::{AssetDoc, Interner, ProductDoc, Sym, VulnDoc};
+use crate::doc::{AssetDoc, Interner, OptSym, ProductDoc, Sym, VulnDoc};
 use crate::fields::{self, Field, FieldType, ProductField, Scope, VulnField};
 use crate::query::{CmpOp, Error, Predicate, Query, Quoting, Span, Value};
 
@@ -77,16 +77,14 @@ impl TextPattern {
             _ if v.text.contains(['*', '?']) => {
                 TextPattern::Glob(v.text.chars().map(fold).collect())
             }
-            _ => TextPattern::Folded(v.text.to_lowercase()),
+            _ => TextPattern::Folded(v.text.chars().map(fold).collect()),
         }
     }
 
     fn matches(&self, s: &str) -> bool {
         match self {
             TextPattern::Exact(p) => p == s,
-            TextPattern::Folded(p) => {
-                p.len() == s.len() && s.eq_ignore_ascii_case(p) || s.chars().map(fold).eq(p.chars())
-            }
+            TextPattern::Folded(p) => s.chars().map(fold).eq(p.chars()),
             TextPattern::Glob(p) => glob(p, s),
         }
     }
@@ -99,11 +97,19 @@ fn fold(c: char) -> char {
 /// Glob match with `*` (any run) and `?` (one character), case-insensitive;
 /// linear backtracking on the last `*`, so no pattern is exponential.
 fn glob(p: &[char], s: &str) -> bool {
+    if s.is_ascii() {
+        // Object names, versions and most values: no allocation.
+        return glob_in(p, s.as_bytes(), |b| char::from(b.to_ascii_lowercase()));
+    }
     let s: Vec<char> = s.chars().map(fold).collect();
+    glob_in(p, &s, |c| c)
+}
+
+fn glob_in<T: Copy>(p: &[char], s: &[T], fold: impl Fn(T) -> char) -> bool {
     let (mut pi, mut si) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == fold(s[si])) {
             pi += 1;
             si += 1;
         } else if pi < p.len() && p[pi] == '*' {
@@ -499,7 +505,7 @@ enum Ctx<'a> {
 }
 
 fn product_sym(p: &ProductDoc, f: ProductField, set: &SymSet) -> bool {
-    let one = |s: Option<Sym>| s.is_some_and(|s| set.has(s));
+    let one = |s: OptSym| s.get().is_some_and(|s| set.has(s));
     match f {
         ProductField::Vendor => one(p.vendor),
         ProductField::Product => one(p.product),
@@ -513,10 +519,10 @@ fn product_sym(p: &ProductDoc, f: ProductField, set: &SymSet) -> bool {
 
 fn product_date(p: &ProductDoc, f: ProductField) -> Option<i64> {
     match f {
-        ProductField::GaDate => p.dates[0],
-        ProductField::EosDate => p.dates[1],
-        ProductField::EolDate => p.dates[2],
-        ProductField::EoServiceDate => p.dates[3],
+        ProductField::GaDate => p.dates[0].get(),
+        ProductField::EosDate => p.dates[1].get(),
+        ProductField::EolDate => p.dates[2].get(),
+        ProductField::EoServiceDate => p.dates[3].get(),
         _ => None,
     }
 }
@@ -548,12 +554,12 @@ fn eval(node: &Node, ctx: &Ctx<'_>) -> bool {
         Node::Interval(field, lo, hi) => {
             let within = |v: Option<i64>| v.is_some_and(|v| *lo <= v && v <= *hi);
             match (field, ctx) {
-                (Field::VulnCount(n), Ctx::Asset(d)) => within(d.vuln_counts.map(|c| c[*n])),
-                (Field::Misconfigurations, Ctx::Asset(d)) => within(d.other_findings[0]),
-                (Field::RuntimeViolations, Ctx::Asset(d)) => within(d.other_findings[1]),
-                (Field::CertificateProblems, Ctx::Asset(d)) => within(d.other_findings[2]),
-                (Field::FirstSeen, Ctx::Asset(d)) => within(d.first_seen),
-                (Field::LastSeen, Ctx::Asset(d)) => within(d.last_seen),
+                (Field::VulnCount(n), Ctx::Asset(d)) => within(d.vuln_counts[*n].get()),
+                (Field::Misconfigurations, Ctx::Asset(d)) => within(d.other_findings[0].get()),
+                (Field::RuntimeViolations, Ctx::Asset(d)) => within(d.other_findings[1].get()),
+                (Field::CertificateProblems, Ctx::Asset(d)) => within(d.other_findings[2].get()),
+                (Field::FirstSeen, Ctx::Asset(d)) => within(d.first_seen.get()),
+                (Field::LastSeen, Ctx::Asset(d)) => within(d.last_seen.get()),
                 (Field::Product(w, f), Ctx::Asset(d)) => {
                     within(product_of(d, *w).and_then(|p| product_date(p, *f)))
                 }
@@ -585,7 +591,7 @@ fn product_of(d: &AssetDoc, w: fields::Which) -> Option<&ProductDoc> {
 }
 
 fn syms(field: &Field, set: &SymSet, ctx: &Ctx<'_>) -> bool {
-    let one = |s: Option<Sym>| s.is_some_and(|s| set.has(s));
+    let one = |s: OptSym| s.get().is_some_and(|s| set.has(s));
     let any = |v: &[Sym]| v.iter().any(|&s| set.has(s));
     match (field, ctx) {
         (Field::Kind, Ctx::Asset(d)) => one(d.kind),

@@ -8,16 +8,46 @@ use serde::{Deserialize, Serialize};
 use sightline_crds::asset::Asset;
 
 use crate::doc::{AssetDoc, Hit, Interner};
-use crate::eval::compile;
+use crate::eval::{Compiled, compile};
 use crate::query::{Error, parse_query};
 
+/// Indexes at least this large are scanned on several threads.
+const PARALLEL_FROM: usize = 16_384;
+/// Most threads one search uses.
+const MAX_THREADS: usize = 4;
+
+/// Marks in `words` (64 slots each, from `first`) the documents that match;
+/// returns how many.
+fn scan(docs: &[Option<AssetDoc>], compiled: &Compiled, first: usize, words: &mut [u64]) -> usize {
+    let mut n = 0;
+    for (w, word) in words.iter_mut().enumerate() {
+        for bit in 0..64 {
+            if let Some(Some(d)) = docs.get(first + w * 64 + bit)
+                && compiled.matches(d)
+            {
+                *word |= 1 << bit;
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 /// Assets, searchable.
+///
+/// Documents live in slots scanned in slot order (sequential memory, the
+/// fast way to evaluate a query over everything); `order` lists the
+/// occupied slots by name, so the first `limit` matches by name come from
+/// one pass over it instead of sorting every match.
 #[derive(Default, Debug)]
 pub struct Index {
     interner: Interner,
     docs: Vec<Option<AssetDoc>>,
     slots: HashMap<Box<str>, usize>,
     free: Vec<usize>,
+    order: Vec<u32>,
+    /// Set while bulk loading: `order` is rebuilt once by [`Index::finish_bulk`].
+    bulk: bool,
 }
 
 /// The result of a search.
@@ -52,34 +82,69 @@ impl Index {
         Index::default()
     }
 
+    /// An empty index about to receive many Assets (a full list): name
+    /// order is built once by [`Index::finish_bulk`] instead of kept up to
+    /// date on every insert. Searches work meanwhile, only slower.
+    pub fn bulk() -> Index {
+        Index {
+            bulk: true,
+            ..Index::default()
+        }
+    }
+
+    /// Ends a bulk load: sorts the name order once.
+    pub fn finish_bulk(&mut self) {
+        let docs = &self.docs;
+        let name = |slot: &u32| docs[*slot as usize].as_ref().map(|d| &d.name);
+        self.order = self.slots.values().map(|&s| s as u32).collect();
+        self.order.sort_unstable_by(|a, b| name(a).cmp(&name(b)));
+        self.bulk = false;
+    }
+
+    fn name_of(&self, slot: u32) -> &str {
+        self.docs[slot as usize].as_ref().map_or("", |d| &d.name)
+    }
+
     /// Add or replace an Asset.
     pub fn upsert(&mut self, asset: &Asset) {
         let doc = AssetDoc::from_asset(asset, &mut self.interner);
-        match self.slots.get(&doc.name) {
-            Some(&slot) => self.docs[slot] = Some(doc),
-            None => {
-                let name = doc.name.clone();
-                let slot = match self.free.pop() {
-                    Some(slot) => {
-                        self.docs[slot] = Some(doc);
-                        slot
-                    }
-                    None => {
-                        self.docs.push(Some(doc));
-                        self.docs.len() - 1
-                    }
-                };
-                self.slots.insert(name, slot);
+        if let Some(&slot) = self.slots.get(&doc.name) {
+            self.docs[slot] = Some(doc);
+            return;
+        }
+        let name = doc.name.clone();
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.docs[slot] = Some(doc);
+                slot
             }
+            None => {
+                self.docs.push(Some(doc));
+                self.docs.len() - 1
+            }
+        };
+        self.slots.insert(name.clone(), slot);
+        if !self.bulk {
+            let at = self
+                .order
+                .partition_point(|&s| self.name_of(s) < name.as_ref());
+            self.order.insert(at, slot as u32);
         }
     }
 
     /// Remove an Asset by name.
     pub fn remove(&mut self, name: &str) {
-        if let Some(slot) = self.slots.remove(name) {
-            self.docs[slot] = None;
-            self.free.push(slot);
+        let Some(slot) = self.slots.remove(name) else {
+            return;
+        };
+        if !self.bulk {
+            let at = self.order.partition_point(|&s| self.name_of(s) < name);
+            if self.order.get(at) == Some(&(slot as u32)) {
+                self.order.remove(at);
+            }
         }
+        self.docs[slot] = None;
+        self.free.push(slot);
     }
 
     /// Drop everything (before a full relist).
@@ -97,8 +162,7 @@ impl Index {
         self.slots.is_empty()
     }
 
-    /// Whether the Asset named `name` matches a query, for callers that
-    /// evaluate one Asset (dynamic tags).
+    /// Every document.
     pub fn docs(&self) -> impl Iterator<Item = &AssetDoc> {
         self.docs.iter().flatten()
     }
@@ -111,14 +175,59 @@ impl Index {
     /// Run `query`, anchoring relative dates at `now` (Unix seconds), and
     /// return at most `limit` hits sorted by name.
     pub fn search(&self, query: &str, now: i64, limit: usize) -> Result<SearchResult, Error> {
-        let names = self.matching(query, now)?;
-        let total = names.len();
-        let mut docs: Vec<&AssetDoc> = names;
-        docs.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        docs.truncate(limit);
+        let parsed = parse_query(query)?;
+        let compiled = compile(&parsed, &self.interner, now).map_err(|e| e.locate(query))?;
+        // Pass 1, in slot order: which slots match; large indexes are
+        // split over the cores, each scanning its own run of slots.
+        let mut matched = vec![0u64; self.docs.len().div_ceil(64)];
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+        let total = if threads > 1 && self.docs.len() >= PARALLEL_FROM {
+            let per = matched.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = matched
+                    .chunks_mut(per)
+                    .enumerate()
+                    .map(|(i, words)| {
+                        let (docs, compiled) = (&self.docs, &compiled);
+                        scope.spawn(move || scan(docs, compiled, i * per * 64, words))
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .sum()
+            })
+        } else {
+            scan(&self.docs, &compiled, 0, &mut matched)
+        };
+        let is_match = |slot: usize| matched[slot / 64] & (1 << (slot % 64)) != 0;
+        // Pass 2, in name order: the first `limit` of them.
+        let mut hits: Vec<&AssetDoc> = Vec::with_capacity(limit.min(total));
+        if self.bulk {
+            hits = (0..self.docs.len())
+                .filter(|&s| is_match(s))
+                .filter_map(|s| self.docs[s].as_ref())
+                .collect();
+            hits.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            hits.truncate(limit);
+        } else {
+            for &slot in &self.order {
+                if hits.len() >= limit {
+                    break;
+                }
+                if is_match(slot as usize)
+                    && let Some(d) = &self.docs[slot as usize]
+                {
+                    hits.push(d);
+                }
+            }
+        }
         Ok(SearchResult {
             total,
-            hits: docs.iter().map(|d| d.summary(&self.interner)).collect(),
+            hits: hits.iter().map(|d| d.summary(&self.interner)).collect(),
         })
     }
 
@@ -135,18 +244,21 @@ impl Index {
         let name = |sym| self.interner.get(sym).to_string();
         for d in self.docs() {
             s.total += 1;
-            let kind = d.kind.map_or_else(|| "(none)".to_string(), name);
+            let kind = d.kind.get().map_or_else(|| "(none)".to_string(), name);
             *s.by_kind.entry(kind).or_default() += 1;
             if let Some(c) = d
                 .hardware
                 .as_ref()
-                .and_then(|h| h.category_path.or(h.category))
+                .and_then(|h| h.category_path.get().or(h.category.get()))
             {
                 *s.by_category.entry(name(c)).or_default() += 1;
             }
-            let lc = d.lifecycle.map_or_else(|| "(none)".to_string(), name);
+            let lc = d.lifecycle.get().map_or_else(|| "(none)".to_string(), name);
             *s.by_lifecycle.entry(lc).or_default() += 1;
-            let sev = d.max_severity.map_or_else(|| "none".to_string(), name);
+            let sev = d
+                .max_severity
+                .get()
+                .map_or_else(|| "none".to_string(), name);
             *s.by_max_severity.entry(sev).or_default() += 1;
         }
         s

@@ -483,3 +483,79 @@ fn upserts_replace_and_removes_forget() {
     assert_eq!(s.by_lifecycle["EndOfService"], 2);
     assert_eq!(s.by_max_severity["critical"], 2);
 }
+
+#[test]
+fn limits_keep_the_first_matches_by_name_however_the_index_was_filled() {
+    let incremental = inventory();
+    let mut bulk = Index::bulk();
+    let mut assets: Vec<Asset> = Vec::new();
+    for name in ["zeta", "alpha", "mid", "beta"] {
+        let mut a = Asset::new(name, AssetSpec {});
+        a.status = Some(AssetStatus {
+            kind: Some(AssetKind::Host),
+            ..Default::default()
+        });
+        assets.push(a);
+    }
+    for a in &assets {
+        bulk.upsert(a);
+    }
+    let first_two = |idx: &Index| {
+        let r = idx.search("kind:Host", NOW, 2).unwrap();
+        (
+            r.total,
+            r.hits.into_iter().map(|h| h.name).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        first_two(&bulk),
+        (4, vec!["alpha".to_string(), "beta".to_string()])
+    );
+    bulk.finish_bulk();
+    assert_eq!(
+        first_two(&bulk),
+        (4, vec!["alpha".to_string(), "beta".to_string()])
+    );
+    bulk.remove("alpha");
+    bulk.upsert(&Asset::new("aardvark", AssetSpec {}));
+    let mut a = Asset::new("aaa", AssetSpec {});
+    a.status = assets[0].status.clone();
+    bulk.upsert(&a);
+    assert_eq!(
+        first_two(&bulk),
+        (4, vec!["aaa".to_string(), "beta".to_string()])
+    );
+    let r = incremental.search("kind:ContainerImage", NOW, 3).unwrap();
+    assert_eq!(r.total, 4);
+    assert_eq!(
+        r.hits.into_iter().map(|h| h.name).collect::<Vec<_>>(),
+        ["image-eol", "image-new", "image-old"]
+    );
+}
+
+#[test]
+fn large_indexes_scanned_in_parallel_give_the_same_answers() {
+    let mut idx = Index::bulk();
+    for i in 0..40_000 {
+        let mut a = Asset::new(&format!("host-{i:05}"), AssetSpec {});
+        a.status = Some(AssetStatus {
+            kind: Some(AssetKind::Host),
+            tags: [("shard".to_string(), format!("s{}", i % 7))].into(),
+            ..Default::default()
+        });
+        idx.upsert(&a);
+    }
+    idx.finish_bulk();
+    // Remove some, so slots are not contiguous, and re-add one.
+    for i in (0..40_000).step_by(1000) {
+        idx.remove(&format!("host-{i:05}"));
+    }
+    let r = idx.search("tags.shard:s3", NOW, 3).unwrap();
+    let expected = (0..40_000).filter(|i| i % 7 == 3 && i % 1000 != 0).count();
+    assert_eq!(r.total, expected);
+    assert_eq!(
+        r.hits.into_iter().map(|h| h.name).collect::<Vec<_>>(),
+        ["host-00003", "host-00010", "host-00017"]
+    );
+    assert_eq!(idx.search("kind:Host", NOW, 0).unwrap().total, 40_000 - 40);
+}

@@ -58,14 +58,15 @@ pub async fn feed(client: kube::Client, index: SharedIndex, synced: Arc<AtomicBo
     let mut pending: Option<Index> = None;
     while let Some(event) = events.next().await {
         match event {
-            Ok(watcher::Event::Init) => pending = Some(Index::new()),
+            Ok(watcher::Event::Init) => pending = Some(Index::bulk()),
             Ok(watcher::Event::InitApply(a)) => {
                 if let Some(p) = pending.as_mut() {
                     p.upsert(&a);
                 }
             }
             Ok(watcher::Event::InitDone) => {
-                if let Some(p) = pending.take() {
+                if let Some(mut p) = pending.take() {
+                    p.finish_bulk();
                     *write(&index) = p;
                 }
                 synced.store(true, Ordering::Relaxed);
