@@ -431,6 +431,18 @@ async fn sensors_facts_become_a_normalized_tagged_searchable_inventory() -> Resu
         assert_eq!((code, hit_names(&body)), (200, vec![names["switch"].clone()]));
         let (_, body) = api_call(&op, &q(r#"hardware.category:"Virtualized / Cloud""#), Some(&reader))?;
         assert_eq!(hit_names(&body), [names["node-cloud"].clone()]);
+        // Every image on an end-of-life OS: Debian 12 is EndOfLife from the
+        // end of its regular security support until its LTS ends, so the
+        // expectation follows the catalog's dates for today.
+        let (_, body) = api_call(&op, &q("kind:ContainerImage AND os.lifecycle.stage:EndOfLife"), Some(&reader))?;
+        let d12 = catalog.normalize(Some(AssetKind::ContainerImage), &serde_json::from_value(debian("12", "bookworm"))?, today);
+        let d12_stage = d12.os.and_then(|o| o.lifecycle).map(|l| l.stage);
+        let want: Vec<String> = if d12_stage == Some(LifecycleStage::EndOfLife) {
+            vec![names["image-debian12"].clone()]
+        } else {
+            vec![]
+        };
+        assert_eq!(hit_names(&body), want);
         let eol_images = q("kind:ContainerImage AND os.lifecycle.stage:EndOfService");
         let (_, body) = api_call(&op, &eol_images, Some(&reader))?;
         assert_eq!(hit_names(&body), [names["image-debian11"].clone()]);

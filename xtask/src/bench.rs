@@ -7,6 +7,10 @@
 //! - scale: N Sensors and K keys applied at once → every Sensor `Ready`;
 //!   baseline: the same number of DaemonSets applied directly at the same
 //!   concurrency. Also the operator's peak RSS.
+//! - search: the in-memory index over 100,000 synthetic Assets (build,
+//!   memory, ten queries' p50/p99) and, as baseline, label-selector lists
+//!   of the same Assets from a real API server (see
+//!   `operator/examples/search_bench.rs`).
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -179,6 +183,25 @@ pub async fn run(latency_n: usize, scale_n: usize, scale_keys: usize) -> Result<
     println!("  operator peak RSS {:.1} MiB", peak_rss as f64 / 1024.0);
     drop(operator);
     Ok(())
+}
+
+/// The search benchmark: the operator crate's `search_bench` example,
+/// built with `--release` (index numbers from a debug build mean nothing).
+pub fn search(assets: usize, api_assets: usize) -> Result<()> {
+    crate::setup()?;
+    run_cmd(Command::new("cargo").args([
+        "run",
+        "--release",
+        "-p",
+        "sightline-operator",
+        "--example",
+        "search_bench",
+        "--",
+        "--assets",
+        &assets.to_string(),
+        "--api-assets",
+        &api_assets.to_string(),
+    ]))
 }
 
 fn ms(d: Duration) -> f64 {

@@ -43,6 +43,15 @@ enum Cmd {
         /// Keys for the scale benchmark.
         #[arg(long, default_value_t = 100)]
         scale_keys: usize,
+        /// Assets in the search index benchmark.
+        #[arg(long, default_value_t = 100_000)]
+        search_assets: usize,
+        /// Assets created in the API server for the search baseline.
+        #[arg(long, default_value_t = 10_000)]
+        search_api_assets: usize,
+        /// Run only one benchmark: `operator` or `search`.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -81,7 +90,22 @@ fn main() -> Result<()> {
             latency_sensors,
             scale_sensors,
             scale_keys,
-        } => rt.block_on(bench::run(latency_sensors, scale_sensors, scale_keys)),
+            search_assets,
+            search_api_assets,
+            only,
+        } => {
+            let which = only.as_deref();
+            if !matches!(which, None | Some("operator") | Some("search")) {
+                anyhow::bail!("--only takes operator or search");
+            }
+            if which != Some("search") {
+                rt.block_on(bench::run(latency_sensors, scale_sensors, scale_keys))?;
+            }
+            if which != Some("operator") {
+                bench::search(search_assets, search_api_assets)?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -49,6 +49,69 @@ fn run_counting(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Seconds each fuzz target runs in `cargo xtask test`: enough to catch
+/// regressions on the checked-in seeds and their neighbours, not a campaign.
+const FUZZ_SECONDS: u32 = 20;
+
+/// The fuzz targets under `fuzz/`.
+const FUZZ_TARGETS: &[&str] = &["query", "normalize"];
+
+/// Installs the nightly toolchain and cargo-fuzz when missing, then runs
+/// every fuzz target briefly. Corpora and crash artifacts go to the cache,
+/// never into the work tree.
+pub fn fuzz_briefly() -> Result<()> {
+    let has_nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nightly {
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))
+        .context("installing the nightly toolchain for cargo-fuzz")?;
+    }
+    let has_fuzz = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_fuzz {
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+            .context("installing cargo-fuzz")?;
+    }
+    let cache = sightline_testenv::binaries::cache_dir().join("fuzz");
+    for target in FUZZ_TARGETS {
+        let corpus = cache.join("corpus").join(target);
+        let artifacts = cache.join("artifacts").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        std::fs::create_dir_all(&artifacts)?;
+        let seeds = crate::root().join("fuzz/seeds").join(target);
+        let mut cmd = Command::new("cargo");
+        cmd.args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", target])
+            .arg(&corpus);
+        if seeds.is_dir() {
+            cmd.arg(&seeds);
+        }
+        cmd.arg("--")
+            .arg(format!("-max_total_time={FUZZ_SECONDS}"))
+            .arg("-rss_limit_mb=1024")
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            // A separate target directory: nightly and sanitizer flags would
+            // otherwise invalidate the stable build's artifacts.
+            .env("CARGO_TARGET_DIR", cache.join("target"));
+        run(&mut cmd).with_context(|| {
+            format!(
+                "fuzz target {target} failed; the input that broke it is in {}",
+                artifacts.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Runs fmt, clippy and the whole test suite.
 pub fn run_all() -> Result<()> {
     setup()?;
@@ -87,5 +150,6 @@ pub fn run_all() -> Result<()> {
             eprintln!("stopped leftover test process {name} (pid {pid})");
         }
     }
-    result
+    result?;
+    fuzz_briefly()
 }
