@@ -1,6 +1,9 @@
 //! Image analysis shared by the container, registry and CI sensors: image
 //! layers in, SBOM and vulnerabilities out. It knows nothing of Kubernetes.
 //!
-//! Unfinished: this crate only reserves its place in the workspace. The
-//! container sensor issue fills it (layer streaming, package databases,
-//! OSV matching); until then no sensor binary exists.
+//! Unfinished: so far only the version comparators vulnerability matching
+//! rests on ([`version`]). Layer streaming, package databases and OSV
+//! matching are still to come (the container-sensor issue); no sensor
+//! binary exists yet.
+
+pub mod version;
