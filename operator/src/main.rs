@@ -170,15 +170,31 @@ async fn main() -> Result<()> {
         metrics.clone(),
         stopped(),
     );
+    // The controllers drain in-flight reconciles on shutdown; if that takes
+    // longer than this, exit anyway without releasing the lease, so a
+    // standby waits for it to expire rather than overlap with us.
+    let drain_limit = {
+        let stopped = stopped();
+        async move {
+            stopped.await;
+            tokio::time::sleep(SHUTDOWN_DRAIN_LIMIT).await;
+        }
+    };
+    let run = async move {
+        tokio::select! {
+            () = run => Ok(()),
+            () = drain_limit => Err(anyhow::anyhow!(
+                "reconciles still running {} s after the shutdown signal; exiting without releasing the lease",
+                SHUTDOWN_DRAIN_LIMIT.as_secs()
+            )),
+        }
+    };
     let result = match &elector {
         Some(e) => tokio::select! {
-            () = run => Ok(()),
+            res = run => res,
             lost = e.hold() => Err(anyhow::Error::new(lost).context("lost the leader lease; exiting so no two replicas reconcile")),
         },
-        None => {
-            run.await;
-            Ok(())
-        }
+        None => run.await,
     };
     if result.is_ok()
         && let Some(e) = &elector
@@ -189,6 +205,9 @@ async fn main() -> Result<()> {
     metrics.leader.set(0);
     result
 }
+
+/// Longest the controllers may take to drain after SIGTERM.
+const SHUTDOWN_DRAIN_LIMIT: Duration = Duration::from_secs(15);
 
 /// Publishes the inventory summary as metrics every few seconds.
 async fn publish_inventory(index: SharedIndex, metrics: Metrics) {

@@ -78,6 +78,29 @@ where
     (store, changes)
 }
 
+/// Longest a shutdown waits for a controller's store to fill.
+const STORE_READY_GRACE: Duration = Duration::from_secs(10);
+
+/// Resolves on `shutdown`, but not before `store` has its first full list
+/// (or [`STORE_READY_GRACE`] has passed).
+///
+/// A controller's runner holds every reconcile until its store is ready,
+/// and graceful shutdown stops the watch that fills the store: a shutdown
+/// in the first moments after start would otherwise wait forever.
+async fn once_ready<K>(store: Store<K>, shutdown: impl std::future::Future<Output = ()>)
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    shutdown.await;
+    if tokio::time::timeout(STORE_READY_GRACE, store.wait_until_ready())
+        .await
+        .is_err()
+    {
+        tracing::warn!("a controller's store was still loading at shutdown; stopping anyway");
+    }
+}
+
 fn hash_of(value: &impl Hash) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     value.hash(&mut h);
@@ -139,12 +162,6 @@ pub async fn run(
         sensors.clone(),
     ));
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let (s1, s2, s3, s4) = (
-        shutdown.clone(),
-        shutdown.clone(),
-        shutdown.clone(),
-        shutdown,
-    );
 
     // Every Asset is looked at again when some key's tags or some rule's
     // spec change; status-only updates (sensor counts, match counts) do not.
@@ -159,6 +176,10 @@ pub async fn run(
         .with_config(controller::Config::default().concurrency(8))
         .reconcile_all_on(futures::stream::select(key_changes, rule_changes));
     let rule_controller = Controller::new(Api::<TagRule>::all(client.clone()), cfg.clone());
+    let s1 = once_ready(sensors.clone(), shutdown.clone());
+    let s2 = once_ready(keys.clone(), shutdown.clone());
+    let s3 = once_ready(asset_controller.store(), shutdown.clone());
+    let s4 = once_ready(rule_controller.store(), shutdown);
     let inventory_ctx = Arc::new(InventoryContext {
         client,
         catalog: inventory.catalog,
