@@ -159,14 +159,14 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
     let (pa, pb) = (parts(a), parts(b));
     for (x, y) in pa.iter().zip(&pb) {
         let o = match (numeric(x), numeric(y)) {
-            (Some(_), Some(_)) => {
+            (true, true) => {
                 let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
                 x.len().cmp(&y.len()).then_with(|| x.cmp(y))
             }
             // A number sorts after text (1.0 > 1.0rc, 1.0.1 > 1.0.beta).
-            (Some(_), None) => Ordering::Greater,
-            (None, Some(_)) => Ordering::Less,
-            (None, None) => x.cmp(y),
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (false, false) => x.cmp(y),
         };
         if o != Ordering::Equal {
             return o;
@@ -175,8 +175,8 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
     pa.len().cmp(&pb.len())
 }
 
-fn numeric(s: &str) -> Option<()> {
-    s.bytes().all(|b| b.is_ascii_digit()).then_some(())
+fn numeric(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `12` matches `12`, `12.5` and `12-rc1` but not `120`.
@@ -477,6 +477,12 @@ pub fn compile(query: &Query, interner: &Interner, now: i64) -> Result<Compiled,
     Ok(Compiled {
         root: c.query(query, Scope::Asset)?,
     })
+}
+
+/// Parse and compile query text; errors carry their column in `text`.
+pub fn compile_text(text: &str, interner: &Interner, now: i64) -> Result<Compiled, Error> {
+    let parsed = crate::query::parse_query(text)?;
+    compile(&parsed, interner, now).map_err(|e| e.locate(text))
 }
 
 /// Whether one Asset matches `query`, for callers that judge Assets one at

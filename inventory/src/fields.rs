@@ -318,63 +318,30 @@ const TOP_LEVEL: &[(&str, FieldType, &str)] = &[
     ),
 ];
 
-/// Every field, for `--fields`.
+/// Every field, for `--fields`: the top-level fields, then those of
+/// `hardware.`, `os.` and `software.`, the severity counts, and the fields of
+/// `findings.vulnerabilities.top.`.
 pub fn all() -> Vec<FieldInfo> {
-    let mut out = Vec::new();
-    for &(name, ty, doc) in &TOP_LEVEL[..3] {
-        out.push(FieldInfo {
-            name: name.to_string(),
-            ty,
-            doc,
-        });
-    }
-    for prefix in ["hardware", "os"] {
+    let info = |name: String, ty, doc| FieldInfo { name, ty, doc };
+    let mut out: Vec<FieldInfo> = TOP_LEVEL
+        .iter()
+        .map(|&(name, ty, doc)| info(name.to_string(), ty, doc))
+        .collect();
+    for prefix in ["hardware", "os", "software"] {
         for &(sub, _, ty, doc) in PRODUCT_FIELDS {
-            let name = format!("{prefix}.{sub}");
-            out.push(FieldInfo {
-                name: name.to_string(),
-                ty,
-                doc,
-            });
+            out.push(info(format!("{prefix}.{sub}"), ty, doc));
         }
     }
-    for &(name, ty, doc) in &TOP_LEVEL[3..4] {
-        out.push(FieldInfo {
-            name: name.to_string(),
-            ty,
-            doc,
-        });
-    }
-    for &(sub, _, ty, doc) in PRODUCT_FIELDS {
-        let name = format!("software.{sub}");
-        out.push(FieldInfo {
-            name: name.to_string(),
-            ty,
-            doc,
-        });
-    }
     for sev in SEVERITIES {
-        let name = format!("findings.vulnerabilities.{sev}");
-        out.push(FieldInfo {
-            name: name.to_string(),
-            ty: FieldType::Number,
-            doc: "vulnerabilities of that severity",
-        });
-    }
-    for &(name, ty, doc) in &TOP_LEVEL[4..] {
-        out.push(FieldInfo {
-            name: name.to_string(),
-            ty,
+        let doc = "vulnerabilities of that severity";
+        out.push(info(
+            format!("findings.vulnerabilities.{sev}"),
+            FieldType::Number,
             doc,
-        });
+        ));
     }
     for &(sub, _, ty, doc) in VULN_FIELDS {
-        let name = format!("findings.vulnerabilities.top.{sub}");
-        out.push(FieldInfo {
-            name: name.to_string(),
-            ty,
-            doc,
-        });
+        out.push(info(format!("findings.vulnerabilities.top.{sub}"), ty, doc));
     }
     out
 }
@@ -560,9 +527,4 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
-}
-
-/// The severities, worst first, as counted in `findings.vulnerabilities`.
-pub fn severities() -> &'static [&'static str; 5] {
-    &SEVERITIES
 }

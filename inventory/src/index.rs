@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use sightline_crds::asset::Asset;
 
 use crate::doc::{AssetDoc, Hit, Interner};
-use crate::eval::{Compiled, compile};
-use crate::query::{Error, parse_query};
+use crate::eval::{Compiled, compile_text};
+use crate::query::Error;
 
 /// Indexes at least this large are scanned on several threads.
 const PARALLEL_FROM: usize = 16_384;
@@ -147,11 +147,6 @@ impl Index {
         self.free.push(slot);
     }
 
-    /// Drop everything (before a full relist).
-    pub fn clear(&mut self) {
-        *self = Index::default();
-    }
-
     /// Number of Assets.
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -167,16 +162,10 @@ impl Index {
         self.docs.iter().flatten()
     }
 
-    /// The interner the documents refer to.
-    pub fn interner(&self) -> &Interner {
-        &self.interner
-    }
-
     /// Run `query`, anchoring relative dates at `now` (Unix seconds), and
-    /// return at most `limit` hits sorted by name.
+    /// return at most `limit` hits sorted by name (`limit` 0: just count).
     pub fn search(&self, query: &str, now: i64, limit: usize) -> Result<SearchResult, Error> {
-        let parsed = parse_query(query)?;
-        let compiled = compile(&parsed, &self.interner, now).map_err(|e| e.locate(query))?;
+        let compiled = compile_text(query, &self.interner, now)?;
         // Pass 1, in slot order: which slots match; large indexes are
         // split over the cores, each scanning its own run of slots.
         let mut matched = vec![0u64; self.docs.len().div_ceil(64)];
@@ -229,13 +218,6 @@ impl Index {
             total,
             hits: hits.iter().map(|d| d.summary(&self.interner)).collect(),
         })
-    }
-
-    /// Every document matching `query`.
-    pub fn matching(&self, query: &str, now: i64) -> Result<Vec<&AssetDoc>, Error> {
-        let parsed = parse_query(query)?;
-        let compiled = compile(&parsed, &self.interner, now).map_err(|e| e.locate(query))?;
-        Ok(self.docs().filter(|d| compiled.matches(d)).collect())
     }
 
     /// Counts by kind, category, lifecycle stage and highest severity.

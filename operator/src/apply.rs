@@ -75,6 +75,35 @@ where
     })
 }
 
+/// Applies `labels` as the labels `manager` owns on `name`; labels it set
+/// before and no longer lists are removed, other managers' are kept.
+pub async fn labels<K>(
+    api: &Api<K>,
+    name: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    manager: &str,
+    kind: &'static str,
+) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let mut patch = serde_json::json!({ "metadata": { "name": name, "labels": labels } });
+    with_type::<K>(&mut patch);
+    api.patch(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::Apply {
+        kind,
+        name: name.to_owned(),
+        source,
+    })
+}
+
 /// Serializes a status for [`status`].
 pub fn to_value(
     status: &impl Serialize,

@@ -214,7 +214,7 @@ async fn publish_inventory(index: SharedIndex, metrics: Metrics) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tick.tick().await;
-        let summary = index.read().unwrap_or_else(|p| p.into_inner()).summary();
+        let summary = search::read(&index).summary();
         metrics.set_inventory(&summary);
     }
 }

@@ -80,11 +80,13 @@ pub async fn feed(client: kube::Client, index: SharedIndex, synced: Arc<AtomicBo
     }
 }
 
-fn write(index: &SharedIndex) -> std::sync::RwLockWriteGuard<'_, Index> {
+/// The index for writing (a poisoned lock still holds a usable index).
+pub fn write(index: &SharedIndex) -> std::sync::RwLockWriteGuard<'_, Index> {
     index.write().unwrap_or_else(|p| p.into_inner())
 }
 
-fn read(index: &SharedIndex) -> std::sync::RwLockReadGuard<'_, Index> {
+/// The index for reading.
+pub fn read(index: &SharedIndex) -> std::sync::RwLockReadGuard<'_, Index> {
     index.read().unwrap_or_else(|p| p.into_inner())
 }
 

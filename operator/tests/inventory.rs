@@ -19,7 +19,7 @@ use sightline_crds::conditions::find;
 use sightline_crds::{Asset, TagRule};
 use sightline_inventory::catalog::Catalog;
 use sightline_testenv::helpers::{wait_for, wait_gone};
-use support::{Env, OPERATOR_NS};
+use support::Env;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -472,7 +472,6 @@ async fn sensors_facts_become_a_normalized_tagged_searchable_inventory() -> Resu
             (op.metric("sightline_operator_inventory_asset_count").ok()? == 8.0).then_some(())
         })
         .await?;
-        let _ = OPERATOR_NS;
         Ok::<_, anyhow::Error>(())
     }
     .await;

@@ -157,32 +157,21 @@ fn lex(input: &str) -> Result<Vec<(Tok, Span)>, Error> {
             chars.next();
             continue;
         }
-        let single = |tok: Tok| (tok, Span::new(start, start + c.len_utf8()));
+        let single = match c {
+            '(' => Some(Tok::LParen),
+            ')' => Some(Tok::RParen),
+            '[' => Some(Tok::LBracket),
+            ']' => Some(Tok::RBracket),
+            ':' => Some(Tok::Colon),
+            '=' => Some(Tok::Cmp(CmpOp::Eq)),
+            _ => None,
+        };
+        if let Some(tok) = single {
+            chars.next();
+            out.push((tok, Span::new(start, start + 1)));
+            continue;
+        }
         match c {
-            '(' => {
-                chars.next();
-                out.push(single(Tok::LParen));
-            }
-            ')' => {
-                chars.next();
-                out.push(single(Tok::RParen));
-            }
-            '[' => {
-                chars.next();
-                out.push(single(Tok::LBracket));
-            }
-            ']' => {
-                chars.next();
-                out.push(single(Tok::RBracket));
-            }
-            ':' => {
-                chars.next();
-                out.push(single(Tok::Colon));
-            }
-            '=' => {
-                chars.next();
-                out.push(single(Tok::Cmp(CmpOp::Eq)));
-            }
             '<' | '>' => {
                 chars.next();
                 let (op, len) = match (c, chars.peek().map(|&(_, n)| n)) {

@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::Preconditions;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use serde::Serialize;
@@ -161,15 +161,17 @@ pub fn desired(
             tags.entry(k).or_insert(v);
         }
     }
+    let labels = labels_for(&normalized, &status);
     if !rules.is_empty() {
         let mut view = asset.clone();
         if let Some(s) = view.status.as_mut() {
             s.normalized = Some(normalized.clone());
             s.tags = tags.clone();
         }
-        let mut labels = view.labels().clone();
-        labels.extend(labels_for(&normalized, &status));
-        view.metadata.labels = Some(labels);
+        view.metadata
+            .labels
+            .get_or_insert_default()
+            .extend(labels.clone());
         for rule in rules {
             if sightline_inventory::eval::matches_asset(&rule.query, &view, now.as_second())
                 .unwrap_or(false)
@@ -188,7 +190,6 @@ pub fn desired(
         .map(|t| t.0)
         .or_else(|| status.sources.iter().map(|s| s.last_seen.0).min())
         .or(last);
-    let labels = labels_for(&normalized, &status);
     (
         Owned {
             normalized,
@@ -316,22 +317,7 @@ pub async fn reconcile(asset: Arc<Asset>, ctx: Arc<InventoryContext>) -> Result<
         .iter()
         .all(|k| current_labels.get(*k) == labels.get(*k));
     if !labels_current {
-        let patch = serde_json::json!({
-            "apiVersion": "sightline.dev/v1alpha1",
-            "kind": "Asset",
-            "metadata": { "name": name, "labels": labels },
-        });
-        api.patch(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(|source| Error::Apply {
-            kind: "Asset",
-            name: name.clone(),
-            source,
-        })?;
+        crate::apply::labels(&api, &name, &labels, MANAGER, "Asset").await?;
     }
     Ok(Action::requeue(requeue_after(&owned, ctx.retention, now)))
 }

@@ -12,8 +12,7 @@ use kube::runtime::controller::Action;
 use sightline_crds::conditions::{self, condition};
 use sightline_crds::{TagRule, TagRuleStatus};
 use sightline_inventory::doc::Interner;
-use sightline_inventory::eval::compile;
-use sightline_inventory::query::parse_query;
+use sightline_inventory::eval::compile_text;
 
 use super::inventory::InventoryContext;
 use crate::error::{Error, Result};
@@ -26,10 +25,8 @@ const RECOUNT: Duration = Duration::from_secs(30);
 
 /// Whether a rule is usable: `Ok` or the reason and message of `Ready=False` (pure).
 pub fn check(rule: &TagRule, now: i64) -> std::result::Result<(), (&'static str, String)> {
-    let q = &rule.spec.query;
-    let parsed = parse_query(q).map_err(|e| ("InvalidQuery", e.to_string()))?;
-    compile(&parsed, &Interner::default(), now)
-        .map_err(|e| ("InvalidQuery", e.locate(q).to_string()))?;
+    compile_text(&rule.spec.query, &Interner::default(), now)
+        .map_err(|e| ("InvalidQuery", e.to_string()))?;
     let bad: Vec<&str> = rule
         .spec
         .tags
@@ -57,12 +54,9 @@ pub async fn reconcile(rule: Arc<TagRule>, ctx: Arc<InventoryContext>) -> Result
     let now = Timestamp::now();
     let verdict = check(&rule, now.as_second());
     let matched = match verdict {
-        Ok(()) => {
-            let index = ctx.index.read().unwrap_or_else(|p| p.into_inner());
-            index
-                .matching(&rule.spec.query, now.as_second())
-                .map_or(0, |m| m.len())
-        }
+        Ok(()) => crate::search::read(&ctx.index)
+            .search(&rule.spec.query, now.as_second(), 0)
+            .map_or(0, |r| r.total),
         Err(_) => 0,
     };
     let fresh = match &verdict {
