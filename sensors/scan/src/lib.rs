@@ -1,9 +1,23 @@
 //! Image analysis shared by the container, registry and CI sensors: image
 //! layers in, SBOM and vulnerabilities out. It knows nothing of Kubernetes.
 //!
-//! Unfinished: so far only the version comparators vulnerability matching
-//! rests on ([`version`]). Layer streaming, package databases and OSV
-//! matching are still to come (the container-sensor issue); no sensor
-//! binary exists yet.
+//! - [`Analyzer`] streams layers (plain, gzip or zstd tar), applies
+//!   whiteouts, and reads the OS and package databases on the way;
+//! - [`source`] finds an image's layers in a `docker save` archive or an OCI
+//!   image layout, checking every digest;
+//! - [`pkg`] parses package databases (dpkg, apk); [`os`] os-release;
+//! - [`version`] compares versions per ecosystem.
+//!
+//! Unfinished (the container-sensor issue): rpm, language packages, OSV
+//! matching, containerd and registry sources.
 
+mod analyzer;
+pub mod error;
+pub mod os;
+mod path;
+pub mod pkg;
+pub mod source;
 pub mod version;
+
+pub use analyzer::{Analysis, Analyzer, LayerExpect, LayerInfo, Limits};
+pub use error::ScanError;

@@ -1,0 +1,133 @@
+//! Installed packages: what each package database says, in one shape.
+
+use serde::Serialize;
+
+pub mod apk;
+pub mod dpkg;
+
+/// Which package manager installed a package.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageKind {
+    /// Debian and Ubuntu (`/var/lib/dpkg`).
+    Deb,
+    /// Alpine (`/lib/apk/db/installed`).
+    Apk,
+}
+
+impl PackageKind {
+    /// The package-URL type.
+    pub fn purl_type(self) -> &'static str {
+        match self {
+            PackageKind::Deb => "deb",
+            PackageKind::Apk => "apk",
+        }
+    }
+}
+
+/// One installed package.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Package {
+    /// Which package manager.
+    pub kind: PackageKind,
+    /// Its name.
+    pub name: String,
+    /// Its version as the package manager writes it.
+    pub version: String,
+    /// The source package it was built from, where the format records one
+    /// (Debian `Source:`, Alpine origin). Advisories name source packages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourcePackage>,
+    /// Architecture, when recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// Package URL (`pkg:deb/debian/bash@5.2.15-2%2Bb2?arch=amd64&distro=debian-12`);
+    /// filled in once the image's distribution is known.
+    pub purl: String,
+    /// The layer (0 = base) that introduced this name at this version.
+    pub layer: usize,
+    /// The database file that lists it.
+    pub path: String,
+}
+
+/// A source package.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourcePackage {
+    /// Its name.
+    pub name: String,
+    /// Its version (Debian binNMUs differ from the binary's).
+    pub version: String,
+}
+
+impl Package {
+    /// Sets `purl` for a distribution namespace (`debian`, `alpine`) and an
+    /// optional `distro` qualifier (`debian-12`, `alpine-3.19.1`).
+    pub(crate) fn set_purl(&mut self, namespace: &str, distro: Option<&str>) {
+        let mut purl = format!(
+            "pkg:{}/{}/{}@{}",
+            self.kind.purl_type(),
+            encode(namespace),
+            encode(&self.name),
+            encode(&self.version)
+        );
+        let mut qualifiers: Vec<(&str, &str)> = Vec::new();
+        if let Some(arch) = &self.arch {
+            qualifiers.push(("arch", arch));
+        }
+        if let Some(distro) = distro {
+            qualifiers.push(("distro", distro));
+        }
+        for (i, (k, v)) in qualifiers.iter().enumerate() {
+            purl.push(if i == 0 { '?' } else { '&' });
+            purl.push_str(k);
+            purl.push('=');
+            purl.push_str(&encode(v));
+        }
+        self.purl = purl;
+    }
+}
+
+/// Percent-encodes everything but unreserved characters, as the
+/// package-URL specification asks of names, versions and qualifier values.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A problem in one part of a package database, skipped while the rest is
+/// kept.
+pub(crate) fn warn(path: &str, line: usize, what: impl std::fmt::Display) -> String {
+    format!("{path}:{line}: {what}; entry skipped")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purl_encodes_epochs_and_plus() {
+        let mut p = Package {
+            kind: PackageKind::Deb,
+            name: "libstdc++6".into(),
+            version: "1:12.2.0-14+deb12u1".into(),
+            source: None,
+            arch: Some("amd64".into()),
+            purl: String::new(),
+            layer: 0,
+            path: "var/lib/dpkg/status".into(),
+        };
+        p.set_purl("debian", Some("debian-12"));
+        assert_eq!(
+            p.purl,
+            "pkg:deb/debian/libstdc%2B%2B6@1%3A12.2.0-14%2Bdeb12u1?arch=amd64&distro=debian-12"
+        );
+    }
+}
