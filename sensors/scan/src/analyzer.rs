@@ -130,10 +130,19 @@ enum Content {
 
 /// A change a layer makes, applied once the whole layer checked out.
 enum Op {
+    /// A file or link analysis keeps.
     Put(String, Content),
+    /// `.wh.name`: the path and everything below it are gone.
     Whiteout(String),
+    /// `.wh..wh..opq`: everything lower layers put below the directory is gone.
     OpaqueDir(String),
-    Remove(String),
+    /// Some other non-directory: it replaces whatever lower layers had at
+    /// the path, a directory's contents included.
+    Replace(String),
+    /// A directory: it merges with a lower directory, but replaces a lower
+    /// file or link.
+    Dir(String),
+    /// A hard link to another path's content.
     Hardlink(String, String),
 }
 
@@ -427,7 +436,7 @@ impl Analyzer {
                             .unwrap_or_default();
                         ops.push(Op::Put(path, Content::Symlink(target)));
                     } else {
-                        ops.push(Op::Remove(path));
+                        ops.push(Op::Replace(path));
                     }
                 } else if kind.is_file()
                     || kind == tar::EntryType::GNUSparse
@@ -452,12 +461,13 @@ impl Analyzer {
                             let content = parse(what, &data, &path, index, &mut warnings);
                             ops.push(Op::Put(path, content));
                         }
-                        None => ops.push(Op::Remove(path)),
+                        None => ops.push(Op::Replace(path)),
                     }
+                } else if kind.is_dir() {
+                    ops.push(Op::Dir(path));
                 } else {
-                    // Directories, devices, FIFOs: they replace a lower
-                    // layer's file or link at the same path.
-                    ops.push(Op::Remove(path));
+                    // Devices, FIFOs.
+                    ops.push(Op::Replace(path));
                 }
             }
         }
@@ -544,6 +554,9 @@ impl Analyzer {
                         }
                     }
                 }
+                // The file replaces what lower layers had at this path and,
+                // if it was a directory, below it.
+                self.remove_lower(&path, layer);
                 self.files.insert(path, Kept { layer, content });
             }
             Op::Whiteout(path) => self.remove_lower(&path, layer),
@@ -559,7 +572,8 @@ impl Analyzer {
                     self.files.remove(&p);
                 }
             }
-            Op::Remove(path) => {
+            Op::Replace(path) => self.remove_lower(&path, layer),
+            Op::Dir(path) => {
                 if self.files.get(&path).is_some_and(|k| k.layer < layer) {
                     self.files.remove(&path);
                 }

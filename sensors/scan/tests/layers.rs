@@ -447,3 +447,33 @@ fn malformed_database_keeps_what_it_can() {
     assert_eq!(names(&a), own(&[("ok", "1", 0)]));
     assert_eq!(a.warnings.len(), 2, "{:?}", a.warnings);
 }
+
+#[test]
+fn replacing_a_directory_hides_its_contents_but_directories_merge() {
+    // An upper layer's directory entry for var/lib/dpkg merges.
+    let touch = Layer::new()
+        .dir("var/")
+        .dir("var/lib/")
+        .dir("var/lib/dpkg/")
+        .bytes();
+    let a = analyze(vec![base().bytes(), touch]).expect("analysis");
+    assert_eq!(a.packages.len(), 2);
+
+    // A file where the directory was hides everything below it...
+    let file = Layer::new()
+        .file("var/lib/dpkg", b"not a directory")
+        .bytes();
+    let a = analyze(vec![base().bytes(), file]).expect("analysis");
+    assert!(a.packages.is_empty(), "{:?}", names(&a));
+
+    // ...and so does a symlink: lib/apk/... now resolves through it.
+    let apk = Layer::new()
+        .file("lib/apk/db/installed", b"P:old\nV:1-r0\n")
+        .bytes();
+    let link = Layer::new()
+        .symlink("lib", "usr/lib")
+        .file("usr/lib/apk/db/installed", b"P:new\nV:2-r0\n")
+        .bytes();
+    let a = analyze(vec![apk, link]).expect("analysis");
+    assert_eq!(names(&a), own(&[("new", "2-r0", 1)]));
+}
