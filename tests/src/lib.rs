@@ -10,7 +10,9 @@
 pub mod binaries;
 pub mod certs;
 pub mod controlplane;
+pub mod docker;
 pub mod helpers;
+pub mod images;
 pub mod process;
 
 pub use binaries::Binaries;
@@ -85,6 +87,16 @@ pub enum Error {
     /// A manifest names no kind the API server serves, or is malformed.
     #[error("manifest: {0}")]
     Manifest(String),
+    /// A command failed.
+    #[error("{what} failed with {status}: {stderr}")]
+    Command {
+        /// The command.
+        what: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
     /// A wait ran out of time.
     #[error("timed out after {seconds}s waiting for {what}")]
     Timeout {

@@ -49,7 +49,10 @@ enum Cmd {
         /// Assets created in the API server for the search baseline.
         #[arg(long, default_value_t = 10_000)]
         search_api_assets: usize,
-        /// Run only one benchmark: `operator` or `search`.
+        /// MiB of random data in the large image of the scan benchmark.
+        #[arg(long, default_value_t = 1024)]
+        scan_big_mib: u64,
+        /// Run only one benchmark: `operator`, `search` or `scan`.
         #[arg(long)]
         only: Option<String>,
     },
@@ -92,17 +95,25 @@ fn main() -> Result<()> {
             scale_keys,
             search_assets,
             search_api_assets,
+            scan_big_mib,
             only,
         } => {
             let which = only.as_deref();
-            if !matches!(which, None | Some("operator") | Some("search")) {
-                anyhow::bail!("--only takes operator or search");
+            if !matches!(
+                which,
+                None | Some("operator") | Some("search") | Some("scan")
+            ) {
+                anyhow::bail!("--only takes operator, search or scan");
             }
-            if which != Some("search") {
+            let wanted = |name: &str| which.is_none_or(|w| w == name);
+            if wanted("operator") {
                 rt.block_on(bench::run(latency_sensors, scale_sensors, scale_keys))?;
             }
-            if which != Some("operator") {
+            if wanted("search") {
                 bench::search(search_assets, search_api_assets)?;
+            }
+            if wanted("scan") {
+                bench::scan(scan_big_mib)?;
             }
             Ok(())
         }
@@ -151,6 +162,7 @@ pub fn setup() -> Result<()> {
                 .with_context(|| format!("installing the {component} component"))?;
         }
     }
+    install_debian_packages()?;
     let go = sightline_testenv::binaries::go_command();
     let go_ok = Command::new(&go)
         .arg("version")
@@ -172,6 +184,26 @@ pub fn setup() -> Result<()> {
     sightline_testenv::Binaries::ensure().context("getting the Kubernetes binaries")?;
     sightline_testenv::binaries::helm().context("getting helm")?;
     Ok(())
+}
+
+/// Installs the Debian packages the tests start for real (dockerd,
+/// containerd, runc, skopeo, debootstrap) when any is missing.
+fn install_debian_packages() -> Result<()> {
+    let missing: Vec<&str> = sightline_testenv::docker::PACKAGES
+        .iter()
+        .filter(|(path, _)| !std::path::Path::new(path).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing Debian packages: {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"])).context("apt-get update")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("installing {} (as root)", missing.join(" ")))
 }
 
 fn crdgen() -> Result<()> {

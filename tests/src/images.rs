@@ -1,0 +1,75 @@
+//! Real images for tests, made here without pulling anything: a Debian root
+//! filesystem from `debootstrap` (a real dpkg database written by dpkg
+//! itself), cached outside the work tree as a tar.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::binaries::cache_dir;
+use crate::docker::checked;
+use crate::{Result, io};
+
+/// The suite, variant and extra packages of the Debian test image. Extra
+/// packages make it a realistic ~100-package image with well-known
+/// vulnerable-over-time software (curl, OpenSSL).
+const SUITE: &str = "bookworm";
+const INCLUDE: &str = "ca-certificates,curl,openssl";
+
+/// The mirror debootstrap downloads from: `SIGHTLINE_DEBIAN_MIRROR`, else
+/// Debian's own.
+fn mirror() -> String {
+    std::env::var("SIGHTLINE_DEBIAN_MIRROR")
+        .unwrap_or_else(|_| "http://deb.debian.org/debian".into())
+}
+
+/// A tar of a minimal Debian bookworm root filesystem made by debootstrap,
+/// built once (about a minute, as root) and cached.
+pub fn debian_rootfs() -> Result<PathBuf> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = cache_dir().join("images");
+    let tar = dir.join(format!(
+        "debian-{SUITE}-minbase-{}.tar",
+        INCLUDE.replace(',', "+")
+    ));
+    if tar.is_file() {
+        return Ok(tar);
+    }
+    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    let staging = tempfile::Builder::new()
+        .prefix("debootstrap-")
+        .tempdir_in(&dir)
+        .map_err(io("creating a debootstrap directory"))?;
+    let root = staging.path().join("rootfs");
+    let mut cmd = Command::new("/usr/sbin/debootstrap");
+    cmd.args(["--variant=minbase", &format!("--include={INCLUDE}"), SUITE])
+        .arg(&root)
+        .arg(mirror());
+    checked(
+        cmd,
+        &format!("debootstrap {SUITE} (needs root and the Debian mirror)"),
+    )?;
+    let partial = staging.path().join("rootfs.tar");
+    let mut cmd = Command::new("tar");
+    cmd.arg("--numeric-owner")
+        .arg("--xattrs")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&partial)
+        .arg(".");
+    checked(cmd, "packing the debootstrap root filesystem")?;
+    std::fs::rename(&partial, &tar).map_err(io(format!("moving {} into place", tar.display())))?;
+    Ok(tar)
+}
+
+/// Copies the image in a `docker save` archive into an OCI image layout
+/// (gzip-compressed layers) under the reference `name`, with skopeo.
+pub fn to_oci_layout(archive: &std::path::Path, dest: &std::path::Path, name: &str) -> Result<()> {
+    let mut cmd = Command::new("/usr/bin/skopeo");
+    cmd.arg("copy")
+        .arg("--quiet")
+        .arg(format!("docker-archive:{}", archive.display()))
+        .arg(format!("oci:{}:{name}", dest.display()));
+    checked(cmd, "skopeo copy to an OCI layout").map(drop)
+}
