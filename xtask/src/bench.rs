@@ -301,3 +301,128 @@ where
     .await?;
     Ok(())
 }
+
+/// The image-analysis benchmark: the scan library's `analyze` example
+/// (release build) on real images made here (the debootstrap image, the same
+/// as a gzip OCI layout, and one with a `big_mib` MiB layer of random data),
+/// each run three times; baseline: `sha256sum` of the same bytes (plain
+/// archive) or `gzip -dc | sha256sum` of the layers (OCI), the least any
+/// verifying reader does.
+pub fn scan(big_mib: u64) -> Result<()> {
+    use sightline_testenv::docker::Docker;
+    use sightline_testenv::images::{debian_rootfs, to_oci_layout};
+
+    crate::setup()?;
+    run_cmd(Command::new("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "sightline-scan",
+        "--example",
+        "analyze",
+    ]))?;
+    let analyze = crate::target_dir().join("release/examples/analyze");
+    let rootfs = debian_rootfs()?;
+    let docker = Docker::start()?;
+    let rootfs_s = rootfs.display().to_string();
+    docker.run(&["import", &rootfs_s, "bench/debian:12"])?;
+    let debian = docker.save("bench/debian:12")?;
+    eprintln!("building an image with a {big_mib} MiB layer");
+    docker.build(
+        "bench/big:1",
+        &format!("FROM bench/debian:12\nRUN head -c {big_mib}M /dev/urandom > /big.bin\n"),
+    )?;
+    let big = docker.save("bench/big:1")?;
+    let oci = docker.scratch().join("oci-debian");
+    to_oci_layout(&debian, &oci, "debian")?;
+    let oci_layers = oci_layer_blobs(&oci)?;
+
+    let sha = |path: &std::path::Path| format!("sha256sum '{}' > /dev/null", path.display());
+    let gunzip = format!(
+        "for f in {}; do gzip -dc \"$f\"; done | sha256sum > /dev/null",
+        oci_layers
+            .iter()
+            .map(|p| format!("'{}'", p.display()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let cases = [
+        (
+            "debootstrap, docker-archive",
+            "docker-archive",
+            &debian,
+            sha(&debian),
+        ),
+        ("debootstrap, OCI gzip", "oci", &oci, gunzip),
+        ("debootstrap + big layer", "docker-archive", &big, sha(&big)),
+    ];
+    println!(
+        "\n{:<30} {:>9} {:>6} {:>9} {:>10} {:>9} {:>9} {:>10} {:>6}",
+        "image", "MiB", "pkgs", "time s", "pkgs/s", "MiB/s", "RSS MiB", "baseline s", "ratio"
+    );
+    for (label, kind, path, baseline) in cases {
+        let mut times = Vec::new();
+        let mut rss = 0u64;
+        let mut summary = serde_json::Value::Null;
+        for _ in 0..3 {
+            let out = Command::new(&analyze).arg(kind).arg(path).output()?;
+            if !out.status.success() {
+                bail!(
+                    "analyze {kind} {}: {}",
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            summary = serde_json::from_slice(&out.stdout)?;
+            times.push(Duration::from_secs_f64(
+                summary["seconds"].as_f64().unwrap_or(0.0),
+            ));
+            rss = rss.max(summary["peakRssKiB"].as_u64().unwrap_or(0));
+        }
+        let mut base = Vec::new();
+        for _ in 0..3 {
+            let start = Instant::now();
+            run_cmd(Command::new("sh").arg("-c").arg(&baseline))?;
+            base.push(start.elapsed());
+        }
+        let (t, _) = percentiles(&mut times);
+        let (b, _) = percentiles(&mut base);
+        let mib = summary["bytes"].as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
+        let pkgs = summary["packages"].as_u64().unwrap_or(0);
+        println!(
+            "{:<30} {:>9.0} {:>6} {:>9.2} {:>10.0} {:>9.0} {:>9.1} {:>10.2} {:>5.1}x",
+            label,
+            mib,
+            pkgs,
+            t.as_secs_f64(),
+            pkgs as f64 / t.as_secs_f64().max(1e-9),
+            mib / t.as_secs_f64().max(1e-9),
+            rss as f64 / 1024.0,
+            b.as_secs_f64(),
+            ratio(t, b)
+        );
+    }
+    println!(
+        "(time: median of 3 analyses; RSS: the largest peak of the three; ratio: time / baseline)"
+    );
+    Ok(())
+}
+
+/// The layer blobs of the single image in an OCI layout.
+fn oci_layer_blobs(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let blob = |digest: &str| {
+        dir.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json"))?)?;
+    let manifest = index["manifests"][0]["digest"]
+        .as_str()
+        .context("no manifest in index.json")?;
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(manifest))?)?;
+    Ok(manifest["layers"]
+        .as_array()
+        .context("no layers in the manifest")?
+        .iter()
+        .filter_map(|l| l["digest"].as_str().map(blob))
+        .collect())
+}
