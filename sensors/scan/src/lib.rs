@@ -6,10 +6,12 @@
 //! - [`source`] finds an image's layers in a `docker save` archive or an OCI
 //!   image layout, checking every digest;
 //! - [`pkg`] parses package databases (dpkg, apk); [`os`] os-release;
-//! - [`version`] compares versions per ecosystem.
+//! - [`version`] compares versions per ecosystem;
+//! - [`vuln`] builds the vulnerability database from OSV records and matches
+//!   packages against it.
 //!
-//! Unfinished (the container-sensor issue): rpm, language packages, OSV
-//! matching, containerd and registry sources.
+//! Unfinished (the container-sensor issue): rpm, language packages,
+//! containerd and registry sources.
 
 mod analyzer;
 pub mod error;
@@ -18,6 +20,7 @@ mod path;
 pub mod pkg;
 pub mod source;
 pub mod version;
+pub mod vuln;
 
 pub use analyzer::{Analysis, Analyzer, LayerExpect, LayerInfo, Limits};
 pub use error::ScanError;

@@ -1,0 +1,363 @@
+//! Vulnerability matching: installed packages against OSV advisories,
+//! distro-aware and with each ecosystem's own version ordering.
+//!
+//! Distribution packages match on the source package and the release:
+//! a bookworm image's packages look up `Debian:12` under their source
+//! package's name and version (Debian's advisories are per source package);
+//! an Alpine 3.19 image's look up `Alpine:v3.19` under their origin.
+//! Packages of an image whose release is unknown are not matched (and the
+//! result says so): matching them against every release's records would be
+//! wrong either way.
+
+use serde::Serialize;
+
+use crate::analyzer::Analysis;
+use crate::pkg::{Package, PackageKind};
+use crate::version::Scheme;
+
+pub mod cvss;
+pub mod db;
+pub mod osv;
+
+pub use cvss::Level;
+pub use db::{Database, Severity};
+
+/// A package an advisory affects.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    /// The advisory ID.
+    pub id: String,
+    /// Its aliases (CVE IDs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// The installed package's name.
+    pub package: String,
+    /// The installed version.
+    pub version: String,
+    /// The package's URL.
+    pub purl: String,
+    /// The name the advisory used (the source package for distributions).
+    pub matched_name: String,
+    /// The OSV ecosystem matched (`Debian:12`).
+    pub ecosystem: String,
+    /// The lowest fixed version above the installed one, if a fix exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed: Option<String>,
+    /// Severity.
+    pub severity: Severity,
+    /// One-line summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The layer that introduced the package.
+    pub layer: usize,
+}
+
+/// Findings, most severe first, and what could not be matched.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Matches {
+    /// The findings.
+    pub findings: Vec<Finding>,
+    /// Packages or versions that could not be evaluated, and why.
+    pub warnings: Vec<String>,
+}
+
+/// Where a package's advisories are filed and how its versions compare.
+struct Key<'a> {
+    ecosystem: String,
+    name: &'a str,
+    version: &'a str,
+    scheme: Scheme,
+}
+
+fn key_of<'a>(p: &'a Package, os_id: &str, os_version: Option<&str>) -> Option<Key<'a>> {
+    let source = p.source.as_ref();
+    let (name, version) = match source {
+        Some(s) => (s.name.as_str(), s.version.as_str()),
+        None => (p.name.as_str(), p.version.as_str()),
+    };
+    let release = os_version?;
+    let (ecosystem, scheme) = match (p.kind, os_id) {
+        (PackageKind::Deb, "debian") => {
+            // Debian:12, whatever the point release (12.5).
+            let major = release.split('.').next().unwrap_or(release);
+            (format!("Debian:{major}"), Scheme::Dpkg)
+        }
+        (PackageKind::Deb, "ubuntu") => (format!("Ubuntu:{release}"), Scheme::Dpkg),
+        (PackageKind::Apk, "alpine") => {
+            let mut parts = release.split('.');
+            let (major, minor) = (parts.next()?, parts.next()?);
+            (format!("Alpine:v{major}.{minor}"), Scheme::Apk)
+        }
+        _ => return None,
+    };
+    Some(Key {
+        ecosystem,
+        name,
+        version,
+        scheme,
+    })
+}
+
+/// Matches every package of an analysis against the database.
+pub fn match_analysis(analysis: &Analysis, db: &Database) -> Matches {
+    let mut out = Matches::default();
+    let os_id = analysis
+        .os
+        .as_ref()
+        .and_then(|o| o.id())
+        .unwrap_or_default();
+    let os_version = analysis.os.as_ref().and_then(|o| o.version_id());
+    let mut unmatched = 0;
+    for p in &analysis.packages {
+        let Some(key) = key_of(p, os_id, os_version) else {
+            unmatched += 1;
+            continue;
+        };
+        let mut ecosystems = vec![key.ecosystem.clone()];
+        if key.ecosystem.starts_with("Ubuntu:") {
+            // Ubuntu's OSV ecosystems carry the support channel.
+            ecosystems.push(format!("{}:LTS", key.ecosystem));
+        }
+        for ecosystem in &ecosystems {
+            for (advisory, affected) in db.lookup(ecosystem, key.name) {
+                match affects(affected, key.version, key.scheme) {
+                    Ok(Some(fixed)) => {
+                        if out
+                            .findings
+                            .iter()
+                            .any(|f| f.id == advisory.id && f.package == p.name)
+                        {
+                            continue;
+                        }
+                        out.findings.push(Finding {
+                            id: advisory.id.clone(),
+                            aliases: advisory.aliases.clone(),
+                            package: p.name.clone(),
+                            version: p.version.clone(),
+                            purl: p.purl.clone(),
+                            matched_name: key.name.to_owned(),
+                            ecosystem: ecosystem.clone(),
+                            fixed,
+                            severity: affected
+                                .severity
+                                .clone()
+                                .unwrap_or_else(|| advisory.severity.clone()),
+                            summary: advisory.summary.clone(),
+                            layer: p.layer,
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => out
+                        .warnings
+                        .push(format!("{} ({}): {e}", advisory.id, p.name)),
+                }
+            }
+        }
+    }
+    if unmatched > 0 {
+        out.warnings.push(format!(
+            "{unmatched} packages not matched: the image's distribution release is unknown or has no advisories here"
+        ));
+    }
+    out.findings.sort_by(|a, b| {
+        b.severity
+            .level
+            .cmp(&a.severity.level)
+            .then_with(|| a.package.cmp(&b.package))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    out
+}
+
+/// Whether `version` is affected: `Ok(Some(fixed))` when it is (with the
+/// lowest fix above it, if any), `Ok(None)` when not.
+pub fn affects(
+    affected: &db::AffectedPackage,
+    version: &str,
+    scheme: Scheme,
+) -> Result<Option<Option<String>>, crate::version::VersionError> {
+    if affected.versions.iter().any(|v| v == version) {
+        return Ok(Some(lowest_fix_above(affected, version, scheme)));
+    }
+    for range in &affected.ranges {
+        let scheme = if range.semver { Scheme::SemVer } else { scheme };
+        if in_range(&range.events, version, scheme)? {
+            return Ok(Some(lowest_fix_above(affected, version, scheme)));
+        }
+    }
+    Ok(None)
+}
+
+/// The OSV evaluation of one range: walk its events in version order;
+/// `introduced` at or below the version opens it, `fixed`/`limit` at or
+/// below and `last_affected` below close it.
+fn in_range(
+    events: &[db::Event],
+    version: &str,
+    scheme: Scheme,
+) -> Result<bool, crate::version::VersionError> {
+    use db::Event::*;
+    use std::cmp::Ordering::*;
+    let cmp = |v: &str| -> Result<std::cmp::Ordering, crate::version::VersionError> {
+        match v {
+            // "0" is before every version; a limit of "*" is infinity.
+            "0" => return Ok(if version == "0" { Equal } else { Greater }),
+            "*" => return Ok(Less),
+            _ => {}
+        }
+        scheme.compare(version, v)
+    };
+    let mut affected = false;
+    // Sort by event version; compare errors surface below.
+    let mut ordered: Vec<&db::Event> = events.iter().collect();
+    let v_of = |e: &db::Event| -> String {
+        match e {
+            Introduced(v) | Fixed(v) | LastAffected(v) | Limit(v) => v.clone(),
+        }
+    };
+    ordered.sort_by(|a, b| {
+        let (a, b) = (v_of(a), v_of(b));
+        match (a.as_str(), b.as_str()) {
+            (a, b) if a == b => Equal,
+            ("0", _) | (_, "*") => Less,
+            (_, "0") | ("*", _) => Greater,
+            (a, b) => scheme.compare(a, b).unwrap_or(Equal),
+        }
+    });
+    for e in ordered {
+        match e {
+            Introduced(v) => {
+                if cmp(v)? != Less {
+                    affected = true;
+                }
+            }
+            Fixed(v) | Limit(v) => {
+                if cmp(v)? != Less {
+                    affected = false;
+                }
+            }
+            LastAffected(v) => {
+                if cmp(v)? == Greater {
+                    affected = false;
+                }
+            }
+        }
+    }
+    Ok(affected)
+}
+
+fn lowest_fix_above(
+    affected: &db::AffectedPackage,
+    version: &str,
+    scheme: Scheme,
+) -> Option<String> {
+    let mut best: Option<&str> = None;
+    for range in &affected.ranges {
+        let scheme = if range.semver { Scheme::SemVer } else { scheme };
+        for e in &range.events {
+            if let db::Event::Fixed(f) = e
+                && scheme.compare(f, version) == Ok(std::cmp::Ordering::Greater)
+                && best.is_none_or(|b| scheme.compare(f, b) == Ok(std::cmp::Ordering::Less))
+            {
+                best = Some(f);
+            }
+        }
+    }
+    best.map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::db::{AffectedPackage, Event, Range};
+    use super::*;
+
+    fn pkg(ranges: Vec<(bool, Vec<Event>)>, versions: &[&str]) -> AffectedPackage {
+        AffectedPackage {
+            ecosystem: "x".into(),
+            name: "x".into(),
+            ranges: ranges
+                .into_iter()
+                .map(|(semver, events)| Range { semver, events })
+                .collect(),
+            versions: versions.iter().map(|v| v.to_string()).collect(),
+            severity: None,
+        }
+    }
+
+    use Event::*;
+
+    #[test]
+    fn range_evaluation_follows_the_osv_algorithm() {
+        let s = |v: &str| v.to_string();
+        // Two affected stretches, events out of order as records may list them.
+        let p = pkg(
+            vec![(
+                true,
+                vec![
+                    Fixed(s("1.2.0")),
+                    Introduced(s("2.0.0")),
+                    Introduced(s("1.0.0")),
+                    Fixed(s("2.1.0")),
+                ],
+            )],
+            &[],
+        );
+        let check = |v: &str| affects(&p, v, Scheme::SemVer).expect("versions compare");
+        assert_eq!(check("0.9.0"), None);
+        assert_eq!(check("1.0.0"), Some(Some(s("1.2.0"))));
+        assert_eq!(check("1.1.9"), Some(Some(s("1.2.0"))));
+        assert_eq!(check("1.2.0"), None);
+        assert_eq!(check("2.0.5"), Some(Some(s("2.1.0"))));
+        assert_eq!(check("2.1.0"), None);
+
+        let p = pkg(
+            vec![(false, vec![Introduced(s("0")), LastAffected(s("1:2.0-1"))])],
+            &[],
+        );
+        assert_eq!(
+            affects(&p, "1:2.0-1", Scheme::Dpkg).expect("dpkg"),
+            Some(None)
+        );
+        assert_eq!(affects(&p, "1:2.0-1+b1", Scheme::Dpkg).expect("dpkg"), None);
+        assert_eq!(
+            affects(&p, "2.9-1", Scheme::Dpkg).expect("dpkg"),
+            Some(None),
+            "no epoch sorts below epoch 1"
+        );
+
+        let p = pkg(
+            vec![(false, vec![Introduced(s("0")), Limit(s("*"))])],
+            &["9.9"],
+        );
+        assert_eq!(
+            affects(&p, "5.0", Scheme::Pep440).expect("pep440"),
+            Some(None)
+        );
+        assert_eq!(
+            affects(&p, "9.9", Scheme::Pep440).expect("listed"),
+            Some(None)
+        );
+
+        let p = pkg(
+            vec![(
+                false,
+                vec![Introduced(s("0")), Fixed(s("3.0.15-1~deb12u1"))],
+            )],
+            &[],
+        );
+        assert_eq!(
+            affects(&p, "3.0.15-1~deb12u1", Scheme::Dpkg).expect("dpkg"),
+            None
+        );
+        assert_eq!(
+            affects(&p, "3.0.15-1", Scheme::Dpkg).expect("dpkg"),
+            None,
+            "~ sorts before the release"
+        );
+        assert_eq!(
+            affects(&p, "3.0.14-1", Scheme::Dpkg).expect("dpkg"),
+            Some(Some(s("3.0.15-1~deb12u1")))
+        );
+    }
+}

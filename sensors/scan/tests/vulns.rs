@@ -1,0 +1,223 @@
+//! Vulnerability matching of real images against OSV records with real
+//! IDs and affected ranges (tests/data/osv): the debootstrap image's own
+//! layer, and an apk database; exact findings, fixed versions, no false
+//! positive past a fix (epochs and `~` included), releases kept apart.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use sightline_scan::vuln::db::{Database, DbError};
+use sightline_scan::vuln::{Level, match_analysis};
+use sightline_scan::{Analysis, Analyzer, LayerExpect, Limits};
+use sightline_testenv::images::debian_rootfs;
+
+fn data(sub: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/osv")
+        .join(sub)
+}
+
+fn db_of(sub: &str) -> Result<Database> {
+    let (db, report) = Database::import_osv(&data(sub), "2026-11-26T00:00:00Z".into())?;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    Ok(db)
+}
+
+fn analyze_layer(layer: &Path) -> Result<Analysis> {
+    let mut a = Analyzer::new(Limits::default());
+    a.add_layer(std::fs::File::open(layer)?, &LayerExpect::default())?;
+    Ok(a.finish())
+}
+
+#[test]
+fn debian_image_matches_source_packages_of_its_release_only() -> Result<()> {
+    let analysis = analyze_layer(&debian_rootfs()?)?;
+    let db = db_of("debian")?;
+    let m = match_analysis(&analysis, &db);
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+
+    // Unfixed in bookworm: every binary package built from tar and
+    // util-linux (bsdutils has its own epoch; matching uses the source
+    // version, which has none).
+    let mut want: BTreeSet<(String, String, Option<String>)> = BTreeSet::new();
+    for p in &analysis.packages {
+        let src = p.source.as_ref().map(|s| s.name.as_str());
+        let id = match src {
+            Some("tar") => "DEBIAN-CVE-2005-2541",
+            Some("util-linux") => "DEBIAN-CVE-2022-0563",
+            _ => continue,
+        };
+        want.insert((id.to_owned(), p.name.clone(), None));
+    }
+    assert!(
+        want.iter().any(|w| w.1 == "bsdutils"),
+        "util-linux binaries: {want:?}"
+    );
+    assert!(want.iter().any(|w| w.1 == "tar"));
+    let got: BTreeSet<(String, String, Option<String>)> = m
+        .findings
+        .iter()
+        .map(|f| (f.id.clone(), f.package.clone(), f.fixed.clone()))
+        .collect();
+    // Not: curl (fixed in deb12u6 and deb12u9, installed later; the
+    // Debian:11 entry of DEBIAN-CVE-2024-9681 is unfixed but for bullseye),
+    // shadow (fixed exactly at the installed 1:4.13+dfsg1-1+deb12u1 or
+    // later), openssl (3.0.15-1~deb12u1 < the installed ~deb12u build).
+    assert_eq!(got, want);
+    let curl = analysis
+        .packages
+        .iter()
+        .find(|p| p.name == "curl")
+        .context("curl")?;
+    assert!(
+        curl.version.starts_with("7.88.1-10+deb12u"),
+        "{}",
+        curl.version
+    );
+    let f = &m.findings[0];
+    assert_eq!(f.ecosystem, "Debian:12");
+    assert_eq!(
+        f.severity.level,
+        Level::Unknown,
+        "Debian records carry no CVSS"
+    );
+    assert!(
+        f.aliases.iter().any(|a| a.starts_with("CVE-")),
+        "{:?}",
+        f.aliases
+    );
+    Ok(())
+}
+
+/// A layer holding an Alpine release and an apk database.
+fn alpine_layer(dir: &Path, release: &str, openssl: &str) -> Result<std::path::PathBuf> {
+    let installed = format!(
+        "P:musl\nV:1.2.4_git20230717-r4\nA:x86_64\no:musl\n\n\
+         P:libcrypto3\nV:{openssl}\nA:x86_64\no:openssl\n\n\
+         P:libssl3\nV:{openssl}\nA:x86_64\no:openssl\n\n\
+         P:busybox\nV:1.36.1-r15\nA:x86_64\no:busybox\n"
+    );
+    let os = format!("ID=alpine\nVERSION_ID={release}\n");
+    let path = dir.join(format!("alpine-{release}-{openssl}.tar"));
+    let mut b = tar::Builder::new(std::fs::File::create(&path)?);
+    for (name, text) in [
+        ("etc/os-release", os.as_str()),
+        ("lib/apk/db/installed", installed.as_str()),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name)?;
+        h.set_size(text.len() as u64);
+        h.set_cksum();
+        b.append(&h, text.as_bytes())?;
+    }
+    b.finish()?;
+    Ok(path)
+}
+
+#[test]
+fn alpine_origins_fixed_versions_and_releases() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = db_of("alpine")?;
+
+    let old = analyze_layer(&alpine_layer(dir.path(), "3.19.0", "3.1.4-r2")?)?;
+    let m = match_analysis(&old, &db);
+    let got: Vec<(&str, &str, Option<&str>)> = m
+        .findings
+        .iter()
+        .map(|f| (f.id.as_str(), f.package.as_str(), f.fixed.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("ALPINE-CVE-2023-6129", "libcrypto3", Some("3.1.4-r3")),
+            ("ALPINE-CVE-2023-6237", "libcrypto3", Some("3.1.4-r4")),
+            ("ALPINE-CVE-2024-0727", "libcrypto3", Some("3.1.4-r5")),
+            ("ALPINE-CVE-2023-6129", "libssl3", Some("3.1.4-r3")),
+            ("ALPINE-CVE-2023-6237", "libssl3", Some("3.1.4-r4")),
+            ("ALPINE-CVE-2024-0727", "libssl3", Some("3.1.4-r5")),
+        ]
+    );
+    assert!(
+        m.findings
+            .iter()
+            .all(|f| f.ecosystem == "Alpine:v3.19" && f.matched_name == "openssl")
+    );
+
+    // At the last fix: nothing. busybox's record is for v3.16 only.
+    let new = analyze_layer(&alpine_layer(dir.path(), "3.19.1", "3.1.4-r5")?)?;
+    assert!(match_analysis(&new, &db).findings.is_empty());
+    // Another release: the v3.19 records do not apply.
+    let other = analyze_layer(&alpine_layer(dir.path(), "3.18.6", "3.1.4-r2")?)?;
+    assert!(match_analysis(&other, &db).findings.is_empty());
+    Ok(())
+}
+
+#[test]
+fn database_file_round_trip_zip_import_and_bad_input() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // The OSV dumps' format: a zip of records, plus one malformed member.
+    let zip_path = dir.path().join("all.zip");
+    {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&zip_path)?);
+        let opts = zip::write::SimpleFileOptions::default();
+        for sub in ["debian", "alpine"] {
+            for entry in std::fs::read_dir(data(sub))? {
+                let path = entry?.path();
+                zip.start_file(path.file_name().context("name")?.to_string_lossy(), opts)?;
+                std::io::Write::write_all(&mut zip, &std::fs::read(&path)?)?;
+            }
+        }
+        zip.start_file("BROKEN-1.json", opts)?;
+        std::io::Write::write_all(&mut zip, b"{\"id\": \"BROKEN-1\", \"affected\": [")?;
+        zip.finish()?;
+    }
+    let (db, report) = Database::import_osv(&zip_path, "2026-11-26T00:00:00Z".into())?;
+    assert_eq!(report.kept, 10);
+    assert_eq!(report.errors.len(), 1);
+    assert!(
+        report.errors[0].contains("all.zip:BROKEN-1.json: not an OSV record"),
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(db.meta.ecosystems.get("Debian:12"), Some(&6));
+    assert_eq!(db.meta.ecosystems.get("Debian:11"), Some(&3));
+
+    let file = dir.path().join("vulns.db");
+    db.write(&file)?;
+    let back = Database::read(&file)?;
+    assert_eq!(back.meta, db.meta);
+    let ids = |d: &Database| {
+        d.advisories()
+            .iter()
+            .map(|a| a.id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&back), ids(&db));
+
+    // Damaged files: each a clear error.
+    let bytes = std::fs::read(&file)?;
+    let cut = dir.path().join("cut.db");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2])?;
+    let e = Database::read(&cut).expect_err("truncated");
+    assert!(matches!(e, DbError::Format { .. }), "{e}");
+    let wrong = dir.path().join("wrong.db");
+    std::fs::write(&wrong, b"{\"not\": \"a database\"}\n")?;
+    let e = Database::read(&wrong).expect_err("not a db");
+    assert!(
+        e.to_string()
+            .contains("not a Sightline vulnerability database"),
+        "{e}"
+    );
+    std::fs::write(&wrong, b"sightline-vulndb 9\n")?;
+    let e = Database::read(&wrong).expect_err("newer");
+    assert!(
+        e.to_string()
+            .contains("format 9 is newer than this program reads (1)"),
+        "{e}"
+    );
+    let e = Database::import_osv(dir.path().join("nothing-here").as_path(), String::new())
+        .expect_err("missing");
+    assert!(e.to_string().contains("nothing-here"), "{e}");
+    Ok(())
+}
