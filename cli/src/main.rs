@@ -1,9 +1,10 @@
 //! `sightline` (also `kubectl sightline`): the command-line interface.
 //!
-//! Search and summarize the inventory, and read activation key tokens.
-//! Image scans for CI, SBOMs and vulnerability lists arrive with the
-//! scanner issues.
+//! Search and summarize the inventory, read activation key tokens, build
+//! the vulnerability database and list an image's vulnerabilities. Image
+//! scans for CI and SBOMs arrive with the scanner issues.
 
+mod image;
 mod search;
 
 use anyhow::{Context, Result, bail};
@@ -51,6 +52,41 @@ enum Cmd {
     Keys {
         #[command(subcommand)]
         cmd: KeysCmd,
+    },
+    /// The vulnerability database.
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
+    },
+    /// An image's vulnerabilities: `sightline vulns docker-archive:debian.tar`.
+    Vulns {
+        /// The image: `docker-archive:PATH[:TAG]` or `oci-layout:DIR[:REF]`.
+        image: String,
+        /// The database file (`sightline db import`).
+        #[arg(long, env = "SIGHTLINE_DB", default_value_os_t = image::default_db())]
+        db: std::path::PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: image::VulnsOutput,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCmd {
+    /// Build the database from OSV records: a directory of JSON files or a
+    /// zip of them (the OSV dumps' `all.zip` per ecosystem).
+    Import {
+        /// The directory or zip.
+        source: std::path::PathBuf,
+        /// Where to write the database.
+        #[arg(short, long, env = "SIGHTLINE_DB", default_value_os_t = image::default_db())]
+        output: std::path::PathBuf,
+    },
+    /// What a database holds.
+    Info {
+        /// The database file.
+        #[arg(env = "SIGHTLINE_DB", default_value_os_t = image::default_db())]
+        path: std::path::PathBuf,
     },
 }
 
@@ -118,6 +154,13 @@ async fn run(cli: Cli) -> Result<()> {
             search::inventory(target.into(), json, &mut stdout).await
         }
         Cmd::Keys { cmd } => keys(cmd).await,
+        Cmd::Db {
+            cmd: DbCmd::Import { source, output },
+        } => image::db_import(&source, &output, &mut stdout),
+        Cmd::Db {
+            cmd: DbCmd::Info { path },
+        } => image::db_info(&path, &mut stdout),
+        Cmd::Vulns { image, db, output } => image::vulns(&image, &db, output, &mut stdout),
     }
 }
 

@@ -1,0 +1,203 @@
+//! Local image analysis: `sightline db import|info`, `sightline vulns IMAGE`
+//! and `sightline sbom IMAGE`, on images given as `docker-archive:PATH[:TAG]`
+//! (a `docker save` file) or `oci-layout:DIR[:REF]`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sightline_scan::Limits;
+use sightline_scan::source::{Image, Platform, docker_archive, oci_layout};
+use sightline_scan::vuln::db::Database;
+use sightline_scan::vuln::{Level, Matches, match_analysis};
+
+/// Output formats of `vulns`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum VulnsOutput {
+    /// A table, most severe first, and counts by severity.
+    Table,
+    /// The findings and warnings as JSON.
+    Json,
+}
+
+/// The default database file: `$SIGHTLINE_CACHE_DIR/vulns.db`, else
+/// `~/.cache/sightline/vulns.db`.
+pub fn default_db() -> PathBuf {
+    let base = std::env::var_os("SIGHTLINE_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("sightline")))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/sightline")
+        });
+    base.join("vulns.db")
+}
+
+/// `sightline db import PATH`.
+pub fn db_import(source: &Path, output: &Path, out: &mut impl Write) -> Result<()> {
+    let built = jiff::Timestamp::now().to_string();
+    let (db, report) = Database::import_osv(source, built)?;
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    db.write(output)?;
+    writeln!(
+        out,
+        "{}: {} advisories from {} files ({} withdrawn, {} with nothing matchable, {} unreadable)",
+        output.display(),
+        report.kept,
+        report.files,
+        report.withdrawn,
+        report.unmatchable,
+        report.errors.len()
+    )?;
+    for (eco, n) in &db.meta.ecosystems {
+        writeln!(out, "  {eco:<24} {n:>8} affected packages")?;
+    }
+    for e in report.errors.iter().take(20) {
+        eprintln!("warning: {e}");
+    }
+    if report.errors.len() > 20 {
+        eprintln!(
+            "warning: … and {} more unreadable files",
+            report.errors.len() - 20
+        );
+    }
+    Ok(())
+}
+
+/// `sightline db info`.
+pub fn db_info(path: &Path, out: &mut impl Write) -> Result<()> {
+    let db = Database::read(path)?;
+    writeln!(
+        out,
+        "{}: built {}, {} advisories",
+        path.display(),
+        db.meta.built,
+        db.meta.advisories
+    )?;
+    if let Some(n) = &db.meta.newest {
+        writeln!(out, "  newest record modified {n}")?;
+    }
+    for (eco, n) in &db.meta.ecosystems {
+        writeln!(out, "  {eco:<24} {n:>8} affected packages")?;
+    }
+    Ok(())
+}
+
+/// Reads and analyses an image named by a transport reference.
+pub fn analyze(reference: &str) -> Result<Image> {
+    let limits = Limits::default();
+    let (transport, rest) = reference.split_once(':').unwrap_or(("", reference));
+    let (path, name) = match rest.split_once(':') {
+        Some((p, n)) => (p, Some(n)),
+        None => (rest, None),
+    };
+    let image = match transport {
+        "docker-archive" => docker_archive::analyze(Path::new(path), name, &limits),
+        "oci-layout" | "oci" => {
+            oci_layout::analyze(Path::new(path), name, &Platform::host(), &limits)
+        }
+        _ => bail!(
+            "'{reference}': name an image as docker-archive:PATH[:TAG] (a `docker save` file) or oci-layout:DIR[:REF]"
+        ),
+    };
+    image.with_context(|| format!("analysing {reference}"))
+}
+
+/// `sightline vulns IMAGE`.
+pub fn vulns(
+    reference: &str,
+    db_path: &Path,
+    output: VulnsOutput,
+    out: &mut impl Write,
+) -> Result<()> {
+    let db = Database::read(db_path).with_context(|| {
+        format!("reading the vulnerability database (build it with `sightline db import OSV-DIR-OR-ZIP -o {}`)", db_path.display())
+    })?;
+    let image = analyze(reference)?;
+    let matches = match_analysis(&image.analysis, &db);
+    match output {
+        VulnsOutput::Json => {
+            serde_json::to_writer_pretty(&mut *out, &matches)?;
+            writeln!(out)?;
+        }
+        VulnsOutput::Table => print_table(&image, &matches, out)?,
+    }
+    for w in image.analysis.warnings.iter().chain(&matches.warnings) {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}
+
+fn print_table(image: &Image, m: &Matches, out: &mut impl Write) -> Result<()> {
+    let os = image
+        .analysis
+        .os
+        .as_ref()
+        .map(|o| o.pretty_name())
+        .unwrap_or_else(|| "unknown OS".into());
+    writeln!(
+        out,
+        "{} ({os}, {} packages)",
+        image
+            .repo_tags
+            .first()
+            .map(String::as_str)
+            .unwrap_or(&image.config_digest),
+        image.analysis.packages.len()
+    )?;
+    let width = |f: &dyn Fn(&sightline_scan::vuln::Finding) -> usize, min: usize| {
+        m.findings.iter().map(f).max().unwrap_or(0).max(min)
+    };
+    let (wid, wpkg, wver) = (
+        width(&|f| f.id.len(), 2),
+        width(&|f| f.package.len(), 7),
+        width(&|f| f.version.len(), 9),
+    );
+    writeln!(
+        out,
+        "{:<8}  {:<wid$}  {:<wpkg$}  {:<wver$}  FIXED",
+        "SEVERITY", "ID", "PACKAGE", "INSTALLED"
+    )?;
+    for f in &m.findings {
+        writeln!(
+            out,
+            "{:<8}  {:<wid$}  {:<wpkg$}  {:<wver$}  {}",
+            f.severity.level.as_str(),
+            f.id,
+            f.package,
+            f.version,
+            f.fixed.as_deref().unwrap_or("-")
+        )?;
+    }
+    let mut counts = Vec::new();
+    for level in [
+        Level::Critical,
+        Level::High,
+        Level::Medium,
+        Level::Low,
+        Level::None,
+        Level::Unknown,
+    ] {
+        let n = m
+            .findings
+            .iter()
+            .filter(|f| f.severity.level == level)
+            .count();
+        if n > 0 {
+            counts.push(format!("{n} {}", level.as_str()));
+        }
+    }
+    writeln!(
+        out,
+        "{} findings{}",
+        m.findings.len(),
+        if counts.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", counts.join(", "))
+        }
+    )?;
+    Ok(())
+}
