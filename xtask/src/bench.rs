@@ -305,9 +305,9 @@ where
 /// The image-analysis benchmark: the scan library's `analyze` example
 /// (release build) on real images made here (the debootstrap image, the same
 /// as a gzip OCI layout, and one with a `big_mib` MiB layer of random data),
-/// each run three times; baseline: `sha256sum` of the same bytes (plain
-/// archive) or `gzip -dc | sha256sum` of the layers (OCI), the least any
-/// verifying reader does.
+/// each run three times; baseline: reading the same bytes with `cat` (plain
+/// archive) or decompressing the layers with `gzip -dc` (OCI), the floor
+/// any reader of the image pays before hashing or parsing anything.
 pub fn scan(big_mib: u64) -> Result<()> {
     use sightline_testenv::docker::Docker;
     use sightline_testenv::images::{debian_rootfs, to_oci_layout};
@@ -337,9 +337,9 @@ pub fn scan(big_mib: u64) -> Result<()> {
     to_oci_layout(&debian, &oci, "debian")?;
     let oci_layers = oci_layer_blobs(&oci)?;
 
-    let sha = |path: &std::path::Path| format!("sha256sum '{}' > /dev/null", path.display());
+    let read = |path: &std::path::Path| format!("cat '{}' > /dev/null", path.display());
     let gunzip = format!(
-        "for f in {}; do gzip -dc \"$f\"; done | sha256sum > /dev/null",
+        "for f in {}; do gzip -dc \"$f\"; done > /dev/null",
         oci_layers
             .iter()
             .map(|p| format!("'{}'", p.display()))
@@ -354,7 +354,7 @@ pub fn scan(big_mib: u64) -> Result<()> {
             sha(&debian),
         ),
         ("debootstrap, OCI gzip", "oci", &oci, gunzip),
-        ("debootstrap + big layer", "docker-archive", &big, sha(&big)),
+        ("debootstrap + big layer", "docker-archive", &big, read(&big)),
     ];
     println!(
         "\n{:<30} {:>9} {:>6} {:>9} {:>10} {:>9} {:>9} {:>10} {:>6}",
