@@ -351,10 +351,15 @@ pub fn scan(big_mib: u64) -> Result<()> {
             "debootstrap, docker-archive",
             "docker-archive",
             &debian,
-            sha(&debian),
+            read(&debian),
         ),
         ("debootstrap, OCI gzip", "oci", &oci, gunzip),
-        ("debootstrap + big layer", "docker-archive", &big, read(&big)),
+        (
+            "debootstrap + big layer",
+            "docker-archive",
+            &big,
+            read(&big),
+        ),
     ];
     println!(
         "\n{:<30} {:>9} {:>6} {:>9} {:>10} {:>9} {:>9} {:>10} {:>6}",
