@@ -129,6 +129,14 @@ fn import_then_list_an_images_vulnerabilities() -> Result<()> {
         "pkg:apk/alpine/libcrypto3@3.1.4-r2?arch=x86_64&distro=alpine-3.19.0"
     );
 
+    // `docker save IMAGE | sightline vulns docker-archive:-`: one pass, no seeking.
+    let out = Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(["vulns", "docker-archive:-", "--db", &db_s])
+        .stdin(std::fs::File::open(&archive)?)
+        .output()?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), table, "the same result from a pipe");
+
     // What users get wrong.
     let out = sightline(&["vulns", "debian:12", "--db", &db_s])?;
     assert_eq!(out.status.code(), Some(1));

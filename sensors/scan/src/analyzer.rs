@@ -128,7 +128,24 @@ enum Content {
     Opaque,
 }
 
+/// A layer read and checked but not yet applied: what it changes that
+/// matters to analysis (a few entries, however large the layer).
+#[derive(Clone, Debug)]
+pub struct StagedLayer {
+    info: LayerInfo,
+    ops: Vec<Op>,
+    warnings: Vec<String>,
+}
+
+impl StagedLayer {
+    /// Digests, size and entry count.
+    pub fn info(&self) -> &LayerInfo {
+        &self.info
+    }
+}
+
 /// A change a layer makes, applied once the whole layer checked out.
+#[derive(Clone, Debug)]
 enum Op {
     /// A file or link analysis keeps.
     Put(String, Content),
@@ -180,6 +197,27 @@ fn interest(path: &str) -> Option<Interest> {
 /// interest (the file itself, or one of its directories).
 fn link_matters(path: &str) -> bool {
     FILES.iter().any(|(p, _)| is_within(p, path)) || is_within(DPKG_STATUS_D, path)
+}
+
+/// Whether a change at `path` can touch what analysis keeps: a file it
+/// reads, a directory or link on the way to one, or anything in `status.d`.
+/// Changes elsewhere are not staged, so a staged layer stays small however
+/// many files it has.
+fn relevant(path: &str) -> bool {
+    interest(path).is_some() || link_matters(path) || is_within(path, DPKG_STATUS_D)
+}
+
+/// Keeps a layer's change only if it can matter to analysis.
+fn stage(ops: &mut Vec<Op>, op: Op) {
+    let path = match &op {
+        Op::Put(..) => None,
+        Op::Whiteout(p) | Op::OpaqueDir(p) | Op::Replace(p) | Op::Dir(p) | Op::Hardlink(p, _) => {
+            Some(p)
+        }
+    };
+    if path.is_none_or(|p| relevant(p)) {
+        ops.push(op);
+    }
 }
 
 /// Byte counts and digests of a layer on both sides of decompression,
@@ -308,10 +346,25 @@ impl Analyzer {
         expect: &LayerExpect,
     ) -> Result<&LayerInfo, ScanError> {
         let index = self.layers.len();
-        let label: Rc<str> = match expect.diff_id.as_ref().or(expect.blob_digest.as_ref()) {
-            Some(d) => format!("{index} ({d})").into(),
-            None => index.to_string().into(),
+        let label = match expect.diff_id.as_ref().or(expect.blob_digest.as_ref()) {
+            Some(d) => format!("{index} ({d})"),
+            None => index.to_string(),
         };
+        let staged = self.read_layer(reader, expect, &label)?;
+        Ok(self.apply_layer(staged))
+    }
+
+    /// Streams a layer and checks it, without applying it yet: layers may
+    /// arrive in any order (a `docker save` stream) and be applied base
+    /// first afterwards with [`Analyzer::apply_layer`]. `label` names the
+    /// layer in errors and warnings.
+    pub fn read_layer(
+        &self,
+        reader: impl Read,
+        expect: &LayerExpect,
+        label: &str,
+    ) -> Result<StagedLayer, ScanError> {
+        let label: Rc<str> = label.into();
         let meters = Rc::new(RefCell::new(Meters {
             stored_hash: expect.blob_digest.as_ref().map(|_| Sha256::new()),
             stored_limit: expect.blob_size,
@@ -409,9 +462,9 @@ impl Analyzer {
                 let (dir, name) = split_last(&path);
                 if let Some(hidden) = name.strip_prefix(".wh.") {
                     if hidden == ".wh..opq" {
-                        ops.push(Op::OpaqueDir(dir.to_owned()));
+                        stage(&mut ops, Op::OpaqueDir(dir.to_owned()));
                     } else if !hidden.starts_with(".wh.") {
-                        ops.push(Op::Whiteout(join(dir, hidden)));
+                        stage(&mut ops, Op::Whiteout(join(dir, hidden)));
                     }
                     // Other `.wh..wh.` names are aufs bookkeeping.
                     continue;
@@ -427,16 +480,16 @@ impl Analyzer {
                         path: format!("{raw} (hard link to {target})"),
                         reason,
                     })?;
-                    ops.push(Op::Hardlink(path, target));
+                    stage(&mut ops, Op::Hardlink(path, target));
                 } else if kind.is_symlink() {
                     if link_matters(&path) {
                         let target = entry
                             .link_name_bytes()
                             .map(|t| String::from_utf8_lossy(&t).into_owned())
                             .unwrap_or_default();
-                        ops.push(Op::Put(path, Content::Symlink(target)));
+                        stage(&mut ops, Op::Put(path, Content::Symlink(target)));
                     } else {
-                        ops.push(Op::Replace(path));
+                        stage(&mut ops, Op::Replace(path));
                     }
                 } else if kind.is_file()
                     || kind == tar::EntryType::GNUSparse
@@ -458,16 +511,16 @@ impl Analyzer {
                                 .take(self.limits.max_file_bytes)
                                 .read_to_end(&mut data)
                                 .map_err(|e| read_err(&meters, e, &format!("reading '{path}'")))?;
-                            let content = parse(what, &data, &path, index, &mut warnings);
-                            ops.push(Op::Put(path, content));
+                            let content = parse(what, &data, &path, &label, &mut warnings);
+                            stage(&mut ops, Op::Put(path, content));
                         }
-                        None => ops.push(Op::Replace(path)),
+                        None => stage(&mut ops, Op::Replace(path)),
                     }
                 } else if kind.is_dir() {
-                    ops.push(Op::Dir(path));
+                    stage(&mut ops, Op::Dir(path));
                 } else {
                     // Devices, FIFOs.
-                    ops.push(Op::Replace(path));
+                    stage(&mut ops, Op::Replace(path));
                 }
             }
         }
@@ -511,22 +564,38 @@ impl Analyzer {
             });
         }
 
-        for op in ops {
+        Ok(StagedLayer {
+            info: LayerInfo {
+                blob_digest: blob_digest.filter(|b| *b != diff_id),
+                diff_id,
+                size: m.plain,
+                entries,
+            },
+            ops,
+            warnings,
+        })
+    }
+
+    /// Applies a layer read with [`Analyzer::read_layer`] on top of those
+    /// applied so far.
+    pub fn apply_layer(&mut self, staged: StagedLayer) -> &LayerInfo {
+        let index = self.layers.len();
+        for op in staged.ops {
             self.apply(index, op);
         }
-        self.warnings.extend(warnings);
-        self.layers.push(LayerInfo {
-            blob_digest: blob_digest.filter(|b| *b != diff_id),
-            diff_id,
-            size: m.plain,
-            entries,
-        });
-        Ok(&self.layers[index])
+        self.warnings.extend(staged.warnings);
+        self.layers.push(staged.info);
+        &self.layers[index]
     }
 
     fn apply(&mut self, layer: usize, op: Op) {
         match op {
             Op::Put(path, mut content) => {
+                if let Content::Packages(found) = &mut content {
+                    for p in found.iter_mut() {
+                        p.layer = layer;
+                    }
+                }
                 if let (
                     Content::Packages(new),
                     Some(Kept {
@@ -739,7 +808,7 @@ fn parse(
     what: Interest,
     data: &[u8],
     path: &str,
-    layer: usize,
+    label: &str,
     warnings: &mut Vec<String>,
 ) -> Content {
     match what {
@@ -748,18 +817,18 @@ fn parse(
             Some(os) => Content::Os(os),
             None => {
                 warnings.push(format!(
-                    "layer {layer}: '{path}' does not name a known distribution; ignored"
+                    "layer {label}: '{path}' does not name a known distribution; ignored"
                 ));
                 Content::Opaque
             }
         },
         Interest::Dpkg(layout) => {
-            let (found, w) = dpkg::parse(data, path, layer, layout);
+            let (found, w) = dpkg::parse(data, path, 0, layout);
             warnings.extend(w);
             Content::Packages(found)
         }
         Interest::Apk => {
-            let (found, w) = pkg::apk::parse(data, path, layer);
+            let (found, w) = pkg::apk::parse(data, path, 0);
             warnings.extend(w);
             Content::Packages(found)
         }

@@ -477,3 +477,30 @@ fn replacing_a_directory_hides_its_contents_but_directories_merge() {
     let a = analyze(vec![apk, link]).expect("analysis");
     assert_eq!(names(&a), own(&[("new", "2-r0", 1)]));
 }
+
+#[test]
+fn layers_read_out_of_order_apply_base_first() {
+    let upgrade = Layer::new()
+        .file(
+            "var/lib/dpkg/status",
+            &status(&[("bash", "5.2.15-2+b2"), ("curl", "7.88.1-10+deb12u5")]),
+        )
+        .bytes();
+    let mut a = Analyzer::new(Limits::default());
+    // Read top first, as a `docker save` stream may deliver them.
+    let top = a
+        .read_layer(&upgrade[..], &LayerExpect::default(), "top")
+        .expect("top");
+    let bottom = a
+        .read_layer(&base().bytes()[..], &LayerExpect::default(), "base")
+        .expect("base");
+    a.apply_layer(bottom);
+    a.apply_layer(top);
+    let staged = a.finish();
+    let sequential = analyze(vec![base().bytes(), upgrade]).expect("analysis");
+    assert_eq!(names(&staged), names(&sequential));
+    assert_eq!(
+        names(&staged),
+        own(&[("bash", "5.2.15-2+b2", 0), ("curl", "7.88.1-10+deb12u5", 1)])
+    );
+}

@@ -185,8 +185,13 @@ pub(crate) fn read_document(mut r: impl Read, what: &str) -> Result<(Vec<u8>, St
             ),
         ));
     }
-    let digest = crate::analyzer::digest_of(Sha256::new_with_prefix(&data));
+    let digest = digest_of_bytes(&data);
     Ok((data, digest))
+}
+
+/// `sha256:<hex>` of some bytes.
+pub(crate) fn digest_of_bytes(data: &[u8]) -> String {
+    crate::analyzer::digest_of(Sha256::new_with_prefix(data))
 }
 
 /// Parses a JSON document, naming it in the error.
