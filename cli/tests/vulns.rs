@@ -50,33 +50,16 @@ fn import_then_list_an_images_vulnerabilities() -> Result<()> {
 
     // An Alpine 3.19.0 image with an older OpenSSL build, made by dockerd.
     let docker = Docker::start()?;
-    let rootfs = dir.path().join("rootfs.tar");
-    {
-        let mut b = tar::Builder::new(std::fs::File::create(&rootfs)?);
-        for (name, body) in [
-            (
-                "etc/os-release",
-                "ID=alpine\nVERSION_ID=3.19.0\nPRETTY_NAME=\"Alpine Linux v3.19\"\n",
-            ),
+    docker.import_files(
+        "cli-test/alpine:old",
+        &[
+            ("etc/os-release", b"ID=alpine\nVERSION_ID=3.19.0\nPRETTY_NAME=\"Alpine Linux v3.19\"\n"),
             (
                 "lib/apk/db/installed",
-                "P:libcrypto3\nV:3.1.4-r2\nA:x86_64\no:openssl\n\nP:musl\nV:1.2.4_git20230717-r4\nA:x86_64\no:musl\n",
+                b"P:libcrypto3\nV:3.1.4-r2\nA:x86_64\no:openssl\n\nP:musl\nV:1.2.4_git20230717-r4\nA:x86_64\no:musl\n",
             ),
-        ] {
-            let mut h = tar::Header::new_gnu();
-            h.set_path(name)?;
-            h.set_size(body.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append(&h, body.as_bytes())?;
-        }
-        b.finish()?;
-    }
-    docker.run(&[
-        "import",
-        &rootfs.display().to_string(),
-        "cli-test/alpine:old",
-    ])?;
+        ],
+    )?;
     let archive = docker.save("cli-test/alpine:old")?;
     let image = format!("docker-archive:{}", archive.display());
 

@@ -170,6 +170,32 @@ impl Docker {
             .map(drop)
     }
 
+    /// Imports a one-layer image holding exactly `files` (path, content;
+    /// mode 0644) under `tag`, as `docker import` of a tar made here.
+    pub fn import_files(&self, tag: &str, files: &[(&str, &[u8])]) -> Result<()> {
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}.rootfs.tar", tag.replace([':', '/'], "_")));
+        let mut tar = tar::Builder::new(
+            std::fs::File::create(&path).map_err(io(format!("creating {}", path.display())))?,
+        );
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(name)
+                .map_err(io(format!("naming {name} in a tar")))?;
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append(&h, *data)
+                .map_err(io(format!("writing {name} to a tar")))?;
+        }
+        tar.finish().map_err(io("finishing a tar"))?;
+        drop(tar);
+        self.run(&["import", &path.display().to_string(), tag])
+            .map(drop)
+    }
+
     /// `docker save` of one image into a file in the scratch directory.
     pub fn save(&self, tag: &str) -> Result<PathBuf> {
         let out = self

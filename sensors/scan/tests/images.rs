@@ -248,21 +248,7 @@ fn layers_that_remove_packages_and_files() -> Result<()> {
 
 /// A small image of files given here, imported into dockerd and saved.
 fn small_image(docker: &Docker, tag: &str, files: &[(&str, &[u8])]) -> Result<PathBuf> {
-    let tar_path = docker
-        .scratch()
-        .join(format!("{}.rootfs.tar", tag.replace([':', '/'], "_")));
-    let mut b = tar::Builder::new(std::fs::File::create(&tar_path)?);
-    for (path, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_path(path)?;
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append(&h, *data)?;
-    }
-    b.finish()?;
-    drop(b);
-    docker.run(&["import", &tar_path.display().to_string(), tag])?;
+    docker.import_files(tag, files)?;
     Ok(docker.save(tag)?)
 }
 
