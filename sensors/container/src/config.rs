@@ -1,0 +1,200 @@
+//! What a container sensor is told: the environment the operator's
+//! DaemonSet sets (`NODE_NAME`, `SIGHTLINE_SENSOR`,
+//! `SIGHTLINE_ACTIVATION_KEY`, `SIGHTLINE_MODULES`, `SIGHTLINE_CONFIG` with
+//! the Sensor's `spec.container` as JSON).
+
+use std::time::Duration;
+
+use sightline_crds::sensor::{ContainerSensor, RuntimeKind, ScanTrigger};
+
+/// The container sensor's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `<namespace>/<name>` of the Sensor.
+    pub sensor: String,
+    /// The activation key it runs under.
+    pub activation_key: Option<String>,
+    /// The node it runs on.
+    pub node: String,
+    /// Modules the key enables.
+    pub modules: Vec<String>,
+    /// Docker API sockets to watch (`unix://…`).
+    pub docker: Vec<String>,
+    /// containerd sockets (not read yet: the containerd source is unfinished).
+    pub containerd: Vec<String>,
+    /// Analyse images when they are pulled (or loaded, imported, tagged).
+    pub on_pull: bool,
+    /// Analyse images when a container starts from them.
+    pub on_start: bool,
+    /// How often every image is analysed again (a new vulnerability
+    /// database changes findings without the image changing).
+    pub rescan: Duration,
+    /// How often the sensor lists images and containers to refresh
+    /// `lastSeen` and catch events it missed.
+    pub refresh: Duration,
+}
+
+/// A setting that could not be read, named.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reads the settings from environment variables (see the module docs).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let need = |name: &str| {
+            get(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+                ConfigError(format!(
+                    "{name} is not set (the operator's DaemonSet sets it)"
+                ))
+            })
+        };
+        let spec: ContainerSensor = match get("SIGHTLINE_CONFIG").filter(|v| !v.trim().is_empty()) {
+            Some(json) => serde_json::from_str(&json).map_err(|e| {
+                ConfigError(format!(
+                    "SIGHTLINE_CONFIG is not a container sensor spec: {e}"
+                ))
+            })?,
+            None => ContainerSensor::default(),
+        };
+        let mut docker = Vec::new();
+        let mut containerd = Vec::new();
+        for rt in &spec.runtimes {
+            match rt.type_ {
+                RuntimeKind::Docker => docker.push(rt.endpoint().to_owned()),
+                RuntimeKind::Containerd => containerd.push(rt.endpoint().to_owned()),
+            }
+        }
+        let rescan = parse_duration(&spec.rescan_interval).ok_or_else(|| {
+            ConfigError(format!(
+                "rescanInterval '{}' is not a duration such as 90m, 12h or 1h30m",
+                spec.rescan_interval
+            ))
+        })?;
+        let triggers = if spec.scan_on.is_empty() {
+            vec![ScanTrigger::Start, ScanTrigger::Pull]
+        } else {
+            spec.scan_on.clone()
+        };
+        Ok(Config {
+            sensor: need("SIGHTLINE_SENSOR")?,
+            activation_key: get("SIGHTLINE_ACTIVATION_KEY").filter(|v| !v.is_empty()),
+            node: need("NODE_NAME")?,
+            modules: get("SIGHTLINE_MODULES")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            docker,
+            containerd,
+            on_pull: triggers.contains(&ScanTrigger::Pull),
+            on_start: triggers.contains(&ScanTrigger::Start),
+            rescan,
+            refresh: Duration::from_secs(300),
+        })
+    }
+
+    /// Whether the key enables vulnerability matching.
+    pub fn vulnerabilities(&self) -> bool {
+        self.modules.iter().any(|m| m == "vulnerability")
+    }
+
+    /// The field manager this sensor writes Assets with: one per sensor and
+    /// node, so each node's sensor owns its own facts.
+    pub fn field_manager(&self) -> String {
+        format!(
+            "sightline-sensor/{}.{}",
+            self.sensor.replace('/', "."),
+            self.node
+        )
+    }
+}
+
+/// A Go-style duration as the CRD allows it: `90m`, `24h`, `1h30m`, `45s`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    let mut secs: u64 = 0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let n: u64 = rest[..digits].parse().ok()?;
+        let unit = match rest[digits..].chars().next()? {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        secs = secs.checked_add(n.checked_mul(unit)?)?;
+        rest = &rest[digits + 1..];
+    }
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn reads_what_the_daemonset_sets() {
+        let c = Config::from_env(env(&[
+            ("NODE_NAME", "node-1"),
+            ("SIGHTLINE_SENSOR", "sightline-system/containers"),
+            ("SIGHTLINE_ACTIVATION_KEY", "prod"),
+            ("SIGHTLINE_MODULES", "containerSecurity,vulnerability"),
+            (
+                "SIGHTLINE_CONFIG",
+                r#"{"runtimes":[{"type":"docker"},{"type":"containerd","endpoint":"unix:///run/k3s/containerd/containerd.sock"}],"scanOn":["pull"],"rescanInterval":"12h"}"#,
+            ),
+        ]))
+        .expect("config");
+        assert_eq!(c.docker, ["unix:///var/run/docker.sock"]);
+        assert_eq!(c.containerd, ["unix:///run/k3s/containerd/containerd.sock"]);
+        assert!(c.on_pull && !c.on_start);
+        assert_eq!(c.rescan, Duration::from_secs(12 * 3600));
+        assert!(c.vulnerabilities());
+        assert_eq!(
+            c.field_manager(),
+            "sightline-sensor/sightline-system.containers.node-1"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let e = Config::from_env(env(&[("SIGHTLINE_SENSOR", "a/b")])).expect_err("no node");
+        assert!(e.to_string().starts_with("NODE_NAME is not set"), "{e}");
+        let e = Config::from_env(env(&[
+            ("SIGHTLINE_SENSOR", "a/b"),
+            ("NODE_NAME", "n"),
+            ("SIGHTLINE_CONFIG", r#"{"rescanInterval":"soon"}"#),
+        ]))
+        .expect_err("bad duration");
+        assert!(e.to_string().contains("rescanInterval 'soon'"), "{e}");
+        let c = Config::from_env(env(&[
+            ("SIGHTLINE_SENSOR", "a/b"),
+            ("NODE_NAME", "n"),
+            ("SIGHTLINE_MODULES", "containerSecurity"),
+        ]))
+        .expect("defaults");
+        assert!(
+            !c.vulnerabilities(),
+            "no matching without the vulnerability module"
+        );
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("5"), None);
+        assert!(c.on_pull && c.on_start);
+    }
+}

@@ -1,0 +1,246 @@
+//! The sensor's loop for each Docker Engine: a full scan at start, then
+//! events (an image pulled, a container started) analysed as they come,
+//! a light refresh every few minutes (lastSeen, missed events), and every
+//! image analysed again after `rescanInterval`. Each image is analysed once
+//! per digest (a bounded cache), one at a time, so the same image is never
+//! analysed twice concurrently. An image that cannot be analysed is logged
+//! and retried at the next refresh; it never stops the sensor.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use sightline_crds::AssetKind;
+use sightline_scan::Limits;
+use sightline_scan::vuln::{Database, match_analysis};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::docker::{Change, Engine};
+use crate::report::{Reporter, container_observed, image_observed, vulnerability_findings};
+
+/// Most analyses remembered; an image evicted is analysed again when seen.
+const CACHE_ENTRIES: usize = 1024;
+
+/// What was reported for one image, and when it was analysed.
+struct Analyzed {
+    at: Instant,
+    observed: serde_json::Value,
+    findings: Option<sightline_crds::asset::VulnerabilityFindings>,
+}
+
+/// The analyses of one sensor, bounded, oldest evicted first.
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<String, Arc<Analyzed>>,
+    order: VecDeque<String>,
+}
+
+impl Cache {
+    fn get(&self, id: &str, max_age: Duration) -> Option<Arc<Analyzed>> {
+        self.entries
+            .get(id)
+            .filter(|a| a.at.elapsed() < max_age)
+            .cloned()
+    }
+
+    fn put(&mut self, id: String, a: Analyzed) -> Arc<Analyzed> {
+        let a = Arc::new(a);
+        if self.entries.insert(id.clone(), a.clone()).is_none() {
+            self.order.push_back(id);
+            while self.order.len() > CACHE_ENTRIES {
+                if let Some(old) = self.order.pop_front() {
+                    self.entries.remove(&old);
+                }
+            }
+        }
+        a
+    }
+}
+
+/// One engine's sensor state.
+struct Watch {
+    cfg: Config,
+    reporter: Reporter,
+    db: Option<Arc<Database>>,
+    limits: Limits,
+    cache: Cache,
+}
+
+impl Watch {
+    /// Analyses (or takes from the cache) and reports one image.
+    async fn image(&mut self, engine: &Engine, id: &str) {
+        let image_ref = match engine.image(id).await {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(image = id, error = %e, "cannot inspect image");
+                return;
+            }
+        };
+        let analyzed = match self.cache.get(&image_ref.id, self.cfg.rescan) {
+            Some(a) => a,
+            None => {
+                let started = Instant::now();
+                let image = match engine.analyze(&image_ref.id, &self.limits).await {
+                    Ok(i) => i,
+                    Err(e) => {
+                        warn!(image = %image_ref.id, error = %e, "image analysis failed; retrying at the next refresh");
+                        return;
+                    }
+                };
+                let findings = self
+                    .db
+                    .as_ref()
+                    .map(|db| vulnerability_findings(&match_analysis(&image.analysis, db)));
+                info!(
+                    image = %image_ref.id,
+                    tags = ?image_ref.repo_tags,
+                    packages = image.analysis.packages.len(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "analysed image"
+                );
+                let observed = image_observed(&image_ref, &image, &self.cfg.node, "docker");
+                self.cache.put(
+                    image_ref.id.clone(),
+                    Analyzed {
+                        at: Instant::now(),
+                        observed,
+                        findings,
+                    },
+                )
+            }
+        };
+        // Tags change without the image changing: report what the engine says now.
+        let mut observed = analyzed.observed.clone();
+        observed["repoTags"] = serde_json::json!(image_ref.repo_tags);
+        observed["repoDigests"] = serde_json::json!(image_ref.repo_digests);
+        if let Err(e) = self
+            .reporter
+            .report(
+                AssetKind::ContainerImage,
+                &image_ref.id,
+                observed,
+                analyzed.findings.clone(),
+            )
+            .await
+        {
+            warn!(image = %image_ref.id, error = %e, "cannot write the image's Asset");
+        }
+    }
+
+    /// Reports every running container, and analyses their images when the
+    /// sensor scans on start.
+    async fn containers(&mut self, engine: &Engine, only: Option<&str>) {
+        let list = match engine.containers().await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "cannot list containers");
+                return;
+            }
+        };
+        for c in list.iter().filter(|c| only.is_none_or(|id| c.id == id)) {
+            if self.cfg.on_start && !c.image_id.is_empty() {
+                self.image(engine, &c.image_id).await;
+            }
+            let observed = container_observed(c, &self.cfg.node, "docker");
+            if let Err(e) = self
+                .reporter
+                .report(AssetKind::Container, &c.id, observed, None)
+                .await
+            {
+                warn!(container = %c.id, error = %e, "cannot write the container's Asset");
+            }
+        }
+    }
+
+    /// Every image and running container.
+    async fn full_scan(&mut self, engine: &Engine) {
+        match engine.images().await {
+            Ok(images) => {
+                for i in images {
+                    self.image(engine, &i.id).await;
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list images"),
+        }
+        self.containers(engine, None).await;
+    }
+}
+
+/// Runs the sensor until `shutdown` resolves.
+pub async fn run(
+    cfg: Config,
+    client: kube::Client,
+    db: Option<Database>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let Some(endpoint) = cfg.docker.first().cloned() else {
+        anyhow::bail!(
+            "no Docker runtime configured; the containerd source is not written yet (configure runtimes: [{{type: docker}}])"
+        );
+    };
+    if cfg.vulnerabilities() && db.is_none() {
+        warn!(
+            "the key enables vulnerability matching but no database was given; reporting packages only"
+        );
+    }
+    let db = if cfg.vulnerabilities() {
+        db.map(Arc::new)
+    } else {
+        None
+    };
+    let mut watch = Watch {
+        reporter: Reporter::new(client, &cfg),
+        cfg,
+        db,
+        limits: Limits::default(),
+        cache: Cache::default(),
+    };
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let engine = tokio::select! {
+            e = Engine::connect(&endpoint) => e,
+            () = &mut shutdown => return Ok(()),
+        };
+        let engine = match engine {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "cannot reach Docker");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = &mut shutdown => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                continue;
+            }
+        };
+        backoff = Duration::from_secs(1);
+        info!(endpoint = %endpoint, version = %engine.version().await.unwrap_or_default(), "watching Docker");
+        // Subscribe first, so nothing that happens during the scan is missed.
+        let mut changes = Box::pin(engine.changes());
+        watch.full_scan(&engine).await;
+        let mut refresh = tokio::time::interval(watch.cfg.refresh);
+        refresh.tick().await;
+        loop {
+            tokio::select! {
+                change = changes.next() => match change {
+                    Some(Ok(Change::Image(id))) if watch.cfg.on_pull => watch.image(&engine, &id).await,
+                    Some(Ok(Change::ContainerStarted(id))) => watch.containers(&engine, Some(&id)).await,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        warn!(error = %e, "Docker event stream failed; reconnecting");
+                        break;
+                    }
+                    None => {
+                        warn!("Docker closed the event stream; reconnecting");
+                        break;
+                    }
+                },
+                _ = refresh.tick() => watch.full_scan(&engine).await,
+                () = &mut shutdown => return Ok(()),
+            }
+        }
+    }
+}
