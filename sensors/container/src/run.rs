@@ -180,6 +180,12 @@ pub async fn run(
             "no Docker runtime configured; the containerd source is not written yet (configure runtimes: [{{type: docker}}])"
         );
     };
+    if !cfg.containerd.is_empty() {
+        warn!(
+            endpoints = ?cfg.containerd,
+            "containerd runtimes are configured but this sensor reads only Docker so far; they are ignored"
+        );
+    }
     if cfg.vulnerabilities() && db.is_none() {
         warn!(
             "the key enables vulnerability matching but no database was given; reporting packages only"
