@@ -10,7 +10,6 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use sightline_crds::asset::{TOP_VULNERABILITIES, VulnerabilityFindings, VulnerabilityRef};
 use sightline_crds::{Asset, AssetKind, asset::asset_name};
-use sightline_scan::pkg::PackageKind;
 use sightline_scan::source::Image;
 use sightline_scan::vuln::{Level, Matches};
 
@@ -27,11 +26,12 @@ pub fn image_observed(image_ref: &ImageRef, image: &Image, node: &str, runtime: 
     let a = &image.analysis;
     let mut packages = serde_json::Map::new();
     packages.insert("total".into(), json!(a.packages.len()));
-    for kind in [PackageKind::Deb, PackageKind::Apk] {
-        let n = a.packages.iter().filter(|p| p.kind == kind).count();
-        if n > 0 {
-            packages.insert(kind.purl_type().into(), json!(n));
-        }
+    let mut by_kind: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for p in &a.packages {
+        *by_kind.entry(p.kind.purl_type()).or_default() += 1;
+    }
+    for (kind, n) in by_kind {
+        packages.insert(kind.into(), json!(n));
     }
     let mut observed = json!({
         "imageId": image_ref.id,

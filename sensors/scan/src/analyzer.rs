@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::error::ScanError;
 use crate::os::{self, OsRelease};
 use crate::path::{is_within, join, link_target, normalize, split_last};
-use crate::pkg::{self, Package, PackageKind, dpkg};
+use crate::pkg::{self, Package, PackageKind, dpkg, lang};
 
 /// Bounds on what one image may cost, so hostile layers fail with a clear
 /// error instead of exhausting memory or time.
@@ -169,6 +169,7 @@ enum Interest {
     ReleaseFile,
     Dpkg(dpkg::Layout),
     Apk,
+    Lang(lang::LangFile),
 }
 
 /// Files analysis reads, at their usual paths (links are followed at the end).
@@ -190,7 +191,10 @@ fn interest(path: &str) -> Option<Interest> {
         return Some(*i);
     }
     let (dir, name) = split_last(path);
-    (dir == DPKG_STATUS_D && !name.contains('.')).then_some(Interest::Dpkg(dpkg::Layout::StatusD))
+    if dir == DPKG_STATUS_D && !name.contains('.') {
+        return Some(Interest::Dpkg(dpkg::Layout::StatusD));
+    }
+    lang::kind_of(path).map(Interest::Lang)
 }
 
 /// Whether a symbolic link at `path` could lie on the way to a file of
@@ -209,11 +213,10 @@ fn relevant(path: &str) -> bool {
 
 /// Keeps a layer's change only if it can matter to analysis.
 fn stage(ops: &mut Vec<Op>, op: Op) {
+    // Deletions are few and may hide language files anywhere: all are kept.
     let path = match &op {
-        Op::Put(..) => None,
-        Op::Whiteout(p) | Op::OpaqueDir(p) | Op::Replace(p) | Op::Dir(p) | Op::Hardlink(p, _) => {
-            Some(p)
-        }
+        Op::Put(..) | Op::Whiteout(_) | Op::OpaqueDir(_) => None,
+        Op::Replace(p) | Op::Dir(p) | Op::Hardlink(p, _) => Some(p),
     };
     if path.is_none_or(|p| relevant(p)) {
         ops.push(op);
@@ -768,6 +771,21 @@ impl Analyzer {
             }
         }
 
+        // Language packages, wherever their files are; a package listed by
+        // both a lockfile and node_modules counts once.
+        let mut lang_seen = std::collections::HashSet::new();
+        for (path, kept) in &self.files {
+            if let (Some(Interest::Lang(_)), Content::Packages(found)) =
+                (interest(path), &kept.content)
+            {
+                for p in found {
+                    if lang_seen.insert((p.kind, p.name.clone(), p.version.clone())) {
+                        packages.push(p.clone());
+                    }
+                }
+            }
+        }
+
         let id = os
             .as_ref()
             .and_then(OsRelease::id)
@@ -782,10 +800,11 @@ impl Analyzer {
                 PackageKind::Deb if id == "ubuntu" => "ubuntu",
                 PackageKind::Deb => "debian",
                 PackageKind::Apk => "alpine",
+                PackageKind::Cargo | PackageKind::Npm | PackageKind::PyPI => "",
             };
             let distro = version
                 .as_ref()
-                .filter(|_| id == namespace)
+                .filter(|_| p.kind.is_distro() && id == namespace)
                 .map(|v| format!("{id}-{v}"));
             p.set_purl(namespace, distro.as_deref());
         }
@@ -824,6 +843,11 @@ fn parse(
         },
         Interest::Dpkg(layout) => {
             let (found, w) = dpkg::parse(data, path, 0, layout);
+            warnings.extend(w);
+            Content::Packages(found)
+        }
+        Interest::Lang(file) => {
+            let (found, w) = file.parse(data, path);
             warnings.extend(w);
             Content::Packages(found)
         }

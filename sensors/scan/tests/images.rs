@@ -425,3 +425,105 @@ fn repoint(dir: &Path, manifest: &[u8]) -> Result<()> {
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
     Ok(())
 }
+
+/// Copies a directory tree (test data into a build context).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &dest)?;
+        } else {
+            std::fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn language_packages_in_an_image_built_by_dockerd() -> Result<()> {
+    let rootfs = debian_rootfs()?;
+    let docker = Docker::start()?;
+    docker.run(&["import", &rootfs.display().to_string(), DEBIAN])?;
+    // Real files: this repository's Cargo.lock, a package-lock.json and
+    // node_modules written by npm, Python metadata written by pip.
+    let ctx = docker.scratch().join("lang-ctx");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lang");
+    copy_tree(&data, &ctx.join("app"))?;
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");
+    std::fs::copy(&lock, ctx.join("app/Cargo.lock"))?;
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {DEBIAN}\nCOPY app/ /srv/app/\n\
+             RUN rm -rf /srv/app/site-packages/six-1.17.0.dist-info\n"
+        ),
+    )?;
+    let tag = "sightline-test/lang:1";
+    docker.run(&[
+        "build",
+        "--network",
+        "none",
+        "--quiet",
+        "--tag",
+        tag,
+        &ctx.display().to_string(),
+    ])?;
+    let archive = docker.save(tag)?;
+    let image = docker_archive::analyze(&archive, None, &Limits::default())?;
+    let of = |kind: &str| -> Vec<(String, String, usize)> {
+        image
+            .analysis
+            .packages
+            .iter()
+            .filter(|p| p.purl.starts_with(&format!("pkg:{kind}/")))
+            .map(|p| (p.name.clone(), p.version.clone(), p.layer))
+            .collect()
+    };
+    let own = |v: &[(&str, &str, usize)]| -> Vec<(String, String, usize)> {
+        v.iter()
+            .map(|(n, v, l)| (n.to_string(), v.to_string(), *l))
+            .collect()
+    };
+    // npm: the lockfile and node_modules agree; each package once.
+    assert_eq!(
+        of("npm"),
+        own(&[
+            ("@types/node", "20.11.30", 1),
+            ("is-number", "7.0.0", 1),
+            ("undici-types", "5.26.5", 1)
+        ])
+    );
+    // Python: six was deleted in the next layer (a whiteout docker wrote).
+    assert_eq!(
+        of("pypi"),
+        own(&[("attrs", "26.1.0", 1), ("typing-extensions", "4.15.0", 1)])
+    );
+    // Cargo: every registry package of the lockfile, nothing of the workspace.
+    let lock_text = std::fs::read_to_string(&lock)?;
+    let registry = lock_text
+        .lines()
+        .filter(|l| l.starts_with("source = \"registry+"))
+        .count();
+    let cargo = of("cargo");
+    assert_eq!(cargo.len(), registry);
+    assert!(cargo.iter().any(|(n, _, _)| n == "serde"));
+    assert!(!cargo.iter().any(|(n, _, _)| n.starts_with("sightline")));
+    let types = image
+        .analysis
+        .packages
+        .iter()
+        .find(|p| p.name == "@types/node")
+        .context("@types/node")?;
+    assert_eq!(types.purl, "pkg:npm/%40types/node@20.11.30");
+    assert!(
+        image
+            .analysis
+            .packages
+            .iter()
+            .any(|p| p.purl.starts_with("pkg:deb/debian/")),
+        "the distro packages too"
+    );
+    Ok(())
+}

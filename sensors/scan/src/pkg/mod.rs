@@ -4,6 +4,7 @@ use serde::Serialize;
 
 pub mod apk;
 pub mod dpkg;
+pub mod lang;
 
 /// Which package manager installed a package.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -13,6 +14,13 @@ pub enum PackageKind {
     Deb,
     /// Alpine (`/lib/apk/db/installed`).
     Apk,
+    /// Rust crates (`Cargo.lock`).
+    Cargo,
+    /// npm packages (`package-lock.json`, `node_modules`).
+    Npm,
+    /// Python packages (`*.dist-info`, `*.egg-info`).
+    #[serde(rename = "pypi")]
+    PyPI,
 }
 
 impl PackageKind {
@@ -21,7 +29,16 @@ impl PackageKind {
         match self {
             PackageKind::Deb => "deb",
             PackageKind::Apk => "apk",
+            PackageKind::Cargo => "cargo",
+            PackageKind::Npm => "npm",
+            PackageKind::PyPI => "pypi",
         }
+    }
+
+    /// Whether the package comes from a distribution (matched per release)
+    /// rather than a language ecosystem.
+    pub fn is_distro(self) -> bool {
+        matches!(self, PackageKind::Deb | PackageKind::Apk)
     }
 }
 
@@ -64,13 +81,31 @@ impl Package {
     /// Sets `purl` for a distribution namespace (`debian`, `alpine`) and an
     /// optional `distro` qualifier (`debian-12`, `alpine-3.19.1`).
     pub(crate) fn set_purl(&mut self, namespace: &str, distro: Option<&str>) {
-        let mut purl = format!(
-            "pkg:{}/{}/{}@{}",
-            self.kind.purl_type(),
-            encode(namespace),
-            encode(&self.name),
-            encode(&self.version)
-        );
+        let mut purl = if namespace.is_empty() {
+            // npm scopes are the namespace: pkg:npm/%40types/node@20.11.30
+            match self.name.split_once('/') {
+                Some((scope, name)) if self.kind == PackageKind::Npm => format!(
+                    "pkg:npm/{}/{}@{}",
+                    encode(scope),
+                    encode(name),
+                    encode(&self.version)
+                ),
+                _ => format!(
+                    "pkg:{}/{}@{}",
+                    self.kind.purl_type(),
+                    encode(&self.name),
+                    encode(&self.version)
+                ),
+            }
+        } else {
+            format!(
+                "pkg:{}/{}/{}@{}",
+                self.kind.purl_type(),
+                encode(namespace),
+                encode(&self.name),
+                encode(&self.version)
+            )
+        };
         let mut qualifiers: Vec<(&str, &str)> = Vec::new();
         if let Some(arch) = &self.arch {
             qualifiers.push(("arch", arch));

@@ -71,6 +71,21 @@ struct Key<'a> {
 }
 
 fn key_of<'a>(p: &'a Package, os_id: &str, os_version: Option<&str>) -> Option<Key<'a>> {
+    // Language ecosystems: one namespace for every image.
+    let language = match p.kind {
+        PackageKind::Cargo => Some(("crates.io", Scheme::SemVer)),
+        PackageKind::Npm => Some(("npm", Scheme::SemVer)),
+        PackageKind::PyPI => Some(("PyPI", Scheme::Pep440)),
+        PackageKind::Deb | PackageKind::Apk => None,
+    };
+    if let Some((ecosystem, scheme)) = language {
+        return Some(Key {
+            ecosystem: ecosystem.to_owned(),
+            name: &p.name,
+            version: &p.version,
+            scheme,
+        });
+    }
     let source = p.source.as_ref();
     let (name, version) = match source {
         Some(s) => (s.name.as_str(), s.version.as_str()),
@@ -286,6 +301,66 @@ mod tests {
     }
 
     use Event::*;
+
+    #[test]
+    fn language_packages_match_in_their_ecosystem_without_a_distribution() {
+        use crate::pkg::lang;
+        let advisory = |id: &str, ecosystem: &str, name: &str, fixed: &str| db::Advisory {
+            id: id.into(),
+            aliases: vec![],
+            summary: None,
+            severity: Severity {
+                level: Level::High,
+                score: None,
+                source: None,
+            },
+            affected: vec![AffectedPackage {
+                ecosystem: ecosystem.into(),
+                name: name.into(),
+                ranges: vec![Range {
+                    semver: false,
+                    events: vec![Introduced("0".into()), Fixed(fixed.into())],
+                }],
+                versions: vec![],
+                severity: None,
+            }],
+        };
+        let db = Database::from_advisories(
+            vec![
+                advisory("T-1", "PyPI", "typing-extensions", "4.16.0"),
+                advisory("T-2", "npm", "@types/node", "20.11.31"),
+                advisory("T-3", "crates.io", "serde", "1.0.0"),
+                advisory("T-4", "npm", "typing-extensions", "9.0.0"),
+            ],
+            String::new(),
+        );
+        let (py, _) = lang::python_metadata(b"Name: typing_extensions\nVersion: 4.15.0\n", "m");
+        let (js, _) = lang::npm_package(br#"{"name": "@types/node", "version": "20.11.30"}"#, "p");
+        let (rs, _) = lang::cargo_lock(
+            b"[[package]]\nname = \"serde\"\nversion = \"1.0.228\"\nsource = \"registry+x\"\n",
+            "c",
+        );
+        let analysis = Analysis {
+            packages: [py, js, rs].concat(),
+            ..Analysis::default()
+        };
+        let m = match_analysis(&analysis, &db);
+        let got: Vec<(&str, &str, &str)> = m
+            .findings
+            .iter()
+            .map(|f| (f.id.as_str(), f.ecosystem.as_str(), f.package.as_str()))
+            .collect();
+        // No OS needed; serde is past its fix; PyPI's name is normalized and
+        // an npm record for the same name does not apply to the Python package.
+        assert_eq!(
+            got,
+            [
+                ("T-2", "npm", "@types/node"),
+                ("T-1", "PyPI", "typing-extensions")
+            ]
+        );
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    }
 
     #[test]
     fn range_evaluation_follows_the_osv_algorithm() {
