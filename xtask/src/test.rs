@@ -54,7 +54,15 @@ fn run_counting(cmd: &mut Command) -> Result<()> {
 const FUZZ_SECONDS: u32 = 20;
 
 /// The fuzz targets under `fuzz/`.
-const FUZZ_TARGETS: &[&str] = &["query", "normalize", "versions", "dpkg", "apk", "layer"];
+const FUZZ_TARGETS: &[&str] = &[
+    "query",
+    "normalize",
+    "versions",
+    "dpkg",
+    "apk",
+    "layer",
+    "lang",
+];
 
 /// Installs the nightly toolchain and cargo-fuzz when missing, then runs
 /// every fuzz target briefly. Corpora and crash artifacts go to the cache,

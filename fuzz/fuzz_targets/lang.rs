@@ -1,0 +1,16 @@
+//! The language package parsers (Cargo.lock, package-lock.json,
+//! package.json, Python metadata) on arbitrary bytes: never panic, and every
+//! package kept has a name and a version.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sightline_scan::pkg::lang::LangFile;
+
+fuzz_target!(|data: &[u8]| {
+    for file in [LangFile::CargoLock, LangFile::NpmLock, LangFile::NpmPackage, LangFile::PythonMetadata] {
+        let (packages, _warnings) = file.parse(data, "x");
+        for p in packages {
+            assert!(!p.name.is_empty() && !p.version.is_empty(), "{file:?}: {p:?}");
+        }
+    }
+});
