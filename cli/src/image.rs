@@ -20,6 +20,38 @@ pub enum VulnsOutput {
     Json,
 }
 
+/// SBOM formats.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum SbomFormat {
+    /// CycloneDX 1.5, JSON.
+    CyclonedxJson,
+    /// SPDX 2.3, JSON.
+    SpdxJson,
+}
+
+/// `sightline sbom IMAGE`.
+pub fn sbom(reference: &str, format: SbomFormat, out: &mut impl Write) -> Result<()> {
+    let image = analyze(reference)?;
+    let tool = sightline_scan::sbom::Tool {
+        name: "sightline".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    // Whole seconds, as SPDX requires.
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let doc = match format {
+        SbomFormat::CyclonedxJson => sightline_scan::sbom::cyclonedx(&image, &tool, &now),
+        SbomFormat::SpdxJson => sightline_scan::sbom::spdx(&image, &tool, &now),
+    };
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    writeln!(out)?;
+    for w in &image.analysis.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}
+
 /// The default database file: `$SIGHTLINE_CACHE_DIR/vulns.db`, else
 /// `~/.cache/sightline/vulns.db`.
 pub fn default_db() -> PathBuf {

@@ -1,8 +1,8 @@
 //! `sightline` (also `kubectl sightline`): the command-line interface.
 //!
 //! Search and summarize the inventory, read activation key tokens, build
-//! the vulnerability database and list an image's vulnerabilities. Image
-//! scans for CI and SBOMs arrive with the scanner issues.
+//! the vulnerability database, list an image's vulnerabilities and write
+//! its SBOM. Image scans for CI arrive with the CI sensor issue.
 
 mod image;
 mod search;
@@ -57,6 +57,14 @@ enum Cmd {
     Db {
         #[command(subcommand)]
         cmd: DbCmd,
+    },
+    /// An image's SBOM: `sightline sbom docker-archive:debian.tar --format spdx-json`.
+    Sbom {
+        /// The image: `docker-archive:PATH[:TAG]` or `oci-layout:DIR[:REF]`.
+        image: String,
+        /// Document format.
+        #[arg(long, value_enum, default_value = "cyclonedx-json")]
+        format: image::SbomFormat,
     },
     /// An image's vulnerabilities: `sightline vulns docker-archive:debian.tar`.
     Vulns {
@@ -161,6 +169,7 @@ async fn run(cli: Cli) -> Result<()> {
             cmd: DbCmd::Info { path },
         } => image::db_info(&path, &mut stdout),
         Cmd::Vulns { image, db, output } => image::vulns(&image, &db, output, &mut stdout),
+        Cmd::Sbom { image, format } => image::sbom(&image, format, &mut stdout),
     }
 }
 

@@ -120,6 +120,78 @@ fn import_then_list_an_images_vulnerabilities() -> Result<()> {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), table, "the same result from a pipe");
 
+    // SBOMs of the same image: CycloneDX validated against its official
+    // schema, SPDX checked for what the SPDX 2.3 specification requires.
+    let out = sightline(&["sbom", &image, "--format", "cyclonedx-json"])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bom: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let schema_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/schema");
+    let load = |name: &str| -> Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&std::fs::read(
+            schema_dir.join(name),
+        )?)?)
+    };
+    let validator = jsonschema::options()
+        .with_resource(
+            "http://cyclonedx.org/schema/spdx.SNAPSHOT.schema.json",
+            jsonschema::Resource::from_contents(load("spdx.SNAPSHOT.schema.json")?)?,
+        )
+        .with_resource(
+            "http://cyclonedx.org/schema/jsf-0.82.SNAPSHOT.schema.json",
+            jsonschema::Resource::from_contents(load("jsf-0.82.SNAPSHOT.schema.json")?)?,
+        )
+        .build(&load("bom-1.5.SNAPSHOT.schema.json")?)
+        .map_err(|e| anyhow::anyhow!("the CycloneDX schema: {e}"))?;
+    let errors: Vec<String> = validator
+        .iter_errors(&bom)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let mut broken = bom.clone();
+    broken["components"][1]["type"] = "gadget".into();
+    assert!(
+        !validator.is_valid(&broken),
+        "the validator does reject a bad component type"
+    );
+    let libcrypto = bom["components"]
+        .as_array()
+        .context("components")?
+        .iter()
+        .find(|c| c["name"] == "libcrypto3")
+        .context("libcrypto3 in the BOM")?;
+    assert_eq!(
+        libcrypto["purl"],
+        "pkg:apk/alpine/libcrypto3@3.1.4-r2?arch=x86_64&distro=alpine-3.19.0"
+    );
+    assert_eq!(bom["components"][0]["type"], "operating-system");
+    assert_eq!(bom["metadata"]["component"]["name"], "cli-test/alpine:old");
+
+    let out = sightline(&["sbom", &image, "--format", "spdx-json"])?;
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    assert_eq!(doc["dataLicense"], "CC0-1.0");
+    let created = doc["creationInfo"]["created"].as_str().context("created")?;
+    assert!(
+        created.len() == 20 && created.ends_with('Z'),
+        "YYYY-MM-DDThh:mm:ssZ: {created}"
+    );
+    let packages = doc["packages"].as_array().context("packages")?;
+    assert_eq!(packages.len(), 4, "image, OS, two packages");
+    let ids: std::collections::HashSet<&str> = packages
+        .iter()
+        .filter_map(|p| p["SPDXID"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 4, "unique SPDX IDs");
+    for r in doc["relationships"].as_array().context("relationships")? {
+        for end in ["spdxElementId", "relatedSpdxElement"] {
+            let id = r[end].as_str().context("relationship end")?;
+            assert!(
+                id == "SPDXRef-DOCUMENT" || ids.contains(id),
+                "dangling relationship {r}"
+            );
+        }
+    }
+
     // What users get wrong.
     let out = sightline(&["vulns", "debian:12", "--db", &db_s])?;
     assert_eq!(out.status.code(), Some(1));

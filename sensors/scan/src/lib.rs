@@ -18,6 +18,7 @@ pub mod error;
 pub mod os;
 mod path;
 pub mod pkg;
+pub mod sbom;
 pub mod source;
 pub mod version;
 pub mod vuln;
