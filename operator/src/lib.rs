@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod search;
 pub mod selector;
 pub mod telemetry;
+pub mod vulndb;
 
 pub use error::{Error, Result};
 

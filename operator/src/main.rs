@@ -14,6 +14,7 @@ use sightline_operator::leader::{LeaderElector, LeaseConfig};
 use sightline_operator::metrics::Metrics;
 use sightline_operator::search::{self, Authorizer, SearchState, SharedIndex};
 use sightline_operator::telemetry::{self, LogFormat};
+use sightline_operator::vulndb;
 use tokio::sync::watch;
 
 /// Sightline's Kubernetes operator.
@@ -52,6 +53,15 @@ struct Args {
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
     /// Remove Assets no sensor has seen for this long (`30d`, `12h`, …), or `forever`.
+    /// The URL container sensors fetch the vulnerability database from
+    /// (this operator's `/api/v1/vulndb` through its Service), set in their
+    /// pods as `SIGHTLINE_VULN_DB_URL`.
+    #[arg(long, env = "SIGHTLINE_SENSOR_VULN_DB_URL")]
+    sensor_vuln_db_url: Option<String>,
+    /// The vulnerability database served to container sensors at
+    /// `/api/v1/vulndb` (built with `sightline db import`).
+    #[arg(long, env = "SIGHTLINE_VULN_DB")]
+    vuln_db: Option<std::path::PathBuf>,
     #[arg(long, env = "SIGHTLINE_ASSET_RETENTION", default_value = "30d", value_parser = parse_retention)]
     asset_retention: Retention,
 }
@@ -86,6 +96,7 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz, /metrics and /api/v1");
+    let auth = Arc::new(Authorizer::new(client.clone()));
     let router = http::router(Health {
         ready: ready.clone(),
         metrics: metrics.clone(),
@@ -93,9 +104,13 @@ async fn main() -> Result<()> {
     .merge(search::router(SearchState {
         index: index.clone(),
         synced,
-        auth: Arc::new(Authorizer::new(client.clone())),
+        auth: auth.clone(),
         metrics: metrics.clone(),
-    }));
+    }))
+    .merge(vulndb::router(Arc::new(vulndb::VulnDbState::new(
+        args.vuln_db.clone(),
+        auth,
+    ))));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "HTTP server stopped");
@@ -157,6 +172,7 @@ async fn main() -> Result<()> {
 
     let defaults = Defaults {
         image: args.sensor_image.clone(),
+        vuln_db_url: args.sensor_vuln_db_url.clone(),
     };
     let run = controllers::run(
         client.clone(),

@@ -141,7 +141,9 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn guard(state: &SearchState, headers: &HeaderMap) -> Result<(), Response> {
+/// Admits a caller whose bearer token may list Assets; the error response
+/// otherwise.
+pub async fn authorize(auth: &Authorizer, headers: &HeaderMap) -> Result<(), Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -154,14 +156,16 @@ async fn guard(state: &SearchState, headers: &HeaderMap) -> Result<(), Response>
             "send a bearer token (your kubeconfig's, or a ServiceAccount's)",
         ));
     };
-    match state.auth.check(token).await {
-        Decision::Allowed => {}
-        Decision::Unauthenticated(why) => {
-            return Err(error(StatusCode::UNAUTHORIZED, why));
-        }
-        Decision::Forbidden(why) => return Err(error(StatusCode::FORBIDDEN, why)),
-        Decision::Failed(why) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, why)),
+    match auth.check(token).await {
+        Decision::Allowed => Ok(()),
+        Decision::Unauthenticated(why) => Err(error(StatusCode::UNAUTHORIZED, why)),
+        Decision::Forbidden(why) => Err(error(StatusCode::FORBIDDEN, why)),
+        Decision::Failed(why) => Err(error(StatusCode::SERVICE_UNAVAILABLE, why)),
     }
+}
+
+async fn guard(state: &SearchState, headers: &HeaderMap) -> Result<(), Response> {
+    authorize(&state.auth, headers).await?;
     if !state.synced.load(Ordering::Relaxed) {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -10,16 +10,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use sightline_crds::asset::{AssetKind, LifecycleStage, asset_name};
 use sightline_crds::conditions::find;
 use sightline_crds::{Asset, TagRule};
 use sightline_inventory::catalog::Catalog;
 use sightline_testenv::helpers::{wait_for, wait_gone};
-use support::Env;
+use support::{Env, service_account_token};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -188,46 +186,6 @@ fn tags(a: &Asset) -> BTreeMap<String, String> {
 
 fn label<'a>(a: &'a Asset, k: &str) -> Option<&'a str> {
     a.metadata.labels.as_ref()?.get(k).map(String::as_str)
-}
-
-/// A token for a new ServiceAccount, optionally allowed to list Assets.
-async fn service_account_token(env: &Env, name: &str, may_list: bool) -> Result<String> {
-    let sas: Api<ServiceAccount> = Api::namespaced(env.client.clone(), &env.ns);
-    sas.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": name}}))?,
-    )
-    .await?;
-    if may_list {
-        env.apply(&format!(
-            r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: {name}-{ns}}}
-rules:
-- apiGroups: [sightline.dev]
-  resources: [assets]
-  verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: {name}-{ns}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {name}-{ns}}}
-subjects:
-- {{kind: ServiceAccount, name: {name}, namespace: {ns}}}
-"#,
-            ns = env.ns
-        ))
-        .await?;
-    }
-    let req: TokenRequest =
-        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))?;
-    let tr = sas
-        .create_token_request(name, &PostParams::default(), &req)
-        .await?;
-    tr.status
-        .map(|s| s.token)
-        .context("no token in the TokenRequest")
 }
 
 fn encode(q: &str) -> String {

@@ -8,8 +8,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, ObjectMeta, PostParams};
+use serde_json::json;
 use sightline_testenv::process::{Proc, free_port};
 use sightline_testenv::{ControlPlane, Options, helpers};
 
@@ -162,4 +164,44 @@ impl Operator {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
     }
+}
+
+/// A token for a new ServiceAccount, optionally allowed to list Assets.
+pub async fn service_account_token(env: &Env, name: &str, may_list: bool) -> Result<String> {
+    let sas: Api<ServiceAccount> = Api::namespaced(env.client.clone(), &env.ns);
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}}))?,
+    )
+    .await?;
+    if may_list {
+        env.apply(&format!(
+            r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: {name}-{ns}}}
+rules:
+- apiGroups: [sightline.dev]
+  resources: [assets]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {name}-{ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {name}-{ns}}}
+subjects:
+- {{kind: ServiceAccount, name: {name}, namespace: {ns}}}
+"#,
+            ns = env.ns
+        ))
+        .await?;
+    }
+    let req: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))?;
+    let tr = sas
+        .create_token_request(name, &PostParams::default(), &req)
+        .await?;
+    tr.status
+        .map(|s| s.token)
+        .context("no token in the TokenRequest")
 }

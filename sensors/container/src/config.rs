@@ -3,6 +3,7 @@
 //! `SIGHTLINE_ACTIVATION_KEY`, `SIGHTLINE_MODULES`, `SIGHTLINE_CONFIG` with
 //! the Sensor's `spec.container` as JSON).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sightline_crds::sensor::{ContainerSensor, RuntimeKind, ScanTrigger};
@@ -32,6 +33,16 @@ pub struct Config {
     /// How often the sensor lists images and containers to refresh
     /// `lastSeen` and catch events it missed.
     pub refresh: Duration,
+    /// The operator's vulnerability database endpoint
+    /// (`SIGHTLINE_VULN_DB_URL`, `http://…/api/v1/vulndb`).
+    pub vuln_db_url: Option<String>,
+    /// The ServiceAccount token sent to it (`SIGHTLINE_TOKEN_FILE`).
+    pub token_file: PathBuf,
+    /// Where the fetched database is kept (`SIGHTLINE_VULN_DB_CACHE`).
+    pub vuln_db_cache: PathBuf,
+    /// How often the endpoint is asked for a newer database
+    /// (`SIGHTLINE_VULN_DB_REFRESH_SECONDS`).
+    pub vuln_db_refresh: Duration,
 }
 
 /// A setting that could not be read, named.
@@ -93,6 +104,27 @@ impl Config {
             on_start: triggers.contains(&ScanTrigger::Start),
             rescan,
             refresh: Duration::from_secs(300),
+            vuln_db_url: get("SIGHTLINE_VULN_DB_URL").filter(|v| !v.is_empty()),
+            token_file: get("SIGHTLINE_TOKEN_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token")
+                }),
+            vuln_db_cache: get("SIGHTLINE_VULN_DB_CACHE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp/sightline-vulns.db")),
+            vuln_db_refresh: match get("SIGHTLINE_VULN_DB_REFRESH_SECONDS") {
+                Some(v) => Duration::from_secs(
+                    v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        ConfigError(format!(
+                            "SIGHTLINE_VULN_DB_REFRESH_SECONDS '{v}' is not a positive number"
+                        ))
+                    })?,
+                ),
+                None => Duration::from_secs(3600),
+            },
         })
     }
 

@@ -4,11 +4,11 @@
 //!
 //! Docker Engine is read through its API (images streamed out with the
 //! image export, so nothing touches the node's disk). Unfinished: the
-//! containerd source (CRI and the content store), distributing the
-//! vulnerability database from the operator (the sensor reads a file), and
-//! the full SBOM and finding lists served by the operator.
+//! containerd source (CRI and the content store), and the full SBOM and
+//! finding lists served by the operator.
 
 pub mod config;
 pub mod docker;
 pub mod report;
 pub mod run;
+pub mod vulndb;

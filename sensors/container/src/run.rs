@@ -19,15 +19,18 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::docker::{Change, Engine};
 use crate::report::{Reporter, container_observed, image_observed, vulnerability_findings};
+use crate::vulndb::Fetcher;
 
 /// Most analyses remembered; an image evicted is analysed again when seen.
 const CACHE_ENTRIES: usize = 1024;
 
-/// What was reported for one image, and when it was analysed.
+/// What was reported for one image, and when it was analysed. The
+/// packages are kept (not the layers) so a new vulnerability database can
+/// be matched without analysing the image again.
 struct Analyzed {
     at: Instant,
     observed: serde_json::Value,
-    findings: Option<sightline_crds::asset::VulnerabilityFindings>,
+    packages: sightline_scan::Analysis,
 }
 
 /// The analyses of one sensor, bounded, oldest evicted first.
@@ -89,10 +92,6 @@ impl Watch {
                         return;
                     }
                 };
-                let findings = self
-                    .db
-                    .as_ref()
-                    .map(|db| vulnerability_findings(&match_analysis(&image.analysis, db)));
                 info!(
                     image = %image_ref.id,
                     tags = ?image_ref.repo_tags,
@@ -101,12 +100,17 @@ impl Watch {
                     "analysed image"
                 );
                 let observed = image_observed(&image_ref, &image, &self.cfg.node, "docker");
+                let packages = sightline_scan::Analysis {
+                    os: image.analysis.os,
+                    packages: image.analysis.packages,
+                    ..sightline_scan::Analysis::default()
+                };
                 self.cache.put(
                     image_ref.id.clone(),
                     Analyzed {
                         at: Instant::now(),
                         observed,
-                        findings,
+                        packages,
                     },
                 )
             }
@@ -115,14 +119,13 @@ impl Watch {
         let mut observed = analyzed.observed.clone();
         observed["repoTags"] = serde_json::json!(image_ref.repo_tags);
         observed["repoDigests"] = serde_json::json!(image_ref.repo_digests);
+        let findings = self
+            .db
+            .as_ref()
+            .map(|db| vulnerability_findings(&match_analysis(&analyzed.packages, db)));
         if let Err(e) = self
             .reporter
-            .report(
-                AssetKind::ContainerImage,
-                &image_ref.id,
-                observed,
-                analyzed.findings.clone(),
-            )
+            .report(AssetKind::ContainerImage, &image_ref.id, observed, findings)
             .await
         {
             warn!(image = %image_ref.id, error = %e, "cannot write the image's Asset");
@@ -186,7 +189,23 @@ pub async fn run(
             "containerd runtimes are configured but this sensor reads only Docker so far; they are ignored"
         );
     }
-    if cfg.vulnerabilities() && db.is_none() {
+    let mut fetcher = cfg
+        .vuln_db_url
+        .clone()
+        .filter(|_| cfg.vulnerabilities())
+        .map(|url| Fetcher::new(url, cfg.token_file.clone(), cfg.vuln_db_cache.clone()));
+    let mut db = db;
+    if let Some(f) = fetcher.as_mut() {
+        match f.refresh().await {
+            Ok(Some(fetched)) => {
+                info!(advisories = fetched.meta.advisories, built = %fetched.meta.built, "vulnerability database fetched");
+                db = Some(fetched);
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot fetch the vulnerability database yet; retrying"),
+        }
+    }
+    if cfg.vulnerabilities() && db.is_none() && fetcher.is_none() {
         warn!(
             "the key enables vulnerability matching but no database was given; reporting packages only"
         );
@@ -196,6 +215,8 @@ pub async fn run(
     } else {
         None
     };
+    let mut db_tick = tokio::time::interval(cfg.vuln_db_refresh);
+    db_tick.tick().await;
     let mut watch = Watch {
         reporter: Reporter::new(client, &cfg),
         cfg,
@@ -244,9 +265,37 @@ pub async fn run(
                         break;
                     }
                 },
-                _ = refresh.tick() => watch.full_scan(&engine).await,
+                _ = refresh.tick() => {
+                    // Until a first database arrives, ask for it at every refresh.
+                    if watch.db.is_none() {
+                        fetch(&mut fetcher, &mut watch, &engine).await;
+                    }
+                    watch.full_scan(&engine).await;
+                }
+                _ = db_tick.tick(), if fetcher.is_some() => fetch(&mut fetcher, &mut watch, &engine).await,
                 () = &mut shutdown => return Ok(()),
             }
+        }
+    }
+}
+
+/// Asks the operator for a newer database; with one, matches every image
+/// again. Failures keep the current database.
+async fn fetch(fetcher: &mut Option<Fetcher>, watch: &mut Watch, engine: &Engine) {
+    let Some(f) = fetcher.as_mut() else { return };
+    match f.refresh().await {
+        Ok(Some(fetched)) => {
+            info!(
+                advisories = fetched.meta.advisories,
+                built = %fetched.meta.built,
+                "new vulnerability database; matching every image again"
+            );
+            watch.db = Some(Arc::new(fetched));
+            watch.full_scan(engine).await;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            warn!(error = %e, "cannot refresh the vulnerability database; keeping the current one")
         }
     }
 }

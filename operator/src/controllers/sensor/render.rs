@@ -23,6 +23,9 @@ use super::names;
 pub struct Defaults {
     /// Sensor image when a Sensor names none.
     pub image: String,
+    /// Where container sensors fetch the vulnerability database (the
+    /// operator's `/api/v1/vulndb` behind its Service), if it serves one.
+    pub vuln_db_url: Option<String>,
 }
 
 /// The workload a Sensor runs as.
@@ -301,15 +304,26 @@ fn pod_template(sensor: &Sensor, key: &ActivationKey, defaults: &Defaults) -> Po
         name: "sensor".into(),
         image: Some(spec.image.clone().unwrap_or_else(|| defaults.image.clone())),
         args: Some(vec![spec.type_.as_str().into()]),
-        env: Some(vec![
-            node_name,
-            env("SIGHTLINE_SENSOR", sensor_id),
-            env("SIGHTLINE_ACTIVATION_KEY", key.name_any()),
-            // The sensor runs only what its key enables; a key change changes
-            // this value and so rolls the pods.
-            env("SIGHTLINE_MODULES", modules.join(",")),
-            env("SIGHTLINE_CONFIG", config),
-        ]),
+        env: Some(
+            vec![
+                node_name,
+                env("SIGHTLINE_SENSOR", sensor_id),
+                env("SIGHTLINE_ACTIVATION_KEY", key.name_any()),
+                // The sensor runs only what its key enables; a key change changes
+                // this value and so rolls the pods.
+                env("SIGHTLINE_MODULES", modules.join(",")),
+                env("SIGHTLINE_CONFIG", config),
+            ]
+            .into_iter()
+            .chain(
+                defaults
+                    .vuln_db_url
+                    .as_ref()
+                    .filter(|_| spec.type_ == SensorType::Container)
+                    .map(|url| env("SIGHTLINE_VULN_DB_URL", url.clone())),
+            )
+            .collect(),
+        ),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -476,6 +490,9 @@ mod tests {
     fn defaults() -> Defaults {
         Defaults {
             image: "sightline/sensor:test".into(),
+            vuln_db_url: Some(
+                "http://sightline-operator.sightline-system:8080/api/v1/vulndb".into(),
+            ),
         }
     }
 
@@ -517,6 +534,10 @@ mod tests {
         assert_eq!(
             env["SIGHTLINE_MODULES"],
             Some("inventory,vulnerability".into())
+        );
+        assert_eq!(
+            env["SIGHTLINE_VULN_DB_URL"].as_deref(),
+            Some("http://sightline-operator.sightline-system:8080/api/v1/vulndb")
         );
         assert_eq!(c.image.as_deref(), Some("sightline/sensor:test"));
     }

@@ -1,0 +1,163 @@
+//! The sensor's copy of the vulnerability database, fetched from the
+//! operator (`GET /api/v1/vulndb`) with the sensor's ServiceAccount token
+//! and `If-None-Match`, so an unchanged database costs one small request.
+//! A download is written to a side file, checked by reading it as a
+//! database, and only then renamed over the cached copy: a broken or
+//! truncated download never replaces a good database.
+
+use std::path::{Path, PathBuf};
+
+use sightline_scan::vuln::Database;
+
+/// Largest database accepted.
+const MAX_BYTES: u64 = 2 << 30;
+
+/// Why a refresh failed; the previous database stays in use.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The token file could not be read.
+    #[error("reading the token {path}: {source}")]
+    Token {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The request failed.
+    #[error("GET {url}: {reason}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The download is not a database.
+    #[error("the database from {url} is unusable: {reason}")]
+    Invalid {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The cache file could not be written.
+    #[error("writing {path}: {source}")]
+    Cache {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Fetches the database when it changes.
+pub struct Fetcher {
+    url: String,
+    token_file: PathBuf,
+    cache: PathBuf,
+    etag: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Fetcher {
+    /// Fetches from `url` with the token in `token_file` (re-read each time:
+    /// projected tokens rotate), keeping the database at `cache`.
+    pub fn new(url: String, token_file: PathBuf, cache: PathBuf) -> Fetcher {
+        Fetcher {
+            url,
+            token_file,
+            cache,
+            etag: None,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(600))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The cached copy.
+    pub fn cache(&self) -> &Path {
+        &self.cache
+    }
+
+    /// A new database when the operator's differs from ours, `None` when
+    /// ours is current.
+    pub async fn refresh(&mut self) -> Result<Option<Database>, FetchError> {
+        let http_err = |reason: String| FetchError::Http {
+            url: self.url.clone(),
+            reason,
+        };
+        let token = tokio::fs::read_to_string(&self.token_file)
+            .await
+            .map_err(|source| FetchError::Token {
+                path: self.token_file.display().to_string(),
+                source,
+            })?;
+        let mut req = self.http.get(&self.url).bearer_auth(token.trim());
+        if let Some(etag) = &self.etag {
+            req = req.header(reqwest::header::IF_NONE_MATCH, etag);
+        }
+        let mut resp = req.send().await.map_err(|e| http_err(e.to_string()))?;
+        match resp.status() {
+            reqwest::StatusCode::NOT_MODIFIED => return Ok(None),
+            s if s.is_success() => {}
+            s => {
+                let body = resp.text().await.unwrap_or_default();
+                return Err(http_err(format!("{s}: {}", body.trim())));
+            }
+        }
+        let etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let partial = self.cache.with_extension("download");
+        let cache_err = |source| FetchError::Cache {
+            path: partial.display().to_string(),
+            source,
+        };
+        let mut file = tokio::fs::File::create(&partial).await.map_err(cache_err)?;
+        let mut written = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| http_err(e.to_string()))? {
+            written += chunk.len() as u64;
+            if written > MAX_BYTES {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(http_err(format!("larger than {MAX_BYTES} bytes")));
+            }
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
+                .await
+                .map_err(|source| FetchError::Cache {
+                    path: partial.display().to_string(),
+                    source,
+                })?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(|source| FetchError::Cache {
+                path: partial.display().to_string(),
+                source,
+            })?;
+        drop(file);
+        let check = partial.clone();
+        let db = tokio::task::spawn_blocking(move || Database::read(&check))
+            .await
+            .map_err(|e| http_err(e.to_string()))?;
+        let db = match db {
+            Ok(db) => db,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(FetchError::Invalid {
+                    url: self.url.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        tokio::fs::rename(&partial, &self.cache)
+            .await
+            .map_err(|source| FetchError::Cache {
+                path: self.cache.display().to_string(),
+                source,
+            })?;
+        self.etag = etag;
+        Ok(Some(db))
+    }
+}
