@@ -1,9 +1,10 @@
 //! The language package parsers (Cargo.lock, package-lock.json,
-//! package.json, Python metadata) on arbitrary bytes: never panic, and every
-//! package kept has a name and a version.
+//! package.json, Python metadata, Go build info) on arbitrary bytes: never
+//! panic, and every package kept has a name and a version.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sightline_scan::pkg::golang;
 use sightline_scan::pkg::lang::LangFile;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,4 +14,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(!p.name.is_empty() && !p.version.is_empty(), "{file:?}: {p:?}");
         }
     }
+    if let Ok(Some(Ok(info))) = golang::scan(data) {
+        for p in golang::packages(&info, "x") {
+            assert!(!p.name.is_empty() && !p.version.is_empty(), "{p:?}");
+        }
+    }
+    let _ = golang::parse(data);
 });

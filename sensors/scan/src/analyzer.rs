@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::error::ScanError;
 use crate::os::{self, OsRelease};
 use crate::path::{is_within, join, link_target, normalize, split_last};
-use crate::pkg::{self, Package, PackageKind, dpkg, lang};
+use crate::pkg::{self, Package, PackageKind, dpkg, golang, lang};
 
 /// Bounds on what one image may cost, so hostile layers fail with a clear
 /// error instead of exhausting memory or time.
@@ -517,6 +517,46 @@ impl Analyzer {
                             let content = parse(what, &data, &path, &label, &mut warnings);
                             stage(&mut ops, Op::Put(path, content));
                         }
+                        None if entry.header().mode().is_ok_and(|m| m & 0o111 != 0) => {
+                            // An executable: a Go binary carries its modules.
+                            let mut body = BufReader::with_capacity(64 << 10, &mut entry);
+                            let elf = body
+                                .fill_buf()
+                                .map_err(|e| read_err(&meters, e, &format!("reading '{path}'")))?
+                                .starts_with(b"\x7fELF");
+                            let found = if elf {
+                                golang::scan(&mut body).map_err(|e| {
+                                    read_err(&meters, e, &format!("reading '{path}'"))
+                                })?
+                            } else {
+                                None
+                            };
+                            match found {
+                                Some(Ok(info)) => stage(
+                                    &mut ops,
+                                    Op::Put(
+                                        path.clone(),
+                                        Content::Packages(golang::packages(&info, &path)),
+                                    ),
+                                ),
+                                Some(Err(e)) => {
+                                    warnings.push(format!(
+                                        "{label}: Go binary '{path}': {}",
+                                        match e {
+                                            golang::GoError::Old =>
+                                                "built before Go 1.18; its modules are not listed"
+                                                    .to_owned(),
+                                            golang::GoError::Malformed(what) =>
+                                                format!("malformed build info ({what}); skipped"),
+                                        }
+                                    ));
+                                    ops.push(Op::Replace(path));
+                                }
+                                // Kept whatever the path: it may replace a Go binary of a lower layer.
+                                None if elf => ops.push(Op::Replace(path)),
+                                None => stage(&mut ops, Op::Replace(path)),
+                            }
+                        }
                         None => stage(&mut ops, Op::Replace(path)),
                     }
                 } else if kind.is_dir() {
@@ -774,9 +814,9 @@ impl Analyzer {
         // Language packages, wherever their files are; a package listed by
         // both a lockfile and node_modules counts once.
         let mut lang_seen = std::collections::HashSet::new();
-        for (path, kept) in &self.files {
-            if let (Some(Interest::Lang(_)), Content::Packages(found)) =
-                (interest(path), &kept.content)
+        for kept in self.files.values() {
+            if let Content::Packages(found) = &kept.content
+                && found.first().is_some_and(|p| !p.kind.is_distro())
             {
                 for p in found {
                     if lang_seen.insert((p.kind, p.name.clone(), p.version.clone())) {
@@ -800,7 +840,7 @@ impl Analyzer {
                 PackageKind::Deb if id == "ubuntu" => "ubuntu",
                 PackageKind::Deb => "debian",
                 PackageKind::Apk => "alpine",
-                PackageKind::Cargo | PackageKind::Npm | PackageKind::PyPI => "",
+                PackageKind::Cargo | PackageKind::Npm | PackageKind::PyPI | PackageKind::Go => "",
             };
             let distro = version
                 .as_ref()

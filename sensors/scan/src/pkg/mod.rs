@@ -4,6 +4,7 @@ use serde::Serialize;
 
 pub mod apk;
 pub mod dpkg;
+pub mod golang;
 pub mod lang;
 
 /// Which package manager installed a package.
@@ -21,6 +22,8 @@ pub enum PackageKind {
     /// Python packages (`*.dist-info`, `*.egg-info`).
     #[serde(rename = "pypi")]
     PyPI,
+    /// Go modules linked into a binary (from its build info).
+    Go,
 }
 
 impl PackageKind {
@@ -32,6 +35,7 @@ impl PackageKind {
             PackageKind::Cargo => "cargo",
             PackageKind::Npm => "npm",
             PackageKind::PyPI => "pypi",
+            PackageKind::Go => "golang",
         }
     }
 
@@ -82,20 +86,29 @@ impl Package {
     /// optional `distro` qualifier (`debian-12`, `alpine-3.19.1`).
     pub(crate) fn set_purl(&mut self, namespace: &str, distro: Option<&str>) {
         let mut purl = if namespace.is_empty() {
-            // npm scopes are the namespace: pkg:npm/%40types/node@20.11.30
-            match self.name.split_once('/') {
-                Some((scope, name)) if self.kind == PackageKind::Npm => format!(
-                    "pkg:npm/{}/{}@{}",
-                    encode(scope),
+            // npm scopes and Go module paths are the namespace:
+            // pkg:npm/%40types/node@20.11.30, pkg:golang/golang.org/x/net@v0.23.0
+            match self.name.rsplit_once('/') {
+                Some((path, name)) if self.kind == PackageKind::Go => format!(
+                    "pkg:golang/{}/{}@{}",
+                    path.split('/').map(encode).collect::<Vec<_>>().join("/"),
                     encode(name),
                     encode(&self.version)
                 ),
-                _ => format!(
-                    "pkg:{}/{}@{}",
-                    self.kind.purl_type(),
-                    encode(&self.name),
-                    encode(&self.version)
-                ),
+                _ => match self.name.split_once('/') {
+                    Some((scope, name)) if self.kind == PackageKind::Npm => format!(
+                        "pkg:npm/{}/{}@{}",
+                        encode(scope),
+                        encode(name),
+                        encode(&self.version)
+                    ),
+                    _ => format!(
+                        "pkg:{}/{}@{}",
+                        self.kind.purl_type(),
+                        encode(&self.name),
+                        encode(&self.version)
+                    ),
+                },
             }
         } else {
             format!(

@@ -76,13 +76,19 @@ fn key_of<'a>(p: &'a Package, os_id: &str, os_version: Option<&str>) -> Option<K
         PackageKind::Cargo => Some(("crates.io", Scheme::SemVer)),
         PackageKind::Npm => Some(("npm", Scheme::SemVer)),
         PackageKind::PyPI => Some(("PyPI", Scheme::Pep440)),
+        PackageKind::Go => Some(("Go", Scheme::SemVer)),
         PackageKind::Deb | PackageKind::Apk => None,
     };
     if let Some((ecosystem, scheme)) = language {
         return Some(Key {
             ecosystem: ecosystem.to_owned(),
             name: &p.name,
-            version: &p.version,
+            // Go's records write versions without the module's "v".
+            version: if p.kind == PackageKind::Go {
+                p.version.strip_prefix('v').unwrap_or(&p.version)
+            } else {
+                &p.version
+            },
             scheme,
         });
     }
