@@ -69,7 +69,7 @@ pub fn scan(mut r: impl Read) -> std::io::Result<Option<Result<BuildInfo, GoErro
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// Parses build info starting at its header.
