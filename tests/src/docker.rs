@@ -22,6 +22,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("/usr/sbin/runc", "runc"),
     ("/usr/bin/skopeo", "skopeo"),
     ("/usr/sbin/debootstrap", "debootstrap"),
+    ("/usr/bin/rpmbuild", "rpm"),
 ];
 
 /// Fails naming the missing Debian packages, if any.

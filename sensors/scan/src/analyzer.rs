@@ -169,6 +169,9 @@ enum Interest {
     ReleaseFile,
     Dpkg(dpkg::Layout),
     Apk,
+    Rpm,
+    /// An rpm database in a format not read (BerkeleyDB, NDB).
+    RpmUnsupported(&'static str),
     Lang(lang::LangFile),
 }
 
@@ -182,6 +185,17 @@ const FILES: &[(&str, Interest)] = &[
     ("var/lib/dpkg/status", Interest::Dpkg(dpkg::Layout::Status)),
     ("lib/apk/db/installed", Interest::Apk),
     ("usr/lib/apk/db/installed", Interest::Apk),
+    ("var/lib/rpm/rpmdb.sqlite", Interest::Rpm),
+    ("usr/lib/sysimage/rpm/rpmdb.sqlite", Interest::Rpm),
+    (
+        "var/lib/rpm/Packages",
+        Interest::RpmUnsupported("BerkeleyDB"),
+    ),
+    ("var/lib/rpm/Packages.db", Interest::RpmUnsupported("NDB")),
+    (
+        "usr/lib/sysimage/rpm/Packages.db",
+        Interest::RpmUnsupported("NDB"),
+    ),
 ];
 
 const DPKG_STATUS_D: &str = "var/lib/dpkg/status.d";
@@ -783,7 +797,7 @@ impl Analyzer {
         let mut packages = Vec::new();
         let mut seen = Vec::new();
         for (path, interest) in FILES {
-            if !matches!(interest, Interest::Dpkg(_) | Interest::Apk) {
+            if !matches!(interest, Interest::Dpkg(_) | Interest::Apk | Interest::Rpm) {
                 continue;
             }
             if let Some((
@@ -840,6 +854,8 @@ impl Analyzer {
                 PackageKind::Deb if id == "ubuntu" => "ubuntu",
                 PackageKind::Deb => "debian",
                 PackageKind::Apk => "alpine",
+                PackageKind::Rpm if id.is_empty() => "unknown",
+                PackageKind::Rpm => id.as_str(),
                 PackageKind::Cargo | PackageKind::Npm | PackageKind::PyPI | PackageKind::Go => "",
             };
             let distro = version
@@ -885,6 +901,17 @@ fn parse(
             let (found, w) = dpkg::parse(data, path, 0, layout);
             warnings.extend(w);
             Content::Packages(found)
+        }
+        Interest::Rpm => {
+            let (found, w) = pkg::rpm::parse_sqlite(data, path);
+            warnings.extend(w);
+            Content::Packages(found)
+        }
+        Interest::RpmUnsupported(format) => {
+            warnings.push(format!(
+                "layer {label}: '{path}' is an rpm database in {format} format, which is not read; this image's rpm packages are not listed"
+            ));
+            Content::Opaque
         }
         Interest::Lang(file) => {
             let (found, w) = file.parse(data, path);

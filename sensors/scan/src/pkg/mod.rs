@@ -6,6 +6,7 @@ pub mod apk;
 pub mod dpkg;
 pub mod golang;
 pub mod lang;
+pub mod rpm;
 
 /// Which package manager installed a package.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -15,6 +16,8 @@ pub enum PackageKind {
     Deb,
     /// Alpine (`/lib/apk/db/installed`).
     Apk,
+    /// RPM-based distributions (`rpmdb.sqlite`).
+    Rpm,
     /// Rust crates (`Cargo.lock`).
     Cargo,
     /// npm packages (`package-lock.json`, `node_modules`).
@@ -32,6 +35,7 @@ impl PackageKind {
         match self {
             PackageKind::Deb => "deb",
             PackageKind::Apk => "apk",
+            PackageKind::Rpm => "rpm",
             PackageKind::Cargo => "cargo",
             PackageKind::Npm => "npm",
             PackageKind::PyPI => "pypi",
@@ -42,7 +46,7 @@ impl PackageKind {
     /// Whether the package comes from a distribution (matched per release)
     /// rather than a language ecosystem.
     pub fn is_distro(self) -> bool {
-        matches!(self, PackageKind::Deb | PackageKind::Apk)
+        matches!(self, PackageKind::Deb | PackageKind::Apk | PackageKind::Rpm)
     }
 }
 
@@ -120,12 +124,28 @@ impl Package {
             )
         };
         let mut qualifiers: Vec<(&str, &str)> = Vec::new();
+        // rpm: the epoch is a qualifier, not part of the version.
+        let epoch = match (self.kind, self.version.split_once(':')) {
+            (PackageKind::Rpm, Some((e, v))) if e.bytes().all(|b| b.is_ascii_digit()) => {
+                purl = purl.replace(
+                    &format!("@{}", encode(&self.version)),
+                    &format!("@{}", encode(v)),
+                );
+                Some(e.to_owned())
+            }
+            _ => None,
+        };
+        if let Some(e) = &epoch {
+            qualifiers.push(("epoch", e));
+        }
         if let Some(arch) = &self.arch {
             qualifiers.push(("arch", arch));
         }
         if let Some(distro) = distro {
             qualifiers.push(("distro", distro));
         }
+        // The package-URL specification orders qualifiers by key.
+        qualifiers.sort_by_key(|(k, _)| *k);
         for (i, (k, v)) in qualifiers.iter().enumerate() {
             purl.push(if i == 0 { '?' } else { '&' });
             purl.push_str(k);

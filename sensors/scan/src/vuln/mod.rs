@@ -77,7 +77,7 @@ fn key_of<'a>(p: &'a Package, os_id: &str, os_version: Option<&str>) -> Option<K
         PackageKind::Npm => Some(("npm", Scheme::SemVer)),
         PackageKind::PyPI => Some(("PyPI", Scheme::Pep440)),
         PackageKind::Go => Some(("Go", Scheme::SemVer)),
-        PackageKind::Deb | PackageKind::Apk => None,
+        PackageKind::Deb | PackageKind::Apk | PackageKind::Rpm => None,
     };
     if let Some((ecosystem, scheme)) = language {
         return Some(Key {
@@ -105,6 +105,21 @@ fn key_of<'a>(p: &'a Package, os_id: &str, os_version: Option<&str>) -> Option<K
             (format!("Debian:{major}"), Scheme::Dpkg)
         }
         (PackageKind::Deb, "ubuntu") => (format!("Ubuntu:{release}"), Scheme::Dpkg),
+        // Rocky's and Alma's records name binary packages, epoch included.
+        (PackageKind::Rpm, "rocky" | "almalinux") => {
+            let major = release.split('.').next().unwrap_or(release);
+            let distro = if os_id == "rocky" {
+                "Rocky Linux"
+            } else {
+                "AlmaLinux"
+            };
+            return Some(Key {
+                ecosystem: format!("{distro}:{major}"),
+                name: &p.name,
+                version: &p.version,
+                scheme: Scheme::Rpm,
+            });
+        }
         (PackageKind::Apk, "alpine") => {
             let mut parts = release.split('.');
             let (major, minor) = (parts.next()?, parts.next()?);
