@@ -62,6 +62,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "apk",
     "layer",
     "lang",
+    "rpm",
 ];
 
 /// Installs the nightly toolchain and cargo-fuzz when missing, then runs
