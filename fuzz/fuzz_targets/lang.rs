@@ -1,10 +1,11 @@
 //! The language package parsers (Cargo.lock, package-lock.json,
-//! package.json, Python metadata, Go build info) on arbitrary bytes: never
+//! package.json, Python metadata, Go build info, Java archives) on arbitrary
+//! bytes: never
 //! panic, and every package kept has a name and a version.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sightline_scan::pkg::golang;
+use sightline_scan::pkg::{golang, java};
 use sightline_scan::pkg::lang::LangFile;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,4 +21,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = golang::parse(data);
+    for p in java::parse(data, "x.jar").0 {
+        assert!(p.name.contains(':') && !p.version.is_empty(), "{p:?}");
+    }
 });

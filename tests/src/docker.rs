@@ -23,6 +23,9 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/skopeo", "skopeo"),
     ("/usr/sbin/debootstrap", "debootstrap"),
     ("/usr/bin/rpmbuild", "rpm"),
+    ("/usr/share/java/commons-io.jar", "libcommons-io-java"),
+    ("/usr/share/java/commons-cli.jar", "libcommons-cli-java"),
+    ("/usr/bin/unzip", "unzip"),
 ];
 
 /// Fails naming the missing Debian packages, if any.

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::error::ScanError;
 use crate::os::{self, OsRelease};
 use crate::path::{is_within, join, link_target, normalize, split_last};
-use crate::pkg::{self, Package, PackageKind, dpkg, golang, lang};
+use crate::pkg::{self, Package, PackageKind, dpkg, golang, java, lang};
 
 /// Bounds on what one image may cost, so hostile layers fail with a clear
 /// error instead of exhausting memory or time.
@@ -531,6 +531,29 @@ impl Analyzer {
                             let content = parse(what, &data, &path, &label, &mut warnings);
                             stage(&mut ops, Op::Put(path, content));
                         }
+                        None if java::is_archive(&path) => {
+                            let size = entry.size();
+                            if size > java::MAX_ARCHIVE {
+                                warnings.push(format!(
+                                    "{label}: Java archive '{path}' ({}) is over the {} limit; its libraries are not listed",
+                                    bytes(size),
+                                    bytes(java::MAX_ARCHIVE)
+                                ));
+                                ops.push(Op::Replace(path));
+                            } else {
+                                let mut data = Vec::with_capacity(size as usize);
+                                (&mut entry)
+                                    .take(java::MAX_ARCHIVE)
+                                    .read_to_end(&mut data)
+                                    .map_err(|e| {
+                                        read_err(&meters, e, &format!("reading '{path}'"))
+                                    })?;
+                                let (found, w) = java::parse(&data, &path);
+                                warnings.extend(w);
+                                // Even with nothing found: it replaces a lower layer's archive.
+                                ops.push(Op::Put(path, Content::Packages(found)));
+                            }
+                        }
                         None if entry.header().mode().is_ok_and(|m| m & 0o111 != 0) => {
                             // An executable: a Go binary carries its modules.
                             let mut body = BufReader::with_capacity(64 << 10, &mut entry);
@@ -856,7 +879,11 @@ impl Analyzer {
                 PackageKind::Apk => "alpine",
                 PackageKind::Rpm if id.is_empty() => "unknown",
                 PackageKind::Rpm => id.as_str(),
-                PackageKind::Cargo | PackageKind::Npm | PackageKind::PyPI | PackageKind::Go => "",
+                PackageKind::Cargo
+                | PackageKind::Npm
+                | PackageKind::PyPI
+                | PackageKind::Go
+                | PackageKind::Maven => "",
             };
             let distro = version
                 .as_ref()

@@ -87,3 +87,79 @@ fn go_modules_match_go_version_m() -> Result<()> {
     assert!(analysis.warnings.is_empty(), "{:?}", analysis.warnings);
     Ok(())
 }
+
+/// `group:artifact` and version of every pom.properties in a jar, by unzip.
+fn unzip_coordinates(jar: &std::path::Path) -> Result<BTreeSet<(String, String)>> {
+    let out = Command::new("unzip")
+        .arg("-p")
+        .arg(jar)
+        .arg("META-INF/maven/*/*/pom.properties")
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let get = |k: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_owned))
+            .collect()
+    };
+    let (g, a, v) = (get("groupId"), get("artifactId"), get("version"));
+    Ok(g.iter()
+        .zip(&a)
+        .zip(&v)
+        .map(|((g, a), v)| (format!("{g}:{a}"), v.clone()))
+        .collect())
+}
+
+#[test]
+fn java_archives_and_nested_jars() -> Result<()> {
+    sightline_testenv::docker::check_packages()?;
+    let io = std::path::Path::new("/usr/share/java/commons-io.jar");
+    let cli = std::path::Path::new("/usr/share/java/commons-cli.jar");
+    let mut want = unzip_coordinates(io)?;
+    want.extend(unzip_coordinates(cli)?);
+    assert_eq!(want.len(), 2, "{want:?}");
+    want.insert(("com.example:app".into(), "1.0.0".into()));
+
+    let dir = tempfile::tempdir()?;
+    // A Spring Boot style application: its own coordinates, a library nested.
+    let fat = dir.path().join("app.jar");
+    {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&fat)?);
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("META-INF/maven/com.example/app/pom.properties", stored)?;
+        zip.write_all(b"groupId=com.example\nartifactId=app\nversion=1.0.0\n")?;
+        zip.start_file("BOOT-INF/lib/commons-cli.jar", stored)?;
+        zip.write_all(&std::fs::read(cli)?)?;
+        zip.finish()?;
+    }
+    let layer = dir.path().join("layer.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&layer)?);
+        b.append_path_with_name(&fat, "opt/app/app.jar")?;
+        b.append_path_with_name(std::fs::canonicalize(io)?, "usr/share/java/commons-io.jar")?;
+        b.finish()?;
+    }
+    let mut a = Analyzer::new(Limits::default());
+    a.add_layer(std::fs::File::open(&layer)?, &LayerExpect::default())?;
+    let analysis = a.finish();
+    let got: BTreeSet<(String, String)> = analysis
+        .packages
+        .iter()
+        .filter(|p| p.kind == PackageKind::Maven)
+        .map(|p| (p.name.clone(), p.version.clone()))
+        .collect();
+    assert_eq!(got, want);
+    let nested = analysis
+        .packages
+        .iter()
+        .find(|p| p.name == "commons-cli:commons-cli")
+        .context("commons-cli")?;
+    assert_eq!(nested.path, "opt/app/app.jar!BOOT-INF/lib/commons-cli.jar");
+    assert_eq!(
+        nested.purl,
+        format!("pkg:maven/commons-cli/commons-cli@{}", nested.version)
+    );
+    assert!(analysis.warnings.is_empty(), "{:?}", analysis.warnings);
+    Ok(())
+}

@@ -5,6 +5,7 @@ use serde::Serialize;
 pub mod apk;
 pub mod dpkg;
 pub mod golang;
+pub mod java;
 pub mod lang;
 pub mod rpm;
 
@@ -27,6 +28,8 @@ pub enum PackageKind {
     PyPI,
     /// Go modules linked into a binary (from its build info).
     Go,
+    /// Java libraries (Maven coordinates in `.jar` archives).
+    Maven,
 }
 
 impl PackageKind {
@@ -40,6 +43,7 @@ impl PackageKind {
             PackageKind::Npm => "npm",
             PackageKind::PyPI => "pypi",
             PackageKind::Go => "golang",
+            PackageKind::Maven => "maven",
         }
     }
 
@@ -93,6 +97,16 @@ impl Package {
             // npm scopes and Go module paths are the namespace:
             // pkg:npm/%40types/node@20.11.30, pkg:golang/golang.org/x/net@v0.23.0
             match self.name.rsplit_once('/') {
+                // Maven: group:artifact → pkg:maven/group/artifact@version
+                _ if self.kind == PackageKind::Maven && self.name.contains(':') => {
+                    let (group, artifact) = self.name.split_once(':').unwrap_or_default();
+                    format!(
+                        "pkg:maven/{}/{}@{}",
+                        encode(group),
+                        encode(artifact),
+                        encode(&self.version)
+                    )
+                }
                 Some((path, name)) if self.kind == PackageKind::Go => format!(
                     "pkg:golang/{}/{}@{}",
                     path.split('/').map(encode).collect::<Vec<_>>().join("/"),

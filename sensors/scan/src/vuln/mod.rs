@@ -77,6 +77,8 @@ fn key_of<'a>(p: &'a Package, os_id: &str, os_version: Option<&str>) -> Option<K
         PackageKind::Npm => Some(("npm", Scheme::SemVer)),
         PackageKind::PyPI => Some(("PyPI", Scheme::Pep440)),
         PackageKind::Go => Some(("Go", Scheme::SemVer)),
+        // No Maven comparator yet: Java libraries are listed, not matched.
+        PackageKind::Maven => return None,
         PackageKind::Deb | PackageKind::Apk | PackageKind::Rpm => None,
     };
     if let Some((ecosystem, scheme)) = language {
@@ -193,7 +195,7 @@ pub fn match_analysis(analysis: &Analysis, db: &Database) -> Matches {
     }
     if unmatched > 0 {
         out.warnings.push(format!(
-            "{unmatched} packages not matched: the image's distribution release is unknown or has no advisories here"
+            "{unmatched} packages not matched: their distribution release is unknown or has no advisories here, or their ecosystem (Maven) has no version comparator yet"
         ));
     }
     out.findings.sort_by(|a, b| {
