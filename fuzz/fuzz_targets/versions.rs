@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (a, b) = text.split_once('\n').unwrap_or((text, "1.0"));
-    for scheme in [Scheme::Dpkg, Scheme::Apk, Scheme::Rpm, Scheme::SemVer, Scheme::Pep440] {
+    for scheme in [Scheme::Dpkg, Scheme::Apk, Scheme::Rpm, Scheme::SemVer, Scheme::Pep440, Scheme::Maven] {
         if let (Ok(ab), Ok(ba)) = (scheme.compare(a, b), scheme.compare(b, a)) {
             assert_eq!(ab, ba.reverse(), "{scheme:?}: {a:?} vs {b:?}");
         }

@@ -264,5 +264,58 @@ fn osv_ecosystems_pick_their_scheme() {
     assert_eq!(Scheme::for_osv_ecosystem("Red Hat"), Some(Scheme::Rpm));
     assert_eq!(Scheme::for_osv_ecosystem("crates.io"), Some(Scheme::SemVer));
     assert_eq!(Scheme::for_osv_ecosystem("PyPI"), Some(Scheme::Pep440));
-    assert_eq!(Scheme::for_osv_ecosystem("Maven"), None);
+    assert_eq!(Scheme::for_osv_ecosystem("Maven"), Some(Scheme::Maven));
+    assert_eq!(Scheme::for_osv_ecosystem("Hex"), None);
+}
+
+/// The POM reference's "Version Order Specification" examples.
+#[test]
+fn maven_version_order_specification() {
+    let m = Scheme::Maven;
+    ascending(m, &["1", "1.1"]);
+    ascending(m, &["1-snapshot", "1", "1-sp"]);
+    ascending(m, &["1-foo2", "1-foo10"]);
+    equal(m, "1.foo", "1-foo");
+    ascending(m, &["1-foo", "1-1", "1.1"]);
+    for same in ["1-ga", "1-0", "1.0", "1", "1.final", "1.0.0"] {
+        equal(m, "1.ga", same);
+    }
+    ascending(m, &["1-ga", "1-sp"]);
+    ascending(m, &["1-ga.1", "1-sp.1"]);
+    ascending(m, &["1-sp-1", "1-ga-1"]);
+    equal(m, "1-ga-1", "1-1");
+    equal(m, "1-a1", "1-alpha-1");
+    // Trimming examples, and the well-known qualifiers in order.
+    equal(m, "1.0.0-foo.0.0", "1-foo");
+    equal(m, "1.0.0-0.0.0", "1");
+    equal(m, "1.", "1");
+    equal(m, "1-", "1");
+    equal(m, "1-cr", "1-rc");
+    ascending(
+        m,
+        &[
+            "1-alpha",
+            "1-beta",
+            "1-milestone",
+            "1-rc",
+            "1-snapshot",
+            "1",
+            "1-sp",
+            "1-abc",
+            "1-abd",
+        ],
+    );
+    // Versions as artifacts publish them.
+    ascending(m, &["2.11.0", "2.12.0-RC1", "2.12.0", "2.12.1", "2.13"]);
+    equal(m, "5.3.0.RELEASE", "5.3.0");
+    ascending(
+        m,
+        &[
+            "1.0.0-alpha1",
+            "1.0.0-alpha2",
+            "1.0.0-alpha10",
+            "1.0.0-beta1",
+            "1.0.0",
+        ],
+    );
 }

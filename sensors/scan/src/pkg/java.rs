@@ -4,7 +4,8 @@
 //! `WEB-INF/lib/*.jar`), two levels deep. A zip is read from its central
 //! directory, so an archive is held in memory while it is read: archives
 //! over [`MAX_ARCHIVE`] and nested ones over [`MAX_NESTED`] are reported as
-//! not read rather than growing memory.
+//! not read rather than growing memory. The packages match OSV's Maven
+//! records as `group:artifact`.
 
 use std::io::{Cursor, Read};
 

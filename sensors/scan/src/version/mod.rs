@@ -7,6 +7,7 @@ use std::fmt;
 
 pub mod apk;
 pub mod dpkg;
+pub mod maven;
 pub mod pep440;
 pub mod rpm;
 pub mod semver;
@@ -24,6 +25,8 @@ pub enum Scheme {
     SemVer,
     /// Python packages (PEP 440).
     Pep440,
+    /// Maven artifacts (the POM reference's version order).
+    Maven,
 }
 
 impl Scheme {
@@ -36,6 +39,7 @@ impl Scheme {
             "Red Hat" | "Rocky Linux" | "AlmaLinux" | "openSUSE" | "SUSE" | "Mageia" => Scheme::Rpm,
             "crates.io" | "npm" | "Go" => Scheme::SemVer,
             "PyPI" => Scheme::Pep440,
+            "Maven" => Scheme::Maven,
             _ => return None,
         })
     }
@@ -48,6 +52,7 @@ impl Scheme {
             Scheme::Rpm => rpm::compare(a, b),
             Scheme::SemVer => semver::compare(a, b),
             Scheme::Pep440 => pep440::compare(a, b),
+            Scheme::Maven => maven::compare(a, b),
         }
     }
 }

@@ -77,8 +77,7 @@ fn key_of<'a>(p: &'a Package, os_id: &str, os_version: Option<&str>) -> Option<K
         PackageKind::Npm => Some(("npm", Scheme::SemVer)),
         PackageKind::PyPI => Some(("PyPI", Scheme::Pep440)),
         PackageKind::Go => Some(("Go", Scheme::SemVer)),
-        // No Maven comparator yet: Java libraries are listed, not matched.
-        PackageKind::Maven => return None,
+        PackageKind::Maven => Some(("Maven", Scheme::Maven)),
         PackageKind::Deb | PackageKind::Apk | PackageKind::Rpm => None,
     };
     if let Some((ecosystem, scheme)) = language {
@@ -195,7 +194,7 @@ pub fn match_analysis(analysis: &Analysis, db: &Database) -> Matches {
     }
     if unmatched > 0 {
         out.warnings.push(format!(
-            "{unmatched} packages not matched: their distribution release is unknown or has no advisories here, or their ecosystem (Maven) has no version comparator yet"
+            "{unmatched} packages not matched: the image's distribution release is unknown or has no advisories here"
         ));
     }
     out.findings.sort_by(|a, b| {
@@ -383,6 +382,40 @@ mod tests {
             ]
         );
         assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    }
+
+    #[test]
+    fn maven_libraries_match_group_and_artifact() {
+        // GHSA-gwrp-pvrq-jmwv (CVE-2021-29425): commons-io before 2.7.
+        let record = r#"{"id": "GHSA-gwrp-pvrq-jmwv", "aliases": ["CVE-2021-29425"],
+            "affected": [{"package": {"ecosystem": "Maven", "name": "commons-io:commons-io"},
+              "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.7"}]}]}],
+            "database_specific": {"severity": "MODERATE"}}"#;
+        let dir = std::env::temp_dir().join(format!("sightline-maven-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("GHSA-gwrp-pvrq-jmwv.json"), record).expect("write");
+        let (db, _) = Database::import_osv(&dir, String::new()).expect("import");
+        let _ = std::fs::remove_dir_all(&dir);
+        let lib = |version: &str| Package {
+            kind: PackageKind::Maven,
+            name: "commons-io:commons-io".into(),
+            version: version.into(),
+            source: None,
+            arch: None,
+            purl: String::new(),
+            layer: 0,
+            path: "app.jar".into(),
+        };
+        let analysis = |v: &str| Analysis {
+            packages: vec![lib(v)],
+            ..Analysis::default()
+        };
+        let m = match_analysis(&analysis("2.6"), &db);
+        assert_eq!(m.findings.len(), 1);
+        assert_eq!(m.findings[0].fixed.as_deref(), Some("2.7"));
+        assert_eq!(m.findings[0].severity.level, Level::Medium);
+        // 2.11.0 is past the fix (numerically, not as text).
+        assert!(match_analysis(&analysis("2.11.0"), &db).findings.is_empty());
     }
 
     #[test]
