@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use sightline_container_sensor::docker::Engine;
 use sightline_scan::Limits;
 use sightline_scan::source::{Image, Platform, docker_archive, oci_layout};
 use sightline_scan::vuln::db::Database;
@@ -30,8 +31,8 @@ pub enum SbomFormat {
 }
 
 /// `sightline sbom IMAGE`.
-pub fn sbom(reference: &str, format: SbomFormat, out: &mut impl Write) -> Result<()> {
-    let image = analyze(reference)?;
+pub async fn sbom(reference: &str, format: SbomFormat, out: &mut impl Write) -> Result<()> {
+    let image = analyze(reference).await?;
     let tool = sightline_scan::sbom::Tool {
         name: "sightline".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -117,9 +118,23 @@ pub fn db_info(path: &Path, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-/// Reads and analyses an image named by a transport reference.
-pub fn analyze(reference: &str) -> Result<Image> {
+/// Reads and analyses an image named by a transport reference:
+/// `docker-archive:PATH[:TAG]`, `oci-layout:DIR[:REF]`, or `docker:IMAGE`
+/// from the local Docker Engine (`DOCKER_HOST`, else its usual socket),
+/// streamed out of the engine without a temporary file.
+pub async fn analyze(reference: &str) -> Result<Image> {
     let limits = Limits::default();
+    if let Some(name) = reference.strip_prefix("docker:") {
+        let endpoint = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| h.starts_with("unix://"))
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+        let engine = Engine::connect(&endpoint).await?;
+        return engine
+            .analyze(name, &limits)
+            .await
+            .with_context(|| format!("analysing {reference}"));
+    }
     let (transport, rest) = reference.split_once(':').unwrap_or(("", reference));
     let (path, name) = match rest.split_once(':') {
         Some((p, n)) => (p, Some(n)),
@@ -131,14 +146,14 @@ pub fn analyze(reference: &str) -> Result<Image> {
             oci_layout::analyze(Path::new(path), name, &Platform::host(), &limits)
         }
         _ => bail!(
-            "'{reference}': name an image as docker-archive:PATH[:TAG] (a `docker save` file) or oci-layout:DIR[:REF]"
+            "'{reference}': name an image as docker-archive:PATH[:TAG] (a `docker save` file), oci-layout:DIR[:REF] or docker:IMAGE (the local Docker Engine)"
         ),
     };
     image.with_context(|| format!("analysing {reference}"))
 }
 
 /// `sightline vulns IMAGE`.
-pub fn vulns(
+pub async fn vulns(
     reference: &str,
     db_path: &Path,
     output: VulnsOutput,
@@ -147,7 +162,7 @@ pub fn vulns(
     let db = Database::read(db_path).with_context(|| {
         format!("reading the vulnerability database (build it with `sightline db import OSV-DIR-OR-ZIP -o {}`)", db_path.display())
     })?;
-    let image = analyze(reference)?;
+    let image = analyze(reference).await?;
     let matches = match_analysis(&image.analysis, &db);
     match output {
         VulnsOutput::Json => {

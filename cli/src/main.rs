@@ -60,7 +60,7 @@ enum Cmd {
     },
     /// An image's SBOM: `sightline sbom docker-archive:debian.tar --format spdx-json`.
     Sbom {
-        /// The image: `docker-archive:PATH[:TAG]` or `oci-layout:DIR[:REF]`.
+        /// The image: `docker-archive:PATH[:TAG]`, `oci-layout:DIR[:REF]` or `docker:IMAGE`.
         image: String,
         /// Document format.
         #[arg(long, value_enum, default_value = "cyclonedx-json")]
@@ -68,7 +68,7 @@ enum Cmd {
     },
     /// An image's vulnerabilities: `sightline vulns docker-archive:debian.tar`.
     Vulns {
-        /// The image: `docker-archive:PATH[:TAG]` or `oci-layout:DIR[:REF]`.
+        /// The image: `docker-archive:PATH[:TAG]`, `oci-layout:DIR[:REF]` or `docker:IMAGE`.
         image: String,
         /// The database file (`sightline db import`).
         #[arg(long, env = "SIGHTLINE_DB", default_value_os_t = image::default_db())]
@@ -168,8 +168,8 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Db {
             cmd: DbCmd::Info { path },
         } => image::db_info(&path, &mut stdout),
-        Cmd::Vulns { image, db, output } => image::vulns(&image, &db, output, &mut stdout),
-        Cmd::Sbom { image, format } => image::sbom(&image, format, &mut stdout),
+        Cmd::Vulns { image, db, output } => image::vulns(&image, &db, output, &mut stdout).await,
+        Cmd::Sbom { image, format } => image::sbom(&image, format, &mut stdout).await,
     }
 }
 

@@ -120,6 +120,28 @@ fn import_then_list_an_images_vulnerabilities() -> Result<()> {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), table, "the same result from a pipe");
 
+    // Straight from the engine: docker:IMAGE.
+    let from_engine = |host: &str| -> Result<Output> {
+        Ok(Command::new(env!("CARGO_BIN_EXE_sightline"))
+            .env("DOCKER_HOST", host)
+            .args(["vulns", "docker:cli-test/alpine:old", "--db", &db_s])
+            .output()?)
+    };
+    let out = from_engine(&format!("unix://{}", docker.socket().display()))?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        table,
+        "the same result from the Docker API"
+    );
+    let out = from_engine("unix:///nonexistent/docker.sock")?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("/nonexistent/docker.sock"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // SBOMs of the same image: CycloneDX validated against its official
     // schema, SPDX checked for what the SPDX 2.3 specification requires.
     let out = sightline(&["sbom", &image, "--format", "cyclonedx-json"])?;
