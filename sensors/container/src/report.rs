@@ -149,13 +149,6 @@ impl Reporter {
         findings: Option<VulnerabilityFindings>,
     ) -> Result<String, kube::Error> {
         let name = asset_name(kind, identity);
-        let object = json!({
-            "apiVersion": "sightline.dev/v1alpha1", "kind": "Asset",
-            "metadata": {"name": name}, "spec": {},
-        });
-        self.api
-            .patch(&name, &self.params, &Patch::Apply(&object))
-            .await?;
         let mut source = json!({
             "sensor": self.sensor,
             "type": "container",
@@ -176,9 +169,29 @@ impl Reporter {
         }
         let body =
             json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "Asset", "status": status});
-        self.api
+        // Most reports refresh an Asset that exists: one request. The object
+        // is created only when the status patch finds none.
+        match self
+            .api
             .patch_status(&name, &self.params, &Patch::Apply(&body))
-            .await?;
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                let object = json!({
+                    "apiVersion": "sightline.dev/v1alpha1", "kind": "Asset",
+                    "metadata": {"name": name}, "spec": {},
+                });
+                self.api
+                    .patch(&name, &self.params, &Patch::Apply(&object))
+                    .await?;
+                self.api
+                    .patch_status(&name, &self.params, &Patch::Apply(&body))
+                    .await?;
+            }
+            other => {
+                other?;
+            }
+        }
         Ok(name)
     }
 }

@@ -17,7 +17,7 @@ use sightline_scan::vuln::{Database, match_analysis};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::docker::{Change, Engine};
+use crate::docker::{Change, Engine, ImageRef};
 use crate::report::{Reporter, container_observed, image_observed, vulnerability_findings};
 use crate::vulndb::Fetcher;
 
@@ -72,15 +72,18 @@ struct Watch {
 }
 
 impl Watch {
-    /// Analyses (or takes from the cache) and reports one image.
+    /// Inspects, then analyses (or takes from the cache) and reports, one
+    /// image an event or a container names.
     async fn image(&mut self, engine: &Engine, id: &str) {
-        let image_ref = match engine.image(id).await {
-            Ok(i) => i,
-            Err(e) => {
-                warn!(image = id, error = %e, "cannot inspect image");
-                return;
-            }
-        };
+        match engine.image(id).await {
+            Ok(image_ref) => self.report_image(engine, image_ref).await,
+            Err(e) => warn!(image = id, error = %e, "cannot inspect image"),
+        }
+    }
+
+    /// Analyses (or takes from the cache) and reports an image whose tags
+    /// and digests are already known (from the list or an inspection).
+    async fn report_image(&mut self, engine: &Engine, image_ref: ImageRef) {
         let analyzed = match self.cache.get(&image_ref.id, self.cfg.rescan) {
             Some(a) => a,
             None => {
@@ -161,8 +164,9 @@ impl Watch {
     async fn full_scan(&mut self, engine: &Engine) {
         match engine.images().await {
             Ok(images) => {
+                // The list already carries tags and digests: no inspection per image.
                 for i in images {
-                    self.image(engine, &i.id).await;
+                    self.report_image(engine, i).await;
                 }
             }
             Err(e) => warn!(error = %e, "cannot list images"),

@@ -252,7 +252,10 @@ fn small_image(docker: &Docker, tag: &str, files: &[(&str, &[u8])]) -> Result<Pa
     Ok(docker.save(tag)?)
 }
 
-/// An Alpine 3.19 base image's installed database (its real package set).
+/// An apk installed database for an Alpine 3.19 base image, written by hand
+/// in apk-tools' format: the package names, origins and versions are those
+/// of the 3.19 base image as recalled, the `C:` checksums and other fields
+/// are not real. It tests the format and overlay handling, not Alpine's data.
 const APK_INSTALLED: &str = include_str!("data/alpine-3.19-installed");
 
 #[test]

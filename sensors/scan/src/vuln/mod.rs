@@ -146,6 +146,7 @@ pub fn match_analysis(analysis: &Analysis, db: &Database) -> Matches {
         .unwrap_or_default();
     let os_version = analysis.os.as_ref().and_then(|o| o.version_id());
     let mut unmatched = 0;
+    let mut reported: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
     for p in &analysis.packages {
         let Some(key) = key_of(p, os_id, os_version) else {
             unmatched += 1;
@@ -160,11 +161,9 @@ pub fn match_analysis(analysis: &Analysis, db: &Database) -> Matches {
             for (advisory, affected) in db.lookup(ecosystem, key.name) {
                 match affects(affected, key.version, key.scheme) {
                     Ok(Some(fixed)) => {
-                        if out
-                            .findings
-                            .iter()
-                            .any(|f| f.id == advisory.id && f.package == p.name)
-                        {
+                        // An advisory listing a package in two ranges or
+                        // ecosystems is one finding.
+                        if !reported.insert((advisory.id.as_str(), p.name.as_str())) {
                             continue;
                         }
                         out.findings.push(Finding {
@@ -248,19 +247,11 @@ fn in_range(
     let mut affected = false;
     // Sort by event version; compare errors surface below.
     let mut ordered: Vec<&db::Event> = events.iter().collect();
-    let v_of = |e: &db::Event| -> String {
-        match e {
-            Introduced(v) | Fixed(v) | LastAffected(v) | Limit(v) => v.clone(),
-        }
-    };
-    ordered.sort_by(|a, b| {
-        let (a, b) = (v_of(a), v_of(b));
-        match (a.as_str(), b.as_str()) {
-            (a, b) if a == b => Equal,
-            ("0", _) | (_, "*") => Less,
-            (_, "0") | ("*", _) => Greater,
-            (a, b) => scheme.compare(a, b).unwrap_or(Equal),
-        }
+    ordered.sort_by(|a, b| match (event_version(a), event_version(b)) {
+        (a, b) if a == b => Equal,
+        ("0", _) | (_, "*") => Less,
+        (_, "0") | ("*", _) => Greater,
+        (a, b) => scheme.compare(a, b).unwrap_or(Equal),
     });
     for e in ordered {
         match e {
@@ -302,6 +293,16 @@ fn lowest_fix_above(
         }
     }
     best.map(str::to_owned)
+}
+
+/// The version an event names.
+fn event_version(e: &db::Event) -> &str {
+    match e {
+        db::Event::Introduced(v)
+        | db::Event::Fixed(v)
+        | db::Event::LastAffected(v)
+        | db::Event::Limit(v) => v,
+    }
 }
 
 #[cfg(test)]
