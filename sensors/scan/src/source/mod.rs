@@ -1,5 +1,6 @@
-//! Where images come from: a `docker save` archive or an OCI image layout
-//! directory (and, later, containerd's content store and registries). Each
+//! Where images come from: a `docker save` archive, or blobs by digest
+//! ([`blobs`]: an OCI image layout directory, containerd's content store,
+//! later registries). Each
 //! source finds the image's config and layers, checks every digest and
 //! size its manifest declares, and streams the layers through an
 //! [`Analyzer`](crate::Analyzer).
@@ -13,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::analyzer::{Analysis, bytes};
 use crate::error::ScanError;
 
+pub mod blobs;
 pub mod docker_archive;
 pub mod oci_layout;
 
@@ -79,18 +81,36 @@ pub(crate) struct RootFs {
     pub diff_ids: Vec<String>,
 }
 
-/// An OCI content descriptor.
-#[derive(Clone, Debug, Deserialize)]
+/// An OCI content descriptor: what a blob is, its digest and size.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct Descriptor {
+pub struct Descriptor {
+    /// `application/vnd.oci.image.manifest.v1+json`, …
     #[serde(default)]
     pub media_type: String,
+    /// `sha256:<hex>`.
     pub digest: String,
+    /// Size in bytes.
     pub size: u64,
+    /// Annotations (`org.opencontainers.image.ref.name`).
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// The platform, in an index's entries.
     #[serde(default)]
     pub platform: Option<Platform>,
+}
+
+impl Descriptor {
+    /// A descriptor of `media_type` with `digest` and `size`.
+    pub fn new(media_type: impl Into<String>, digest: impl Into<String>, size: u64) -> Self {
+        Descriptor {
+            media_type: media_type.into(),
+            digest: digest.into(),
+            size,
+            annotations: BTreeMap::new(),
+            platform: None,
+        }
+    }
 }
 
 /// An OS and architecture (`linux/amd64`, `linux/arm64/v8`).
@@ -157,13 +177,13 @@ impl std::fmt::Display for Platform {
 }
 
 /// Media types of image indexes (multi-platform images).
-pub(crate) const INDEX_TYPES: &[&str] = &[
+pub const INDEX_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
 
 /// Media types of image manifests.
-pub(crate) const MANIFEST_TYPES: &[&str] = &[
+pub const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
