@@ -26,6 +26,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("/usr/share/java/commons-io.jar", "libcommons-io-java"),
     ("/usr/share/java/commons-cli.jar", "libcommons-cli-java"),
     ("/usr/bin/unzip", "unzip"),
+    // k8s-cri and containerd-client generate their gRPC code with protoc.
+    ("/usr/bin/protoc", "protobuf-compiler"),
+    // The pod sandbox program is compiled statically here.
+    ("/usr/bin/gcc", "gcc"),
+    ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
 ];
 
 /// Fails naming the missing Debian packages, if any.
@@ -233,7 +238,7 @@ impl Drop for Docker {
     }
 }
 
-fn wait_for_path(proc: &mut Proc, path: &Path, limit: Duration) -> Result<()> {
+pub(crate) fn wait_for_path(proc: &mut Proc, path: &Path, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     while !path.exists() {
         proc.check_running()?;

@@ -73,3 +73,52 @@ pub fn to_oci_layout(archive: &std::path::Path, dest: &std::path::Path, name: &s
         .arg(format!("oci:{}:{name}", dest.display()));
     checked(cmd, "skopeo copy to an OCI layout").map(drop)
 }
+
+/// The pod sandbox ("pause") program, compiled once with `gcc -static`
+/// from `tests/pause/pause.c` and cached by the source's hash.
+pub fn pause_binary() -> Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    const SOURCE: &str = include_str!("../pause/pause.c");
+    let stamp: String = Sha256::digest(SOURCE)
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = cache_dir().join("tools").join(format!("pause-{stamp}"));
+    let bin = dir.join("pause");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    let src = dir.join("pause.c");
+    std::fs::write(&src, SOURCE).map_err(io(format!("writing {}", src.display())))?;
+    let partial = dir.join("pause.partial");
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-static", "-O2", "-o"]).arg(&partial).arg(&src);
+    checked(cmd, "gcc -static pause.c (needs gcc and libc6-dev)")?;
+    std::fs::rename(&partial, &bin).map_err(io(format!("moving {} into place", bin.display())))?;
+    Ok(bin)
+}
+
+/// A `docker save` archive of the sandbox image
+/// ([`crate::containerd::PAUSE_IMAGE`]: the pause program alone), written
+/// into `dir`.
+pub fn pause_image(dir: &std::path::Path) -> Result<PathBuf> {
+    use crate::archive::{LayerTar, RunConfig, docker_archive};
+    let bin = pause_binary()?;
+    let mut layer = LayerTar::create(&dir.join("pause-layer.tar"))?;
+    layer.copy("pause", &bin, 0o755)?;
+    let layer = layer.finish()?;
+    let out = dir.join("pause-image.tar");
+    docker_archive(
+        &[crate::containerd::PAUSE_IMAGE],
+        &[layer],
+        &RunConfig {
+            entrypoint: vec!["/pause".into()],
+            user: Some("65535:65535".into()),
+            ..RunConfig::default()
+        },
+        &out,
+    )?;
+    Ok(out)
+}

@@ -7,8 +7,10 @@
 //! pointing at existing binaries skips the build. Every process started here
 //! is stopped by its PID when its owner is dropped.
 
+pub mod archive;
 pub mod binaries;
 pub mod certs;
+pub mod containerd;
 pub mod controlplane;
 pub mod docker;
 pub mod helpers;

@@ -1,0 +1,247 @@
+//! Container images written here, without a base image, a registry or a
+//! Docker daemon: layers are tars made from files (streamed to disk while
+//! their digest is computed), and an image is a `docker save` style
+//! archive (`manifest.json`, the config, one `layer.tar` per layer) that
+//! `docker load` and `ctr images import` both read.
+
+use std::fs::File;
+use std::io::{self as stdio, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::{Result, io};
+
+/// A layer tar being written.
+pub struct LayerTar {
+    builder: tar::Builder<Hashing<BufWriter<File>>>,
+    path: PathBuf,
+}
+
+/// A finished layer.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    /// The uncompressed tar.
+    pub path: PathBuf,
+    /// `sha256:` of the tar (the config's `diff_ids` entry).
+    pub diff_id: String,
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl Layer {
+    /// A layer from an existing uncompressed tar (a root filesystem tar).
+    pub fn from_tar(path: &Path) -> Result<Layer> {
+        let mut f = File::open(path).map_err(io(format!("opening {}", path.display())))?;
+        let mut w = Hashing {
+            inner: stdio::sink(),
+            hash: Sha256::new(),
+        };
+        stdio::copy(&mut f, &mut w).map_err(io(format!("reading {}", path.display())))?;
+        Ok(Layer {
+            path: path.to_path_buf(),
+            diff_id: format!("sha256:{}", hex(w.hash)),
+        })
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> stdio::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> stdio::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn hex(hash: Sha256) -> String {
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl LayerTar {
+    /// Starts a layer tar at `path`.
+    pub fn create(path: &Path) -> Result<LayerTar> {
+        let file = File::create(path).map_err(io(format!("creating {}", path.display())))?;
+        let mut builder = tar::Builder::new(Hashing {
+            inner: BufWriter::new(file),
+            hash: Sha256::new(),
+        });
+        builder.mode(tar::HeaderMode::Deterministic);
+        Ok(LayerTar {
+            builder,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h
+    }
+
+    /// Adds a directory (`etc`, no leading slash).
+    pub fn dir(&mut self, path: &str, mode: u32) -> Result<&mut Self> {
+        let mut h = Self::header(tar::EntryType::Directory, mode, 0);
+        self.builder
+            .append_data(
+                &mut h,
+                format!("{}/", path.trim_end_matches('/')),
+                stdio::empty(),
+            )
+            .map_err(io(format!("adding directory {path} to a layer")))?;
+        Ok(self)
+    }
+
+    /// Adds a file with `data`.
+    pub fn file(&mut self, path: &str, data: &[u8], mode: u32) -> Result<&mut Self> {
+        let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
+        self.builder
+            .append_data(&mut h, path, data)
+            .map_err(io(format!("adding {path} to a layer")))?;
+        Ok(self)
+    }
+
+    /// Adds the file at `source` on this machine as `path`, streamed.
+    pub fn copy(&mut self, path: &str, source: &Path, mode: u32) -> Result<&mut Self> {
+        let f = File::open(source).map_err(io(format!("opening {}", source.display())))?;
+        let size = f
+            .metadata()
+            .map_err(io(format!("reading {}", source.display())))?
+            .len();
+        let mut h = Self::header(tar::EntryType::Regular, mode, size);
+        self.builder
+            .append_data(&mut h, path, f)
+            .map_err(io(format!("adding {} to a layer", source.display())))?;
+        Ok(self)
+    }
+
+    /// Adds a symbolic link `path` → `target`.
+    pub fn symlink(&mut self, path: &str, target: &str) -> Result<&mut Self> {
+        let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
+        self.builder
+            .append_link(&mut h, path, target)
+            .map_err(io(format!("adding link {path} to a layer")))?;
+        Ok(self)
+    }
+
+    /// Finishes the tar.
+    pub fn finish(self) -> Result<Layer> {
+        let mut w = self
+            .builder
+            .into_inner()
+            .map_err(io("finishing a layer tar"))?;
+        w.flush().map_err(io("writing a layer tar"))?;
+        Ok(Layer {
+            diff_id: format!("sha256:{}", hex(w.hash)),
+            path: self.path,
+        })
+    }
+}
+
+/// The runtime settings of an image's config.
+#[derive(Clone, Debug, Default)]
+pub struct RunConfig {
+    /// `Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `Cmd`.
+    pub cmd: Vec<String>,
+    /// `Env` (`KEY=value`).
+    pub env: Vec<String>,
+    /// `User` (`65532:65532`).
+    pub user: Option<String>,
+    /// `Labels`.
+    pub labels: Vec<(String, String)>,
+}
+
+/// Writes a `docker save` style archive of an image of `layers` (base
+/// first) tagged `tags` to `out`; returns its ID (the config digest).
+pub fn docker_archive(
+    tags: &[&str],
+    layers: &[Layer],
+    run: &RunConfig,
+    out: &Path,
+) -> Result<String> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let labels: serde_json::Map<String, serde_json::Value> = run
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+        .collect();
+    let mut container = serde_json::json!({
+        "Env": run.env,
+        "Entrypoint": run.entrypoint,
+        "Cmd": run.cmd,
+        "Labels": labels,
+    });
+    if let Some(u) = &run.user {
+        container["User"] = serde_json::json!(u);
+    }
+    let config = serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": container,
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>()},
+        "history": layers.iter().map(|_| serde_json::json!({"created_by": "sightline testenv"})).collect::<Vec<_>>(),
+    });
+    let config = serde_json::to_vec(&config).map_err(|e| crate::Error::Manifest(e.to_string()))?;
+    let config_hex = hex(Sha256::new_with_prefix(&config));
+    let layer_names: Vec<String> = layers
+        .iter()
+        .map(|l| format!("{}/layer.tar", l.diff_id.trim_start_matches("sha256:")))
+        .collect();
+    let manifest = serde_json::json!([{
+        "Config": format!("{config_hex}.json"),
+        "RepoTags": tags,
+        "Layers": layer_names,
+    }]);
+    let manifest =
+        serde_json::to_vec(&manifest).map_err(|e| crate::Error::Manifest(e.to_string()))?;
+
+    let file = File::create(out).map_err(io(format!("creating {}", out.display())))?;
+    let mut tar = tar::Builder::new(BufWriter::new(file));
+    let mut put = |name: &str, size: u64, data: &mut dyn stdio::Read| {
+        let mut h = LayerTar::header(tar::EntryType::Regular, 0o644, size);
+        tar.append_data(&mut h, name, data)
+            .map_err(io(format!("adding {name} to {}", out.display())))
+    };
+    put(
+        &format!("{config_hex}.json"),
+        config.len() as u64,
+        &mut config.as_slice(),
+    )?;
+    put(
+        "manifest.json",
+        manifest.len() as u64,
+        &mut manifest.as_slice(),
+    )?;
+    for (layer, name) in layers.iter().zip(&layer_names) {
+        let mut f =
+            File::open(&layer.path).map_err(io(format!("opening {}", layer.path.display())))?;
+        let size = f
+            .metadata()
+            .map_err(io(format!("reading {}", layer.path.display())))?
+            .len();
+        put(name, size, &mut f)?;
+    }
+    tar.into_inner()
+        .map_err(io(format!("finishing {}", out.display())))?
+        .flush()
+        .map_err(io(format!("writing {}", out.display())))?;
+    Ok(format!("sha256:{config_hex}"))
+}
