@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use sightline_container_sensor::docker::Engine;
+use sightline_container_sensor::docker::Docker;
 use sightline_scan::Limits;
 use sightline_scan::source::{Image, Platform, docker_archive, oci_layout};
 use sightline_scan::vuln::db::Database;
@@ -129,7 +129,7 @@ pub async fn analyze(reference: &str) -> Result<Image> {
             .ok()
             .filter(|h| h.starts_with("unix://"))
             .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
-        let engine = Engine::connect(&endpoint).await?;
+        let engine = Docker::connect(&endpoint).await?;
         return engine
             .analyze(name, &limits)
             .await

@@ -19,10 +19,9 @@ pub struct Config {
     pub node: String,
     /// Modules the key enables.
     pub modules: Vec<String>,
-    /// Docker API sockets to watch (`unix://…`).
-    pub docker: Vec<String>,
-    /// containerd sockets (not read yet: the containerd source is unfinished).
-    pub containerd: Vec<String>,
+    /// The runtimes to watch and their sockets (`unix://…`), in the order
+    /// the Sensor lists them.
+    pub runtimes: Vec<(RuntimeKind, String)>,
     /// Analyse images when they are pulled (or loaded, imported, tagged).
     pub on_pull: bool,
     /// Analyse images when a container starts from them.
@@ -68,14 +67,11 @@ impl Config {
             })?,
             None => ContainerSensor::default(),
         };
-        let mut docker = Vec::new();
-        let mut containerd = Vec::new();
-        for rt in &spec.runtimes {
-            match rt.type_ {
-                RuntimeKind::Docker => docker.push(rt.endpoint().to_owned()),
-                RuntimeKind::Containerd => containerd.push(rt.endpoint().to_owned()),
-            }
-        }
+        let runtimes = spec
+            .runtimes
+            .iter()
+            .map(|rt| (rt.type_, rt.endpoint().to_owned()))
+            .collect();
         let rescan = parse_duration(&spec.rescan_interval).ok_or_else(|| {
             ConfigError(format!(
                 "rescanInterval '{}' is not a duration such as 90m, 12h or 1h30m",
@@ -98,8 +94,7 @@ impl Config {
                 .filter(|m| !m.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            docker,
-            containerd,
+            runtimes,
             on_pull: triggers.contains(&ScanTrigger::Pull),
             on_start: triggers.contains(&ScanTrigger::Start),
             rescan,
@@ -192,8 +187,19 @@ mod tests {
             ),
         ]))
         .expect("config");
-        assert_eq!(c.docker, ["unix:///var/run/docker.sock"]);
-        assert_eq!(c.containerd, ["unix:///run/k3s/containerd/containerd.sock"]);
+        assert_eq!(
+            c.runtimes,
+            [
+                (
+                    RuntimeKind::Docker,
+                    "unix:///var/run/docker.sock".to_owned()
+                ),
+                (
+                    RuntimeKind::Containerd,
+                    "unix:///run/k3s/containerd/containerd.sock".to_owned()
+                )
+            ]
+        );
         assert!(c.on_pull && !c.on_start);
         assert_eq!(c.rescan, Duration::from_secs(12 * 3600));
         assert!(c.vulnerabilities());

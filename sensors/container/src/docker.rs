@@ -4,126 +4,52 @@
 //! analyzer, without a temporary file.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 
-use bollard::Docker;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions, ListImagesOptions};
 use futures::{Stream, StreamExt};
 use sightline_scan::Limits;
 use sightline_scan::source::{Image, docker_archive};
 
-/// Why talking to the engine failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DockerError {
-    /// The API answered with an error or not at all.
-    #[error("Docker at {endpoint}: {what}: {source}")]
-    Api {
-        /// The socket.
-        endpoint: String,
-        /// What was asked.
-        what: String,
-        /// The error.
-        source: bollard::errors::Error,
-    },
-    /// The image's content could not be analysed.
-    #[error("image {image}: {source}")]
-    Scan {
-        /// The image ID.
-        image: String,
-        /// Why.
-        source: sightline_scan::ScanError,
-    },
-    /// The analysis task failed.
-    #[error("image {image}: analysis stopped: {reason}")]
-    Task {
-        /// The image ID.
-        image: String,
-        /// Why.
-        reason: String,
-    },
-}
+use crate::runtime::{Change, ChannelReader, ContainerRef, EngineError, ImageRef};
 
-/// An image the engine has.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ImageRef {
-    /// Its ID: the config digest (`sha256:…`).
-    pub id: String,
-    /// Tags.
-    pub repo_tags: Vec<String>,
-    /// Registry digests (`repo@sha256:…`), for pulled images.
-    pub repo_digests: Vec<String>,
-}
-
-/// A running container.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ContainerRef {
-    /// Its full ID.
-    pub id: String,
-    /// Its name, without the leading `/`.
-    pub name: String,
-    /// The image as the container was started with it.
-    pub image: String,
-    /// The image's ID.
-    pub image_id: String,
-    /// State (`running`).
-    pub state: String,
-    /// Labels (the kubelet's `io.kubernetes.pod.*` among them).
-    pub labels: HashMap<String, String>,
-    /// When it started (RFC 3339), from inspecting it.
-    pub started: Option<String>,
-}
-
-/// What an event asks the sensor to do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Change {
-    /// An image appeared or changed (pull, load, import, tag).
-    Image(String),
-    /// A container started.
-    ContainerStarted(String),
-    /// A container stopped or was removed.
-    ContainerGone(String),
+fn api_err(endpoint: &str, what: &str) -> impl FnOnce(bollard::errors::Error) -> EngineError {
+    let endpoint = endpoint.to_owned();
+    let what = what.to_owned();
+    move |source| EngineError::Api {
+        runtime: "docker",
+        endpoint,
+        what,
+        source: Box::new(source),
+    }
 }
 
 /// One Docker Engine.
 #[derive(Clone)]
-pub struct Engine {
-    client: Docker,
+pub struct Docker {
+    client: bollard::Docker,
     endpoint: String,
 }
 
-impl Engine {
+impl Docker {
     /// Connects and agrees on an API version (Debian's dockerd speaks 1.41;
     /// the client's default is newer and would be refused).
-    pub async fn connect(endpoint: &str) -> Result<Engine, DockerError> {
-        let err = |what: &str| {
-            let endpoint = endpoint.to_owned();
-            let what = what.to_owned();
-            move |source| DockerError::Api {
-                endpoint,
-                what,
-                source,
-            }
-        };
-        let client = Docker::connect_with_unix(endpoint, 300, bollard::API_DEFAULT_VERSION)
-            .map_err(err("connecting"))?
-            .negotiate_version()
-            .await
-            .map_err(err("negotiating the API version"))?;
-        Ok(Engine {
+    pub async fn connect(endpoint: &str) -> Result<Docker, EngineError> {
+        let client =
+            bollard::Docker::connect_with_unix(endpoint, 300, bollard::API_DEFAULT_VERSION)
+                .map_err(api_err(endpoint, "connecting"))?
+                .negotiate_version()
+                .await
+                .map_err(api_err(endpoint, "negotiating the API version"))?;
+        Ok(Docker {
             client,
             endpoint: endpoint.to_owned(),
         })
     }
 
-    fn err(&self, what: &str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
-        let endpoint = self.endpoint.clone();
-        let what = what.to_owned();
-        move |source| DockerError::Api {
-            endpoint,
-            what,
-            source,
-        }
+    fn err(&self, what: &str) -> impl FnOnce(bollard::errors::Error) -> EngineError {
+        api_err(&self.endpoint, what)
     }
 
     /// The socket.
@@ -132,7 +58,7 @@ impl Engine {
     }
 
     /// The engine's version (`20.10.24+dfsg1`).
-    pub async fn version(&self) -> Result<String, DockerError> {
+    pub async fn version(&self) -> Result<String, EngineError> {
         let v = self
             .client
             .version()
@@ -142,7 +68,7 @@ impl Engine {
     }
 
     /// Every image (not the intermediate ones).
-    pub async fn images(&self) -> Result<Vec<ImageRef>, DockerError> {
+    pub async fn images(&self) -> Result<Vec<ImageRef>, EngineError> {
         let list = self
             .client
             .list_images(Some(ListImagesOptions::default()))
@@ -167,7 +93,7 @@ impl Engine {
     }
 
     /// One image, by ID or name.
-    pub async fn image(&self, id: &str) -> Result<ImageRef, DockerError> {
+    pub async fn image(&self, id: &str) -> Result<ImageRef, EngineError> {
         let i = self
             .client
             .inspect_image(id)
@@ -181,7 +107,7 @@ impl Engine {
     }
 
     /// Running containers, each inspected for its start time.
-    pub async fn containers(&self) -> Result<Vec<ContainerRef>, DockerError> {
+    pub async fn containers(&self) -> Result<Vec<ContainerRef>, EngineError> {
         let list = self
             .client
             .list_containers(Some(ListContainersOptions::default()))
@@ -220,7 +146,7 @@ impl Engine {
     }
 
     /// Image and container events, as changes to act on.
-    pub fn changes(&self) -> impl Stream<Item = Result<Change, DockerError>> + '_ {
+    pub fn changes(&self) -> impl Stream<Item = Result<Change, EngineError>> + '_ {
         let mut filters = HashMap::new();
         filters.insert(
             "type".to_owned(),
@@ -231,14 +157,10 @@ impl Engine {
                 filters: Some(filters),
                 ..EventsOptions::default()
             }))
-            .filter_map(|e| async move {
+            .filter_map(move |e| async move {
                 match e {
                     Ok(msg) => change_of(&msg).map(Ok),
-                    Err(source) => Some(Err(DockerError::Api {
-                        endpoint: String::new(),
-                        what: "watching events".into(),
-                        source,
-                    })),
+                    Err(source) => Some(Err(api_err(&self.endpoint, "watching events")(source))),
                 }
             })
     }
@@ -246,33 +168,23 @@ impl Engine {
     /// Streams the image out of the engine into the analyzer. Memory stays
     /// bounded: at most a few chunks are in flight between the engine's
     /// response and the analysis thread.
-    pub async fn analyze(&self, id: &str, limits: &Limits) -> Result<Image, DockerError> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(8);
-        let mut stream = self.client.export_image(id);
-        let feed = async move {
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(io::Error::other);
-                let failed = chunk.is_err();
-                if tx.send(chunk).await.is_err() || failed {
-                    break;
-                }
-            }
-        };
+    pub async fn analyze(&self, id: &str, limits: &Limits) -> Result<Image, EngineError> {
+        let stream = self
+            .client
+            .export_image(id)
+            .map(|chunk| chunk.map_err(io::Error::other));
+        let (reader, feed) = ChannelReader::new(stream);
         let label = format!("image {id} from {}", self.endpoint);
         let limits = limits.clone();
         let work = tokio::task::spawn_blocking(move || {
-            let reader = ChannelReader {
-                rx,
-                current: bytes::Bytes::new(),
-            };
             docker_archive::analyze_stream(reader, &label, None, &limits)
         });
         let ((), joined) = tokio::join!(feed, work);
-        let image = joined.map_err(|e| DockerError::Task {
+        let image = joined.map_err(|e| EngineError::Image {
             image: id.to_owned(),
-            reason: e.to_string(),
+            reason: format!("analysis stopped: {e}"),
         })?;
-        image.map_err(|source| DockerError::Scan {
+        image.map_err(|source| EngineError::Scan {
             image: id.to_owned(),
             source,
         })
@@ -293,26 +205,5 @@ fn change_of(msg: &EventMessage) -> Option<Change> {
             _ => None,
         },
         _ => None,
-    }
-}
-
-/// Reads the chunks an async task sends, from a blocking thread.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
-    current: bytes::Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
     }
 }

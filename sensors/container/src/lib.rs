@@ -3,12 +3,14 @@
 //! Assets.
 //!
 //! Docker Engine is read through its API (images streamed out with the
-//! image export, so nothing touches the node's disk). Unfinished: the
-//! containerd source (CRI and the content store), and the full SBOM and
-//! finding lists served by the operator.
+//! image export, so nothing touches the node's disk); containerd through
+//! CRI and its own API (layers streamed out of its content store).
+//! Unfinished: the full SBOM and finding lists served by the operator.
 
 pub mod config;
+pub mod containerd;
 pub mod docker;
 pub mod report;
 pub mod run;
+pub mod runtime;
 pub mod vulndb;

@@ -14,7 +14,7 @@ use sightline_scan::source::Image;
 use sightline_scan::vuln::{Level, Matches};
 
 use crate::config::Config;
-use crate::docker::{ContainerRef, ImageRef};
+use crate::runtime::{ContainerRef, ImageRef};
 
 /// Most layer digests listed in `observed.layers`.
 const MAX_LAYERS_LISTED: usize = 64;

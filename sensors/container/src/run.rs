@@ -1,4 +1,4 @@
-//! The sensor's loop for each Docker Engine: a full scan at start, then
+//! The sensor's loop for each runtime (Docker, containerd): a full scan at start, then
 //! events (an image pulled, a container started) analysed as they come,
 //! a light refresh every few minutes (lastSeen, missed events), and every
 //! image analysed again after `rescanInterval`. Each image is analysed once
@@ -17,8 +17,8 @@ use sightline_scan::vuln::{Database, match_analysis};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::docker::{Change, Engine, ImageRef};
 use crate::report::{Reporter, container_observed, image_observed, vulnerability_findings};
+use crate::runtime::{Change, Engine, ImageRef};
 use crate::vulndb::Fetcher;
 
 /// Most analyses remembered; an image evicted is analysed again when seen.
@@ -66,7 +66,7 @@ impl Cache {
 struct Watch {
     cfg: Config,
     reporter: Reporter,
-    db: Option<Arc<Database>>,
+    db: SharedDb,
     limits: Limits,
     cache: Cache,
 }
@@ -102,7 +102,7 @@ impl Watch {
                     seconds = started.elapsed().as_secs_f64(),
                     "analysed image"
                 );
-                let observed = image_observed(&image_ref, &image, &self.cfg.node, "docker");
+                let observed = image_observed(&image_ref, &image, &self.cfg.node, engine.kind());
                 let packages = sightline_scan::Analysis {
                     os: image.analysis.os,
                     packages: image.analysis.packages,
@@ -122,10 +122,9 @@ impl Watch {
         let mut observed = analyzed.observed.clone();
         observed["repoTags"] = serde_json::json!(image_ref.repo_tags);
         observed["repoDigests"] = serde_json::json!(image_ref.repo_digests);
-        let findings = self
-            .db
-            .as_ref()
-            .map(|db| vulnerability_findings(&match_analysis(&analyzed.packages, db)));
+        let db = self.db.borrow().clone();
+        let findings =
+            db.map(|db| vulnerability_findings(&match_analysis(&analyzed.packages, &db)));
         if let Err(e) = self
             .reporter
             .report(AssetKind::ContainerImage, &image_ref.id, observed, findings)
@@ -138,18 +137,30 @@ impl Watch {
     /// Reports every running container, and analyses their images when the
     /// sensor scans on start.
     async fn containers(&mut self, engine: &Engine, only: Option<&str>) {
-        let list = match engine.containers().await {
-            Ok(l) => l,
-            Err(e) => {
-                warn!(error = %e, "cannot list containers");
-                return;
+        let mut attempts = 0;
+        let list = loop {
+            let list = match engine.containers().await {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(error = %e, "cannot list containers");
+                    return;
+                }
+            };
+            // containerd announces a task's start before CRI records the
+            // container as running: look again shortly, a few times.
+            attempts += 1;
+            match only {
+                Some(id) if attempts < 10 && !list.iter().any(|c| c.id == id) => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                _ => break list,
             }
         };
         for c in list.iter().filter(|c| only.is_none_or(|id| c.id == id)) {
             if self.cfg.on_start && !c.image_id.is_empty() {
                 self.image(engine, &c.image_id).await;
             }
-            let observed = container_observed(c, &self.cfg.node, "docker");
+            let observed = container_observed(c, &self.cfg.node, engine.kind());
             if let Err(e) = self
                 .reporter
                 .report(AssetKind::Container, &c.id, observed, None)
@@ -175,23 +186,20 @@ impl Watch {
     }
 }
 
-/// Runs the sensor until `shutdown` resolves.
+/// The current vulnerability database, shared by every runtime's loop;
+/// `None` until one is at hand (or when the key does not enable matching).
+type SharedDb = tokio::sync::watch::Receiver<Option<Arc<Database>>>;
+
+/// Runs the sensor until `shutdown` resolves: one loop per configured
+/// runtime, and one that keeps the vulnerability database fresh.
 pub async fn run(
     cfg: Config,
     client: kube::Client,
     db: Option<Database>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let Some(endpoint) = cfg.docker.first().cloned() else {
-        anyhow::bail!(
-            "no Docker runtime configured; the containerd source is not written yet (configure runtimes: [{{type: docker}}])"
-        );
-    };
-    if !cfg.containerd.is_empty() {
-        warn!(
-            endpoints = ?cfg.containerd,
-            "containerd runtimes are configured but this sensor reads only Docker so far; they are ignored"
-        );
+    if cfg.runtimes.is_empty() {
+        anyhow::bail!("no container runtime configured (spec.container.runtimes is empty)");
     }
     let mut fetcher = cfg
         .vuln_db_url
@@ -199,6 +207,7 @@ pub async fn run(
         .filter(|_| cfg.vulnerabilities())
         .map(|url| Fetcher::new(url, cfg.token_file.clone(), cfg.vuln_db_cache.clone()));
     let mut db = db;
+    // The first fetch comes before any scan, so the first reports carry findings.
     if let Some(f) = fetcher.as_mut() {
         match f.refresh().await {
             Ok(Some(fetched)) => {
@@ -219,41 +228,84 @@ pub async fn run(
     } else {
         None
     };
-    let mut db_tick = tokio::time::interval(cfg.vuln_db_refresh);
-    db_tick.tick().await;
-    let mut watch = Watch {
-        reporter: Reporter::new(client, &cfg),
-        cfg,
-        db,
-        limits: Limits::default(),
-        cache: Cache::default(),
+    let (db_tx, db_rx) = tokio::sync::watch::channel(db);
+    let reporter = Reporter::new(client, &cfg);
+    let loops = futures::future::join_all(cfg.runtimes.iter().map(|(kind, endpoint)| {
+        let watch = Watch {
+            reporter: reporter.clone(),
+            cfg: cfg.clone(),
+            db: db_rx.clone(),
+            limits: Limits::default(),
+            cache: Cache::default(),
+        };
+        watch_runtime(watch, *kind, endpoint.clone())
+    }));
+    let refresh_db = keep_db_fresh(fetcher, db_tx, cfg.refresh, cfg.vuln_db_refresh);
+    tokio::select! {
+        _ = loops => Ok(()),
+        () = refresh_db => Ok(()),
+        () = shutdown => Ok(()),
+    }
+}
+
+/// Asks the operator for a newer database every `every` (every `retry`
+/// until a first one arrives); a failure keeps the current one.
+async fn keep_db_fresh(
+    fetcher: Option<Fetcher>,
+    tx: tokio::sync::watch::Sender<Option<Arc<Database>>>,
+    retry: Duration,
+    every: Duration,
+) {
+    let Some(mut fetcher) = fetcher else {
+        return std::future::pending().await;
     };
-    tokio::pin!(shutdown);
+    loop {
+        let wait = if tx.borrow().is_none() { retry } else { every };
+        tokio::time::sleep(wait).await;
+        match fetcher.refresh().await {
+            Ok(Some(fetched)) => {
+                info!(
+                    advisories = fetched.meta.advisories,
+                    built = %fetched.meta.built,
+                    "new vulnerability database; matching every image again"
+                );
+                tx.send_replace(Some(Arc::new(fetched)));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot refresh the vulnerability database; keeping the current one")
+            }
+        }
+    }
+}
+
+/// One runtime's loop: connect (backing off while it is down), scan
+/// everything, then follow its events until the stream breaks, and again.
+async fn watch_runtime(
+    mut watch: Watch,
+    kind: sightline_crds::sensor::RuntimeKind,
+    endpoint: String,
+) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        let engine = tokio::select! {
-            e = Engine::connect(&endpoint) => e,
-            () = &mut shutdown => return Ok(()),
-        };
-        let engine = match engine {
+        let engine = match Engine::connect(kind, &endpoint).await {
             Ok(e) => e,
             Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "cannot reach Docker");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = &mut shutdown => return Ok(()),
-                }
+                warn!(error = %e, retry_in = ?backoff, "cannot reach the container runtime");
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(60));
                 continue;
             }
         };
         backoff = Duration::from_secs(1);
-        info!(endpoint = %endpoint, version = %engine.version().await.unwrap_or_default(), "watching Docker");
+        info!(runtime = engine.kind(), endpoint = %endpoint, version = %engine.version().await.unwrap_or_default(), "watching the container runtime");
         // Subscribe first, so nothing that happens during the scan is missed.
-        let mut changes = Box::pin(engine.changes());
+        let mut changes = engine.changes();
         watch.full_scan(&engine).await;
         let mut refresh = tokio::time::interval(watch.cfg.refresh);
         refresh.tick().await;
+        let mut db = watch.db.clone();
+        db.mark_unchanged();
         loop {
             tokio::select! {
                 change = changes.next() => match change {
@@ -261,45 +313,23 @@ pub async fn run(
                     Some(Ok(Change::ContainerStarted(id))) => watch.containers(&engine, Some(&id)).await,
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
-                        warn!(error = %e, "Docker event stream failed; reconnecting");
+                        warn!(error = %e, "the runtime's event stream failed; reconnecting");
                         break;
                     }
                     None => {
-                        warn!("Docker closed the event stream; reconnecting");
+                        warn!(runtime = engine.kind(), "the runtime closed the event stream; reconnecting");
                         break;
                     }
                 },
-                _ = refresh.tick() => {
-                    // Until a first database arrives, ask for it at every refresh.
-                    if watch.db.is_none() {
-                        fetch(&mut fetcher, &mut watch, &engine).await;
+                _ = refresh.tick() => watch.full_scan(&engine).await,
+                changed = db.changed() => {
+                    if changed.is_err() {
+                        // The database task ended: the sensor is stopping.
+                        return;
                     }
                     watch.full_scan(&engine).await;
                 }
-                _ = db_tick.tick(), if fetcher.is_some() => fetch(&mut fetcher, &mut watch, &engine).await,
-                () = &mut shutdown => return Ok(()),
             }
-        }
-    }
-}
-
-/// Asks the operator for a newer database; with one, matches every image
-/// again. Failures keep the current database.
-async fn fetch(fetcher: &mut Option<Fetcher>, watch: &mut Watch, engine: &Engine) {
-    let Some(f) = fetcher.as_mut() else { return };
-    match f.refresh().await {
-        Ok(Some(fetched)) => {
-            info!(
-                advisories = fetched.meta.advisories,
-                built = %fetched.meta.built,
-                "new vulnerability database; matching every image again"
-            );
-            watch.db = Some(Arc::new(fetched));
-            watch.full_scan(engine).await;
-        }
-        Ok(None) => {}
-        Err(e) => {
-            warn!(error = %e, "cannot refresh the vulnerability database; keeping the current one")
         }
     }
 }

@@ -3,28 +3,22 @@
 //! imported while it runs (an event), a running container, vulnerability
 //! findings from an OSV database, and a clean stop on SIGTERM.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kube::api::Api;
-use serde_json::{Value, json};
+use serde_json::json;
 use sightline_crds::asset::asset_name;
 use sightline_crds::{Asset, AssetKind};
-use sightline_scan::vuln::Database;
 use sightline_testenv::docker::Docker;
 use sightline_testenv::images::debian_rootfs;
-use sightline_testenv::process::Proc;
 use sightline_testenv::{ControlPlane, Options, helpers};
 
-fn alpine(release: &str, openssl: &str) -> (Vec<u8>, Vec<u8>) {
-    let os = format!("ID=alpine\nVERSION_ID={release}\nPRETTY_NAME=\"Alpine Linux v3.19\"\n");
-    let db = format!(
-        "P:libcrypto3\nV:{openssl}\nA:x86_64\no:openssl\n\nP:musl\nV:1.2.4_git20230717-r4\nA:x86_64\no:musl\n"
-    );
-    (os.into_bytes(), db.into_bytes())
-}
+mod support;
+
+use support::{
+    alpine, assert_debian_image, asset_status, openssl_advisories, start_sensor, top_fixes, vuln_db,
+};
 
 fn import_alpine(docker: &Docker, tag: &str, release: &str, openssl: &str) -> Result<String> {
     let (os, db) = alpine(release, openssl);
@@ -38,21 +32,6 @@ fn import_alpine(docker: &Docker, tag: &str, release: &str, openssl: &str) -> Re
         .to_owned())
 }
 
-/// Waits for the Asset `name` to satisfy `ready`; returns its status.
-async fn asset_status(
-    api: &Api<Asset>,
-    name: &str,
-    what: &str,
-    ready: impl Fn(&Value) -> bool,
-) -> Result<Value> {
-    Ok(helpers::wait_for(what, Duration::from_secs(90), || async {
-        let a = api.get_opt(name).await.ok()??;
-        let status = serde_json::to_value(a.status?).ok()?;
-        ready(&status).then_some(status)
-    })
-    .await?)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_images_and_containers_from_docker() -> Result<()> {
     let cp = ControlPlane::start(Options::api_only()).await?;
@@ -62,26 +41,13 @@ async fn reports_images_and_containers_from_docker() -> Result<()> {
     let docker = Docker::start()?;
     let dir = tempfile::tempdir()?;
 
-    let osv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scan/tests/data/osv");
-    let (db, _) = Database::import_osv(&osv, "2026-11-26T00:00:00Z".into())?;
-    let db_path = dir.path().join("vulns.db");
-    db.write(&db_path)?;
+    let db_path = vuln_db(dir.path())?;
 
     let old = import_alpine(&docker, "sensor-test/alpine:old", "3.19.0", "3.1.4-r2")?;
 
     let config = json!({"runtimes": [{"type": "docker", "endpoint": format!("unix://{}", docker.socket().display())}]});
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sightline-sensor"));
-    cmd.arg("container")
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .env("NODE_NAME", "node-a")
-        .env("SIGHTLINE_SENSOR", "sightline-system/containers")
-        .env("SIGHTLINE_ACTIVATION_KEY", "lab")
-        .env("SIGHTLINE_MODULES", "containerSecurity,vulnerability")
-        .env("SIGHTLINE_CONFIG", config.to_string())
-        .env("SIGHTLINE_VULN_DB", &db_path)
-        .env("RUST_LOG", "info");
     let log = dir.path().join("sensor.log");
-    let mut sensor = Proc::spawn("sightline-sensor", cmd, &log)?;
+    let mut sensor = start_sensor(&cp, &config, &db_path, &log)?;
     let tail = || sightline_testenv::process::tail(&log, 40);
 
     // An image present at start: analysed, matched, reported.
@@ -107,25 +73,7 @@ async fn reports_images_and_containers_from_docker() -> Result<()> {
     assert_eq!(observed["nodes"], json!({"node-a": "docker"}));
     let vulns = &status["findings"]["vulnerabilities"];
     assert_eq!(vulns["unknown"], 3, "{vulns}");
-    let top: Vec<(&str, &str)> = vulns["top"]
-        .as_array()
-        .context("top")?
-        .iter()
-        .map(|v| {
-            (
-                v["id"].as_str().unwrap_or(""),
-                v["fixed"].as_str().unwrap_or(""),
-            )
-        })
-        .collect();
-    assert_eq!(
-        top,
-        [
-            ("ALPINE-CVE-2023-6129", "3.1.4-r3"),
-            ("ALPINE-CVE-2023-6237", "3.1.4-r4"),
-            ("ALPINE-CVE-2024-0727", "3.1.4-r5"),
-        ]
-    );
+    assert_eq!(top_fixes(&status), openssl_advisories());
 
     // An image imported while the sensor runs: the event brings it in.
     let new = import_alpine(&docker, "sensor-test/alpine:new", "3.19.1", "3.1.4-r5")?;
@@ -184,22 +132,9 @@ async fn reports_images_and_containers_from_docker() -> Result<()> {
         asset_name(AssetKind::ContainerImage, &debian)
     );
     // Starting the container analysed its image: the whole dpkg database.
-    let status = asset_status(
-        &assets,
-        &asset_name(AssetKind::ContainerImage, &debian),
-        "the Debian image's Asset",
-        |_| true,
-    )
-    .await
-    .with_context(tail)?;
-    assert_eq!(status["observed"]["osRelease"]["VERSION_ID"], "12");
-    assert!(
-        status["observed"]["packages"]["deb"]
-            .as_u64()
-            .is_some_and(|n| n >= 100),
-        "{}",
-        status["observed"]["packages"]
-    );
+    assert_debian_image(&assets, &debian)
+        .await
+        .with_context(tail)?;
 
     // SIGTERM: a prompt, clean exit.
     let exit = sensor

@@ -172,22 +172,12 @@ fn host_access(sensor: &Sensor) -> HostAccess {
                 .as_ref()
                 .map(|c| c.runtimes.clone())
                 .unwrap_or_default();
+            // The sockets are all it needs of the runtimes: containerd's
+            // content store is read through containerd's own API.
             for (i, rt) in runtimes.iter().enumerate() {
                 let socket = rt.endpoint().trim_start_matches("unix://");
                 let (path, type_) = socket_mount_path(socket);
                 a.host(&format!("runtime-{i}"), path, type_, true);
-            }
-            if runtimes
-                .iter()
-                .any(|r| r.type_ == sightline_crds::sensor::RuntimeKind::Containerd)
-            {
-                // Image layers are read straight from containerd's content store.
-                a.host(
-                    "containerd-content",
-                    "/var/lib/containerd",
-                    "DirectoryOrCreate",
-                    true,
-                );
             }
             node_facts(&mut a);
         }
@@ -516,6 +506,10 @@ mod tests {
             .collect();
         assert!(mounts.contains(&("/var/run/docker.sock".into(), Some(true))));
         assert!(mounts.contains(&("/run/containerd".into(), Some(true))));
+        assert!(
+            !mounts.iter().any(|(p, _)| p.starts_with("/var/lib")),
+            "no runtime state directory is mounted: {mounts:?}"
+        );
         let sc = c.security_context.clone().unwrap();
         assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".into()]));
         assert_eq!(sc.read_only_root_filesystem, Some(true));

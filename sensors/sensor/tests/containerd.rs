@@ -1,0 +1,265 @@
+//! The container sensor on a containerd node, against a real
+//! kube-apiserver and a real containerd with its CRI plugin: images
+//! imported before and while it runs (the second through containerd's
+//! event stream), their layers read from the content store, and a
+//! container run through CRI in a pod sandbox, as a kubelet would run it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use containerd_client::tonic::transport::Channel;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopPodSandboxRequest,
+};
+use kube::api::Api;
+use serde_json::json;
+use sightline_crds::asset::asset_name;
+use sightline_crds::{Asset, AssetKind};
+use sightline_testenv::archive::{Layer, LayerTar, RunConfig, docker_archive};
+use sightline_testenv::containerd::Containerd;
+use sightline_testenv::images::debian_rootfs;
+use sightline_testenv::{ControlPlane, Options, helpers};
+
+mod support;
+
+use support::{
+    alpine, assert_debian_image, asset_status, openssl_advisories, start_sensor, top_fixes, vuln_db,
+};
+
+/// Writes an Alpine-format image archive into `dir` and imports it;
+/// returns the image ID.
+fn import_alpine(
+    ctrd: &Containerd,
+    dir: &std::path::Path,
+    tag: &str,
+    release: &str,
+    openssl: &str,
+) -> Result<String> {
+    let (os, db) = alpine(release, openssl);
+    let file = tag.replace([':', '/'], "_");
+    let mut layer = LayerTar::create(&dir.join(format!("{file}.layer.tar")))?;
+    layer
+        .dir("etc", 0o755)?
+        .file("etc/os-release", &os, 0o644)?
+        .dir("lib/apk/db", 0o755)?
+        .file("lib/apk/db/installed", &db, 0o644)?;
+    let archive = dir.join(format!("{file}.tar"));
+    let id = docker_archive(&[tag], &[layer.finish()?], &RunConfig::default(), &archive)?;
+    ctrd.import(&archive)?;
+    Ok(id)
+}
+
+/// Runs `sleep 600` from `image` in a pod sandbox on the host network
+/// (no CNI needed), labelled as the kubelet labels pod containers.
+async fn run_pod(
+    cri: &mut RuntimeServiceClient<Channel>,
+    image: &str,
+    logs: &std::path::Path,
+) -> Result<(String, String)> {
+    let labels = |extra: &[(&str, &str)]| -> HashMap<String, String> {
+        [
+            ("io.kubernetes.pod.name", "web-1"),
+            ("io.kubernetes.pod.namespace", "shop"),
+            ("io.kubernetes.pod.uid", "6a0c7b4e-0001"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+    };
+    let sandbox = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "web-1".into(),
+            uid: "6a0c7b4e-0001".into(),
+            namespace: "shop".into(),
+            attempt: 0,
+        }),
+        // Host-network pods share the node's UTS namespace: no hostname.
+        hostname: String::new(),
+        log_directory: logs.display().to_string(),
+        labels: labels(&[]),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Node as i32,
+                    pid: NamespaceMode::Pod as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..NamespaceOption::default()
+                }),
+                ..LinuxSandboxSecurityContext::default()
+            }),
+            ..LinuxPodSandboxConfig::default()
+        }),
+        ..PodSandboxConfig::default()
+    };
+    let pod = cri
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(sandbox.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .context("RunPodSandbox")?
+        .into_inner()
+        .pod_sandbox_id;
+    let container = cri
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "app".into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: image.to_owned(),
+                    ..ImageSpec::default()
+                }),
+                command: vec!["sleep".into(), "600".into()],
+                labels: labels(&[("io.kubernetes.container.name", "app")]),
+                log_path: "app.log".into(),
+                ..ContainerConfig::default()
+            }),
+            sandbox_config: Some(sandbox),
+        })
+        .await
+        .context("CreateContainer")?
+        .into_inner()
+        .container_id;
+    cri.start_container(StartContainerRequest {
+        container_id: container.clone(),
+    })
+    .await
+    .context("StartContainer")?;
+    Ok((pod, container))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_images_and_containers_from_containerd() -> Result<()> {
+    let cp = ControlPlane::start(Options::api_only()).await?;
+    let client = cp.client();
+    helpers::install_crds(&client).await?;
+    let assets: Api<Asset> = Api::all(client.clone());
+    let ctrd = Containerd::start()?;
+    let dir = tempfile::tempdir()?;
+    let db_path = vuln_db(dir.path())?;
+
+    let old = import_alpine(
+        &ctrd,
+        dir.path(),
+        "sensor-test/alpine:old",
+        "3.19.0",
+        "3.1.4-r2",
+    )?;
+
+    let config = json!({"runtimes": [{"type": "containerd", "endpoint": ctrd.endpoint()}]});
+    let log = dir.path().join("sensor.log");
+    let mut sensor = start_sensor(&cp, &config, &db_path, &log)?;
+    let tail = || {
+        format!(
+            "sensor log:\n{}\n{}",
+            sightline_testenv::process::tail(&log, 40),
+            ctrd.logs()
+        )
+    };
+
+    // An image present at start: read from the content store, matched, reported.
+    let status = asset_status(
+        &assets,
+        &asset_name(AssetKind::ContainerImage, &old),
+        "the old image's Asset",
+        |s| s.get("findings").is_some(),
+    )
+    .await
+    .with_context(tail)?;
+    assert_eq!(status["identity"], old.as_str());
+    let observed = &status["observed"];
+    assert_eq!(observed["osRelease"]["ID"], "alpine");
+    assert_eq!(
+        observed["repoTags"],
+        json!(["docker.io/sensor-test/alpine:old"])
+    );
+    assert_eq!(observed["packages"], json!({"total": 2, "apk": 2}));
+    assert_eq!(observed["nodes"], json!({"node-a": "containerd"}));
+    assert_eq!(observed["layerCount"], 1);
+    assert_eq!(top_fixes(&status), openssl_advisories());
+
+    // An image imported while the sensor runs: containerd's event brings it in.
+    let new = import_alpine(
+        &ctrd,
+        dir.path(),
+        "sensor-test/alpine:new",
+        "3.19.1",
+        "3.1.4-r5",
+    )?;
+    let status = asset_status(
+        &assets,
+        &asset_name(AssetKind::ContainerImage, &new),
+        "the new image's Asset",
+        |s| s.get("findings").is_some(),
+    )
+    .await
+    .with_context(tail)?;
+    assert_eq!(status["findings"]["vulnerabilities"]["unknown"], 0);
+
+    // A container of a real Debian image, run through CRI in a pod sandbox.
+    let archive = dir.path().join("debian.tar");
+    let debian = docker_archive(
+        &["sensor-test/debian:12"],
+        &[Layer::from_tar(&debian_rootfs()?)?],
+        &RunConfig::default(),
+        &archive,
+    )?;
+    ctrd.import(&archive)?;
+    let channel = containerd_client::connect(ctrd.socket()).await?;
+    let mut cri = RuntimeServiceClient::new(channel);
+    let (pod, container) = run_pod(&mut cri, "docker.io/sensor-test/debian:12", dir.path())
+        .await
+        .with_context(tail)?;
+    let status = asset_status(
+        &assets,
+        &asset_name(AssetKind::Container, &container),
+        "the container's Asset",
+        |_| true,
+    )
+    .await
+    .with_context(tail)?;
+    let observed = &status["observed"];
+    assert_eq!(observed["name"], "app");
+    assert_eq!(observed["pod"], "web-1");
+    assert_eq!(observed["namespace"], "shop");
+    assert_eq!(observed["container"], "app");
+    assert_eq!(observed["runtime"], "containerd");
+    assert_eq!(observed["imageId"], debian.as_str());
+    assert_eq!(
+        observed["imageAsset"],
+        asset_name(AssetKind::ContainerImage, &debian)
+    );
+    assert!(
+        observed["started"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("20")),
+        "{observed}"
+    );
+    // Starting the container analysed its image: the whole dpkg database.
+    assert_debian_image(&assets, &debian)
+        .await
+        .with_context(tail)?;
+
+    let exit = sensor
+        .terminate(Duration::from_secs(10))
+        .context("the sensor did not stop on SIGTERM")?;
+    assert!(exit.success(), "{exit}: {}", tail());
+    cri.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await?;
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+    Ok(())
+}
