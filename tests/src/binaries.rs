@@ -205,6 +205,60 @@ pub fn helm() -> Result<PathBuf> {
     Ok(helm)
 }
 
+/// Builds a small Go program from the texts of its `go.mod` and
+/// `main.go` in `dir` (its modules come from the Go module proxy), and
+/// returns the binary: a real Go binary with real build info for tests.
+pub fn go_program(dir: &Path, go_mod: &str, main_go: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    std::fs::write(dir.join("go.mod"), go_mod).map_err(io("writing go.mod"))?;
+    std::fs::write(dir.join("main.go"), main_go).map_err(io("writing main.go"))?;
+    let bin = dir.join("program");
+    let mut cmd = Command::new(go_command());
+    cmd.current_dir(dir)
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", "-mod=mod -buildvcs=false")
+        .args(["build", "-trimpath", "-o"])
+        .arg(&bin)
+        .arg(".");
+    crate::docker::checked(cmd, &format!("go build in {}", dir.display()))?;
+    Ok(bin)
+}
+
+/// The cargo-auditable release the scanner's tests build Rust binaries with.
+pub const CARGO_AUDITABLE_VERSION: &str = "0.7.2";
+
+/// A directory holding `cargo-auditable` (put it first on `PATH` to run
+/// `cargo auditable …`), installed once from crates.io into the cache.
+pub fn cargo_auditable() -> Result<PathBuf> {
+    let root = cache_dir()
+        .join("tools")
+        .join(format!("cargo-auditable-{CARGO_AUDITABLE_VERSION}"));
+    let bin = root.join("bin");
+    if bin.join("cargo-auditable").is_file() {
+        return Ok(bin);
+    }
+    let staging = root.join(format!("staging-{}", std::process::id()));
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "install",
+        "--quiet",
+        "--locked",
+        "cargo-auditable",
+        "--version",
+        CARGO_AUDITABLE_VERSION,
+        "--root",
+    ])
+    .arg(&staging)
+    // Its own target directory: the caller's (the workspace's) must not be
+    // locked or rebuilt by the install.
+    .env("CARGO_TARGET_DIR", staging.join("target"));
+    crate::docker::checked(cmd, "cargo install cargo-auditable")?;
+    std::fs::rename(staging.join("bin"), &bin)
+        .map_err(io(format!("moving {} into place", bin.display())))?;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(bin)
+}
+
 /// Sightline's cache directory, outside the work tree:
 /// `$SIGHTLINE_CACHE_DIR`, else `$XDG_CACHE_HOME/sightline`, else `~/.cache/sightline`.
 pub fn cache_dir() -> PathBuf {

@@ -63,6 +63,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "layer",
     "lang",
     "rpm",
+    "elf",
 ];
 
 /// Installs the nightly toolchain and cargo-fuzz when missing, then runs

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::error::ScanError;
 use crate::os::{self, OsRelease};
 use crate::path::{is_within, join, link_target, normalize, split_last};
-use crate::pkg::{self, Package, PackageKind, dpkg, golang, java, lang};
+use crate::pkg::{self, Package, PackageKind, dpkg, golang, java, lang, rust_audit};
 
 /// Bounds on what one image may cost, so hostile layers fail with a clear
 /// error instead of exhausting memory or time.
@@ -555,28 +555,38 @@ impl Analyzer {
                             }
                         }
                         None if entry.header().mode().is_ok_and(|m| m & 0o111 != 0) => {
-                            // An executable: a Go binary carries its modules.
-                            let mut body = BufReader::with_capacity(64 << 10, &mut entry);
+                            // An executable: a Go binary carries its modules,
+                            // a Rust one built with cargo-auditable its crates.
+                            let mut capture = rust_audit::Capture::new(&mut entry);
+                            let mut body = BufReader::with_capacity(64 << 10, &mut capture);
                             let elf = body
                                 .fill_buf()
                                 .map_err(|e| read_err(&meters, e, &format!("reading '{path}'")))?
                                 .starts_with(b"\x7fELF");
-                            let found = if elf {
+                            let go = if elf {
                                 golang::scan(&mut body).map_err(|e| {
                                     read_err(&meters, e, &format!("reading '{path}'"))
                                 })?
                             } else {
                                 None
                             };
-                            match found {
-                                Some(Ok(info)) => stage(
+                            drop(body);
+                            // Not Go: the scan read the whole file, so the
+                            // capture has seen where audit data would be.
+                            let rust = if elf && go.is_none() {
+                                capture.finish()
+                            } else {
+                                None
+                            };
+                            match (go, rust) {
+                                (Some(Ok(info)), _) => stage(
                                     &mut ops,
                                     Op::Put(
                                         path.clone(),
                                         Content::Packages(golang::packages(&info, &path)),
                                     ),
                                 ),
-                                Some(Err(e)) => {
+                                (Some(Err(e)), _) => {
                                     warnings.push(format!(
                                         "{label}: Go binary '{path}': {}",
                                         match e {
@@ -589,9 +599,22 @@ impl Analyzer {
                                     ));
                                     ops.push(Op::Replace(path));
                                 }
-                                // Kept whatever the path: it may replace a Go binary of a lower layer.
-                                None if elf => ops.push(Op::Replace(path)),
-                                None => stage(&mut ops, Op::Replace(path)),
+                                (None, Some(Ok(crates))) => stage(
+                                    &mut ops,
+                                    Op::Put(
+                                        path.clone(),
+                                        Content::Packages(rust_audit::packages(crates, &path)),
+                                    ),
+                                ),
+                                (None, Some(Err(e))) => {
+                                    warnings.push(format!(
+                                        "{label}: Rust binary '{path}': cargo-auditable data: {e}; skipped"
+                                    ));
+                                    ops.push(Op::Replace(path));
+                                }
+                                // Kept whatever the path: it may replace a binary of a lower layer.
+                                (None, None) if elf => ops.push(Op::Replace(path)),
+                                (None, None) => stage(&mut ops, Op::Replace(path)),
                             }
                         }
                         None => stage(&mut ops, Op::Replace(path)),

@@ -163,3 +163,111 @@ fn java_archives_and_nested_jars() -> Result<()> {
     assert!(analysis.warnings.is_empty(), "{:?}", analysis.warnings);
     Ok(())
 }
+
+/// Registry crates `cargo tree` says a crate links (normal dependencies,
+/// so not its build dependencies).
+fn cargo_tree(dir: &std::path::Path) -> Result<BTreeSet<(String, String)>> {
+    let out = Command::new("cargo")
+        .current_dir(dir)
+        .args([
+            "tree", "--edges", "normal", "--prefix", "none", "--format", "{p}",
+        ])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo tree: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?
+        .lines()
+        // "itoa v1.0.19"; local crates carry their path, "(*)" marks repeats.
+        .filter(|l| !l.contains('('))
+        .filter_map(|l| l.split_once(" v"))
+        .map(|(n, v)| (n.to_owned(), v.trim().to_owned()))
+        .collect())
+}
+
+#[test]
+fn rust_crates_of_cargo_auditable_binaries_match_cargo_tree() -> Result<()> {
+    let tools = sightline_testenv::binaries::cargo_auditable()?;
+    let dir = tempfile::tempdir()?;
+    let app = dir.path().join("audited-app");
+    std::fs::create_dir_all(app.join("src"))?;
+    std::fs::write(
+        app.join("Cargo.toml"),
+        "[package]\nname = \"audited-app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+         [dependencies]\nitoa = \"=1.0.19\"\nmemchr = \"=2.8.3\"\n\n\
+         [build-dependencies]\nautocfg = \"=1.5.1\"\n\n[workspace]\n",
+    )?;
+    std::fs::write(
+        app.join("build.rs"),
+        "fn main() { let _ = autocfg::new(); }\n",
+    )?;
+    std::fs::write(
+        app.join("src/main.rs"),
+        "fn main() {\n    let mut b = itoa::Buffer::new();\n    \
+         println!(\"{} {:?}\", b.format(42), memchr::memchr(b'2', b\"42\"));\n}\n",
+    )?;
+    let path = format!(
+        "{}:{}",
+        tools.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("cargo")
+        .current_dir(&app)
+        .env("PATH", &path)
+        .env("CARGO_TARGET_DIR", dir.path().join("target"))
+        .args(["auditable", "build", "--release", "--quiet"])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo auditable build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = cargo_tree(&app)?;
+    assert_eq!(
+        want,
+        BTreeSet::from([
+            ("itoa".to_owned(), "1.0.19".to_owned()),
+            ("memchr".to_owned(), "2.8.3".to_owned()),
+        ])
+    );
+    let binary = dir.path().join("target/release/audited-app");
+    // The same binary stripped of its symbols, as images often ship them.
+    let stripped = dir.path().join("audited-app.stripped");
+    std::fs::copy(&binary, &stripped)?;
+    let status = Command::new("strip").arg(&stripped).status()?;
+    anyhow::ensure!(status.success(), "strip failed");
+
+    // Each in an image of its own: analysis lists a crate version once per
+    // image, whichever files hold it.
+    for (file, at) in [
+        (&binary, "usr/local/bin/audited-app"),
+        (&stripped, "usr/bin/audited-app"),
+    ] {
+        let layer = dir.path().join("layer.tar");
+        {
+            let mut b = tar::Builder::new(std::fs::File::create(&layer)?);
+            b.append_path_with_name(file, at)?;
+            b.finish()?;
+        }
+        let mut a = Analyzer::new(Limits::default());
+        a.add_layer(std::fs::File::open(&layer)?, &LayerExpect::default())?;
+        let analysis = a.finish();
+        let got: BTreeSet<(String, String)> = analysis
+            .packages
+            .iter()
+            .filter(|p| p.kind == PackageKind::Cargo && p.path == at)
+            .map(|p| (p.name.clone(), p.version.clone()))
+            .collect();
+        assert_eq!(got, want, "{at}");
+        let itoa = analysis
+            .packages
+            .iter()
+            .find(|p| p.name == "itoa")
+            .context("itoa")?;
+        assert_eq!(itoa.purl, "pkg:cargo/itoa@1.0.19");
+        assert!(analysis.warnings.is_empty(), "{:?}", analysis.warnings);
+    }
+    Ok(())
+}

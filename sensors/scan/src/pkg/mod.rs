@@ -8,6 +8,7 @@ pub mod golang;
 pub mod java;
 pub mod lang;
 pub mod rpm;
+pub mod rust_audit;
 
 /// Which package manager installed a package.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
