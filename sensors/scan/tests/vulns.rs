@@ -221,3 +221,123 @@ fn database_file_round_trip_zip_import_and_bad_input() -> Result<()> {
     assert!(e.to_string().contains("nothing-here"), "{e}");
     Ok(())
 }
+
+/// A layer of `(path, content, mode)` entries.
+fn layer_of(path: &Path, files: &[(&str, &[u8], u32)]) -> Result<()> {
+    let mut b = tar::Builder::new(std::fs::File::create(path)?);
+    for (name, data, mode) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name)?;
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.set_cksum();
+        b.append(&h, *data)?;
+    }
+    b.finish()?;
+    Ok(())
+}
+
+#[test]
+fn language_packages_match_their_ecosystems_advisories() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // A real Go binary linking golang.org/x/text v0.3.7, and etcd (whose
+    // gorilla/websocket v1.4.2 is past its advisory's fix).
+    let text_app = sightline_testenv::binaries::go_program(
+        &dir.path().join("textapp"),
+        "module example.com/textapp\n\ngo 1.21\n\nrequire golang.org/x/text v0.3.7\n",
+        "package main\n\nimport (\n\t\"fmt\"\n\n\t\"golang.org/x/text/language\"\n)\n\n\
+         func main() {\n\tt, _, _ := language.ParseAcceptLanguage(\"en-US\")\n\tfmt.Println(t)\n}\n",
+    )?;
+    let etcd = sightline_testenv::Binaries::ensure()?.etcd;
+    let cargo_lock = "version = 3\n\n\
+        [[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\n\
+        [[package]]\nname = \"smallvec\"\nversion = \"1.6.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n\n\
+        [[package]]\nname = \"smallvec\"\nversion = \"1.16.6\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n";
+    let package_lock = r#"{"name": "web", "lockfileVersion": 3, "packages": {
+        "": {"name": "web", "version": "1.0.0"},
+        "node_modules/lodash": {"version": "4.17.20"},
+        "node_modules/legacy": {"version": "1.0.0"},
+        "node_modules/legacy/node_modules/lodash": {"version": "4.17.21"}}}"#;
+    let requests = "Metadata-Version: 2.1\nName: Requests\nVersion: 2.30.0\n";
+    let toolbelt = "Metadata-Version: 2.1\nName: requests-toolbelt\nVersion: 1.0.0\n";
+    let layer = dir.path().join("lang.tar");
+    layer_of(
+        &layer,
+        &[
+            ("srv/app/Cargo.lock", cargo_lock.as_bytes(), 0o644),
+            ("srv/web/package-lock.json", package_lock.as_bytes(), 0o644),
+            (
+                "usr/lib/python3/dist-packages/requests-2.30.0.dist-info/METADATA",
+                requests.as_bytes(),
+                0o644,
+            ),
+            (
+                "usr/lib/python3/dist-packages/requests_toolbelt-1.0.0.dist-info/METADATA",
+                toolbelt.as_bytes(),
+                0o644,
+            ),
+            ("usr/local/bin/textapp", &std::fs::read(&text_app)?, 0o755),
+            ("usr/local/bin/etcd", &std::fs::read(&etcd)?, 0o755),
+        ],
+    )?;
+    let analysis = analyze_layer(&layer)?;
+    assert!(analysis.warnings.is_empty(), "{:?}", analysis.warnings);
+    let m = match_analysis(&analysis, &db_of("lang")?);
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    let got: BTreeSet<(&str, &str, &str, Option<&str>, Level)> = m
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.id.as_str(),
+                f.package.as_str(),
+                f.version.as_str(),
+                f.fixed.as_deref(),
+                f.severity.level,
+            )
+        })
+        .collect();
+    // Not: smallvec 1.16.6, the nested lodash 4.17.21, requests-toolbelt
+    // (another package despite the prefix), etcd's websocket v1.4.2.
+    assert_eq!(
+        got,
+        BTreeSet::from([
+            (
+                "GHSA-35jh-r3h4-6jhm",
+                "lodash",
+                "4.17.20",
+                Some("4.17.21"),
+                Level::High
+            ),
+            (
+                "GHSA-j8r2-6x86-q33q",
+                "requests",
+                "2.30.0",
+                Some("2.31.0"),
+                Level::Medium
+            ),
+            (
+                "GO-2022-1059",
+                "golang.org/x/text",
+                "v0.3.7",
+                Some("0.3.8"),
+                Level::Unknown
+            ),
+            (
+                "RUSTSEC-2021-0003",
+                "smallvec",
+                "1.6.0",
+                Some("1.6.1"),
+                Level::Critical
+            ),
+        ])
+    );
+    assert!(
+        analysis
+            .packages
+            .iter()
+            .any(|p| p.name == "github.com/gorilla/websocket" && p.version == "v1.4.2"),
+        "etcd links the websocket module the advisory's fix is older than"
+    );
+    Ok(())
+}
