@@ -39,11 +39,11 @@ fn import_then_list_an_images_vulnerabilities() -> Result<()> {
     ])?;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);
-    assert!(said.contains("10 advisories from 10 files"), "{said}");
+    assert!(said.contains("15 advisories from 15 files"), "{said}");
     assert!(said.contains("Alpine:v3.19"), "{said}");
     let out = sightline(&["db", "info", &db_s])?;
     assert!(
-        text(&out.stdout).contains("10 advisories"),
+        text(&out.stdout).contains("15 advisories"),
         "{}",
         text(&out.stdout)
     );

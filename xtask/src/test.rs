@@ -142,7 +142,7 @@ pub fn run_all() -> Result<()> {
         .tempdir()?;
     let result = run_counting(
         Command::new("cargo")
-            .args(["test", "--workspace"])
+            .args(["test", "--workspace", "--no-fail-fast"])
             .env(PID_DIR_ENV, pids.path()),
     );
     for entry in std::fs::read_dir(pids.path())?.flatten() {
