@@ -40,6 +40,7 @@ const COMPONENTS: &[&str] = &[
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
+    "kube-proxy",
     "kubelet",
     "kubectl",
 ];
@@ -128,6 +129,14 @@ impl Binaries {
             cmd.arg(arg);
         }
         Ok(cmd)
+    }
+
+    /// The program and leading argument that run `component`, if any.
+    pub fn program(&self, component: &str) -> Option<(PathBuf, Option<String>)> {
+        self.kube
+            .iter()
+            .find(|(c, _, _)| *c == component)
+            .map(|(_, p, first)| (p.clone(), first.map(str::to_owned)))
     }
 
     /// True when `component` is available.
@@ -334,8 +343,36 @@ fn go_build(root: &Path, module: &str, out: &Path, extra: &[&str]) -> Result<()>
     Ok(())
 }
 
-fn set_executable(path: &Path) -> Result<()> {
+pub(crate) fn set_executable(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .map_err(io(format!("making {} executable", path.display())))
+}
+
+/// A binary of this workspace, built by the same `cargo test` or `cargo
+/// build` run that built the caller (a test binary in `target/<profile>/
+/// deps`, or a program in `target/<profile>`).
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(io("locating the running program"))?;
+    let mut dir = exe.parent();
+    while let Some(d) = dir {
+        let candidate = d.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        if d.file_name().is_some_and(|n| n == "deps") {
+            dir = d.parent();
+            continue;
+        }
+        break;
+    }
+    Err(Error::MissingBinary(format!(
+        "{name} is not built next to {} (`cargo test --workspace` and `cargo xtask test` build it; or run `cargo build -p {}`)",
+        exe.display(),
+        match name {
+            "sightline-operator" => "sightline-operator",
+            "sightline-sensor" => "sightline-sensor",
+            other => other,
+        }
+    )))
 }

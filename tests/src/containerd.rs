@@ -30,6 +30,8 @@ pub struct Layout {
     pub dir: PathBuf,
     /// The CNI configuration directory (`net.d`) CRI reads.
     pub cni_conf_dir: PathBuf,
+    /// Where CRI finds the CNI plugins (Debian's `/usr/lib/cni` when `None`).
+    pub cni_bin_dir: Option<PathBuf>,
 }
 
 impl Containerd {
@@ -43,6 +45,7 @@ impl Containerd {
         let layout = Layout {
             dir: temp.path().to_path_buf(),
             cni_conf_dir: temp.path().join("net.d"),
+            cni_bin_dir: None,
         };
         let mut c = Self::start_in(&layout)?;
         c._temp = Some(temp);
@@ -59,8 +62,15 @@ impl Containerd {
             .map_err(io(format!("creating {}", layout.cni_conf_dir.display())))?;
         let socket = d.join("containerd.sock");
         let config = d.join("containerd.toml");
-        std::fs::write(&config, config_text(d, &socket, &layout.cni_conf_dir))
-            .map_err(io("writing containerd's config"))?;
+        let cni_bin = layout
+            .cni_bin_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/usr/lib/cni"));
+        std::fs::write(
+            &config,
+            config_text(d, &socket, &layout.cni_conf_dir, &cni_bin),
+        )
+        .map_err(io("writing containerd's config"))?;
         let mut cmd = Command::new("/usr/bin/containerd");
         cmd.arg("--config").arg(&config);
         let mut proc = Proc::spawn("containerd", cmd, &d.join("containerd.log"))?;
@@ -190,7 +200,7 @@ impl Containerd {
 /// hybrid cgroups, where crun fails), `restrict_oom_score_adj` (no
 /// `CAP_SYS_RESOURCE` here), the local sandbox image, Debian's CNI
 /// plugins, and no registry mirrors (nothing is pulled).
-fn config_text(dir: &Path, socket: &Path, cni_conf_dir: &Path) -> String {
+fn config_text(dir: &Path, socket: &Path, cni_conf_dir: &Path, cni_bin_dir: &Path) -> String {
     let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
     format!(
         r#"version = 2
@@ -214,12 +224,13 @@ state = "{state}"
   BinaryName = "/usr/sbin/runc"
   SystemdCgroup = false
 [{cri}.cni]
-  bin_dir = "/usr/lib/cni"
+  bin_dir = "{cni_bin}"
   conf_dir = "{cni}"
 "#,
         root = dir.join("root").display(),
         state = dir.join("state").display(),
         sock = socket.display(),
         cni = cni_conf_dir.display(),
+        cni_bin = cni_bin_dir.display(),
     )
 }

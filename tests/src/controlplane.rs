@@ -25,12 +25,21 @@ pub struct Options {
     /// Also run kube-controller-manager (garbage collection of owned
     /// objects, DaemonSet and CronJob status, service-account tokens).
     pub controller_manager: bool,
+    /// Also run kube-scheduler (pods reach a node only through it).
+    pub scheduler: bool,
     /// Directory to live in; a fresh temporary one when `None`.
     pub dir: Option<PathBuf>,
     /// Install Sightline's CRDs before the controller manager starts, so its
     /// garbage collector knows the kinds from the start (it rediscovers new
     /// kinds only every 30 s).
     pub install_crds: bool,
+    /// The address the API server listens on and advertises: loopback, or
+    /// the gateway of a node's pod network so that pods reach it (through
+    /// the `kubernetes` Service).
+    pub address: std::net::Ipv4Addr,
+    /// The node that will join, if any: the control plane issues its
+    /// credentials (and kube-proxy's).
+    pub node: Option<String>,
 }
 
 impl Options {
@@ -38,8 +47,8 @@ impl Options {
     pub fn api_only() -> Self {
         Self {
             controller_manager: false,
-            dir: None,
             install_crds: false,
+            ..Self::default()
         }
     }
 }
@@ -48,8 +57,11 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             controller_manager: true,
+            scheduler: false,
             dir: None,
             install_crds: true,
+            address: std::net::Ipv4Addr::LOCALHOST,
+            node: None,
         }
     }
 }
@@ -79,6 +91,9 @@ pub struct State {
     pub bin_dir: PathBuf,
     /// `(component, pid, program)` in start order.
     pub pids: Vec<(String, u32, String)>,
+    /// What the node left on the machine, when the cluster has one.
+    #[serde(default)]
+    pub node: Option<crate::node::Cleanup>,
 }
 
 impl State {
@@ -105,13 +120,42 @@ impl State {
         }
     }
 
-    /// Stops every recorded process (newest first) that is still ours.
+    /// Writes the state file into the cluster's directory.
+    pub fn save(&self) -> Result<()> {
+        let path = Self::path(&self.dir);
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Io {
+            what: "serializing the cluster state".into(),
+            source: std::io::Error::other(e),
+        })?;
+        std::fs::write(&path, json).map_err(io(format!("writing {}", path.display())))
+    }
+
+    /// Stops every recorded process (newest first) that is still ours;
+    /// with a node, the scheduler first and every pod drained, and what
+    /// the node left removed at the end.
     pub fn stop(&self) -> Vec<String> {
         let mut stopped = Vec::new();
-        for (name, pid, program) in self.pids.iter().rev() {
-            if stop_recorded(*pid, program, Duration::from_secs(10)) {
+        let mut stop = |name: &str, pid: u32, program: &str| {
+            if stop_recorded(pid, program, Duration::from_secs(10)) {
                 stopped.push(format!("{name} (pid {pid})"));
             }
+        };
+        if let Some(node) = &self.node {
+            for (name, pid, program) in self.pids.iter().filter(|(n, _, _)| n == "kube-scheduler") {
+                stop(name, *pid, program);
+            }
+            let kubectl = crate::node::Kubectl::at(&self.bin_dir, &self.kubeconfig);
+            crate::node::drain(
+                &kubectl,
+                &node.dir.join("containerd/containerd.sock"),
+                Duration::from_secs(60),
+            );
+        }
+        for (name, pid, program) in self.pids.iter().rev() {
+            stop(name, *pid, program);
+        }
+        if let Some(node) = &self.node {
+            stopped.extend(node.run());
         }
         stopped
     }
@@ -167,7 +211,7 @@ impl ControlPlane {
                 (Some(t), p)
             }
         };
-        let pki = Pki::write(&dir)?;
+        let pki = Pki::write(&dir, opts.address, opts.node.as_deref())?;
         let mut procs = Vec::new();
 
         let (client_port, peer_port) = (free_port()?, free_port()?);
@@ -189,12 +233,13 @@ impl ControlPlane {
         wait_listening(&mut procs, client_port, &dir.join("etcd.log")).await?;
 
         let port = free_port()?;
-        let server = format!("https://127.0.0.1:{port}");
+        let address = opts.address;
+        let server = format!("https://{address}:{port}");
         let mut apiserver = binaries.command("kube-apiserver")?;
         apiserver.args([
             &format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            &format!("--bind-address={address}"),
+            &format!("--advertise-address={address}"),
             &format!("--secure-port={port}"),
             &format!("--cert-dir={}", dir.join("certs").display()),
             &format!("--tls-cert-file={}", pki.serving_cert.display()),
@@ -211,6 +256,14 @@ impl ControlPlane {
             "--service-cluster-ip-range=10.96.0.0/16",
             "--allow-privileged=true",
             "--profiling=false",
+            // How it authenticates to kubelets (for logs and exec); kubelets
+            // trust the cluster CA.
+            &format!(
+                "--kubelet-client-certificate={}",
+                pki.kubelet_client_cert.display()
+            ),
+            &format!("--kubelet-client-key={}", pki.kubelet_client_key.display()),
+            "--kubelet-preferred-address-types=InternalIP",
             "--v=1",
         ]);
         procs.push(Proc::spawn(
@@ -221,6 +274,12 @@ impl ControlPlane {
 
         let kubeconfig = dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, &server, &pki.ca_pem, &pki.admin_token)?;
+        for (file, token) in [
+            ("kubelet.kubeconfig", &pki.node_token),
+            ("kube-proxy.kubeconfig", &pki.proxy_token),
+        ] {
+            write_kubeconfig(&dir.join(file), &server, &pki.ca_pem, token)?;
+        }
         let client = client_for(&kubeconfig).await?;
         let mut cp = Self {
             procs,
@@ -239,7 +298,31 @@ impl ControlPlane {
         if opts.controller_manager {
             cp.start_controller_manager(&pki).await?;
         }
+        if opts.scheduler {
+            cp.start_scheduler(&pki)?;
+        }
         Ok(cp)
+    }
+
+    fn start_scheduler(&mut self, pki: &Pki) -> Result<()> {
+        let kubeconfig = self.dir.join("kube-scheduler.kubeconfig");
+        write_kubeconfig(&kubeconfig, &self.server, &pki.ca_pem, &pki.scheduler_token)?;
+        let mut cmd = self.binaries.command("kube-scheduler")?;
+        cmd.args([
+            &format!("--kubeconfig={}", kubeconfig.display()),
+            &format!("--authentication-kubeconfig={}", kubeconfig.display()),
+            &format!("--authorization-kubeconfig={}", kubeconfig.display()),
+            "--bind-address=127.0.0.1",
+            &format!("--secure-port={}", free_port()?),
+            "--leader-elect=false",
+            "--v=1",
+        ]);
+        self.procs.push(Proc::spawn(
+            "kube-scheduler",
+            cmd,
+            &self.dir.join("kube-scheduler.log"),
+        )?);
+        Ok(())
     }
 
     async fn wait_apiserver_ready(&mut self, timeout: Duration) -> Result<()> {
@@ -364,7 +447,7 @@ impl ControlPlane {
 
     /// Leaves the processes running and returns what is needed to stop them
     /// later; the directory is kept.
-    pub fn detach(mut self) -> Result<State> {
+    pub fn detach(&mut self) -> Result<State> {
         let bin_dir = self.dir.join("bin");
         self.binaries.link_into(&bin_dir)?;
         let mut pids = Vec::new();
@@ -382,17 +465,21 @@ impl ControlPlane {
             kubeconfig: self.kubeconfig.clone(),
             bin_dir,
             pids,
+            node: None,
         };
-        let path = State::path(&self.dir);
-        let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::Io {
-            what: "serializing the cluster state".into(),
-            source: std::io::Error::other(e),
-        })?;
-        std::fs::write(&path, json).map_err(io(format!("writing {}", path.display())))?;
+        state.save()?;
         if let Some(t) = self._tmp.take() {
             let _ = t.keep();
         }
         Ok(state)
+    }
+
+    /// Stops one component (the scheduler, before a node is drained).
+    pub fn stop_component(&mut self, name: &str) {
+        if let Some(i) = self.procs.iter().position(|p| p.name == name) {
+            let mut p = self.procs.remove(i);
+            p.stop(Duration::from_secs(10));
+        }
     }
 
     /// Stops every process, newest first.
@@ -414,22 +501,29 @@ struct Pki {
     ca_pem: String,
     serving_cert: PathBuf,
     serving_key: PathBuf,
+    kubelet_client_cert: PathBuf,
+    kubelet_client_key: PathBuf,
     sa_key: PathBuf,
     sa_pub: PathBuf,
     tokens: PathBuf,
     admin_token: String,
     controller_manager_token: String,
+    scheduler_token: String,
+    node_token: String,
+    proxy_token: String,
 }
 
 impl Pki {
-    fn write(dir: &Path) -> Result<Self> {
+    fn write(dir: &Path, address: std::net::Ipv4Addr, node: Option<&str>) -> Result<Self> {
         let pki = dir.join("pki");
         std::fs::create_dir_all(&pki).map_err(io(format!("creating {}", pki.display())))?;
         let ca = Ca::new()?;
+        let address = address.to_string();
         let serving = ca.serving(
             "kube-apiserver",
             &[
                 "127.0.0.1",
+                &address,
                 "localhost",
                 "10.96.0.1",
                 "kubernetes",
@@ -438,17 +532,31 @@ impl Pki {
                 "kubernetes.default.svc.cluster.local",
             ],
         )?;
+        let kubelet_client = ca.client("kube-apiserver-kubelet-client", &["system:masters"])?;
         let admin_token = random_token();
         let controller_manager_token = random_token();
-        let tokens = format!(
+        let scheduler_token = random_token();
+        let node_token = random_token();
+        let proxy_token = random_token();
+        let mut tokens = format!(
             "{admin_token},sightline-admin,sightline-admin,\"system:masters\"\n\
-             {controller_manager_token},system:kube-controller-manager,system:kube-controller-manager\n"
+             {controller_manager_token},system:kube-controller-manager,system:kube-controller-manager\n\
+             {scheduler_token},system:kube-scheduler,system:kube-scheduler\n\
+             {proxy_token},system:kube-proxy,system:kube-proxy\n"
         );
+        if let Some(node) = node {
+            // The Node authorizer knows a kubelet by this name and group.
+            tokens.push_str(&format!(
+                "{node_token},system:node:{node},system:node:{node},\"system:nodes\"\n"
+            ));
+        }
         let (sa_key, sa_pub) = certs::service_account_key()?;
         let files = [
             ("ca.crt", ca.cert_pem()),
             ("apiserver.crt", serving.cert),
             ("apiserver.key", serving.key),
+            ("apiserver-kubelet-client.crt", kubelet_client.cert),
+            ("apiserver-kubelet-client.key", kubelet_client.key),
             ("sa.key", sa_key),
             ("sa.pub", sa_pub),
             ("tokens.csv", tokens),
@@ -462,11 +570,16 @@ impl Pki {
             ca_pem: ca.cert_pem(),
             serving_cert: pki.join("apiserver.crt"),
             serving_key: pki.join("apiserver.key"),
+            kubelet_client_cert: pki.join("apiserver-kubelet-client.crt"),
+            kubelet_client_key: pki.join("apiserver-kubelet-client.key"),
             sa_key: pki.join("sa.key"),
             sa_pub: pki.join("sa.pub"),
             tokens: pki.join("tokens.csv"),
             admin_token,
             controller_manager_token,
+            scheduler_token,
+            node_token,
+            proxy_token,
         })
     }
 }

@@ -194,3 +194,26 @@ pub async fn apply_yaml(
 }
 
 use serde::Deserialize;
+
+/// Copies a directory tree (test data into a build context, a chart to
+/// change a copy of it).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(crate::io(format!("creating {}", to.display())))?;
+    let entries =
+        std::fs::read_dir(from).map_err(crate::io(format!("reading {}", from.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(crate::io(format!("reading {}", from.display())))?;
+        let dest = to.join(entry.file_name());
+        let is_dir = entry
+            .file_type()
+            .map_err(crate::io(format!("reading {}", entry.path().display())))?
+            .is_dir();
+        if is_dir {
+            copy_dir(&entry.path(), &dest)?;
+        } else {
+            std::fs::copy(entry.path(), &dest)
+                .map_err(crate::io(format!("copying {}", entry.path().display())))?;
+        }
+    }
+    Ok(())
+}

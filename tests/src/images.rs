@@ -122,3 +122,114 @@ pub fn pause_image(dir: &std::path::Path) -> Result<PathBuf> {
     )?;
     Ok(out)
 }
+
+/// The version Sightline's images are tagged with (the workspace's).
+pub const SIGHTLINE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where the local images live: `sightline.local/<name>:<version>`.
+pub fn sightline_image(name: &str) -> String {
+    format!("sightline.local/{name}:{SIGHTLINE_VERSION}")
+}
+
+/// The shared libraries a dynamically linked binary loads, as `ldd`
+/// resolves them on this machine (the loader included).
+fn shared_libraries(binary: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let mut cmd = Command::new("ldd");
+    cmd.arg(binary);
+    let out = checked(cmd, &format!("ldd {}", binary.display()))?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or
+            // "/lib64/ld-linux-x86-64.so.2 (0x…)"; the vDSO has no file.
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.trim(),
+                None => l,
+            };
+            let path = path.split(" (").next()?.trim();
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+/// Writes an image of `binary` alone (with the libraries it loads, copied
+/// from this machine, and an `/etc/passwd` naming root and `nonroot`),
+/// run as `user`, tagged [`sightline_image`]`(name)`, into `dir`; returns
+/// the archive. No base image: the layer holds just these files.
+pub fn binary_image(
+    dir: &std::path::Path,
+    name: &str,
+    binary: &std::path::Path,
+    user: &str,
+) -> Result<PathBuf> {
+    use crate::archive::{LayerTar, RunConfig, docker_archive};
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let mut layer = LayerTar::create(&dir.join(format!("{name}.layer.tar")))?;
+    let mut dirs: Vec<String> = vec!["etc".into(), "tmp".into(), "usr/local/bin".into()];
+    let libs = shared_libraries(binary)?;
+    for lib in &libs {
+        if let Some(parent) = lib.parent() {
+            dirs.push(
+                parent
+                    .display()
+                    .to_string()
+                    .trim_start_matches('/')
+                    .to_owned(),
+            );
+        }
+    }
+    let mut added = std::collections::BTreeSet::new();
+    for d in &dirs {
+        // Every directory on the way, parents first, each once.
+        let mut at = String::new();
+        for part in d.split('/') {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(part);
+            if added.insert(at.clone()) {
+                let mode = if at == "tmp" { 0o1777 } else { 0o755 };
+                layer.dir(&at, mode)?;
+            }
+        }
+    }
+    layer.file(
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+        0o644,
+    )?;
+    layer.file("etc/group", b"root:x:0:\nnonroot:x:65532:\n", 0o644)?;
+    for lib in &libs {
+        // Copies the file a link resolves to, under the name ldd gave.
+        let real =
+            std::fs::canonicalize(lib).map_err(io(format!("resolving {}", lib.display())))?;
+        layer.copy(
+            lib.display().to_string().trim_start_matches('/'),
+            &real,
+            0o755,
+        )?;
+    }
+    let program = binary
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_owned());
+    layer.copy(&format!("usr/local/bin/{program}"), binary, 0o755)?;
+    let layer = layer.finish()?;
+    let out = dir.join(format!("{name}.tar"));
+    docker_archive(
+        &[&sightline_image(name)],
+        &[layer],
+        &RunConfig {
+            entrypoint: vec![format!("/usr/local/bin/{program}")],
+            user: Some(user.to_owned()),
+            labels: vec![(
+                "org.opencontainers.image.version".into(),
+                SIGHTLINE_VERSION.into(),
+            )],
+            ..RunConfig::default()
+        },
+        &out,
+    )?;
+    Ok(out)
+}

@@ -10,11 +10,13 @@
 pub mod archive;
 pub mod binaries;
 pub mod certs;
+pub mod cluster;
 pub mod containerd;
 pub mod controlplane;
 pub mod docker;
 pub mod helpers;
 pub mod images;
+pub mod node;
 pub mod process;
 
 pub use binaries::Binaries;

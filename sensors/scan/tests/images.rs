@@ -429,21 +429,6 @@ fn repoint(dir: &Path, manifest: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Copies a directory tree (test data into a build context).
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let dest = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &dest)?;
-        } else {
-            std::fs::copy(entry.path(), &dest)?;
-        }
-    }
-    Ok(())
-}
-
 #[test]
 fn language_packages_in_an_image_built_by_dockerd() -> Result<()> {
     let rootfs = debian_rootfs()?;
@@ -453,7 +438,7 @@ fn language_packages_in_an_image_built_by_dockerd() -> Result<()> {
     // node_modules written by npm, Python metadata written by pip.
     let ctx = docker.scratch().join("lang-ctx");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lang");
-    copy_tree(&data, &ctx.join("app"))?;
+    sightline_testenv::helpers::copy_dir(&data, &ctx.join("app"))?;
     let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");
     std::fs::copy(&lock, ctx.join("app/Cargo.lock"))?;
     std::fs::write(
