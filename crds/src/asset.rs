@@ -75,6 +75,7 @@ pub fn asset_name(kind: AssetKind, identity: &str) -> String {
     status = "AssetStatus",
     printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".status.kind"}"#,
     printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity","priority":1}"#,
+    printcolumn = r#"{"name":"Category","type":"string","jsonPath":".status.normalized.hardware.category"}"#,
     printcolumn = r#"{"name":"OS","type":"string","jsonPath":".status.normalized.os.product"}"#,
     printcolumn = r#"{"name":"Lifecycle","type":"string","jsonPath":".metadata.labels.sightline\\.dev/lifecycle"}"#,
     printcolumn = r#"{"name":"Max Severity","type":"string","jsonPath":".metadata.labels.sightline\\.dev/max-severity"}"#,

@@ -15,6 +15,20 @@ fn chart_crds_match_the_rust_types() {
 }
 
 #[test]
+fn chart_sensor_cluster_roles_match_the_rust_rules() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../charts/sightline/templates/sensor-clusterroles.yaml");
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    let generated =
+        sightline_crds::crdgen::sensor_cluster_roles_template().expect("the roles serialize");
+    assert!(
+        checked_in == generated,
+        "{} is out of date with crds/src/rbac.rs: run `cargo xtask crdgen` and commit the result",
+        path.display()
+    );
+}
+
+#[test]
 fn every_kind_has_status_printer_columns_and_a_short_name() {
     for crd in sightline_crds::crdgen::all() {
         let name = crd.metadata.name.clone().unwrap_or_default();

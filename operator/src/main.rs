@@ -52,7 +52,6 @@ struct Args {
     /// This replica's identity in the election (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    /// Remove Assets no sensor has seen for this long (`30d`, `12h`, …), or `forever`.
     /// The URL container sensors fetch the vulnerability database from
     /// (this operator's `/api/v1/vulndb` through its Service), set in their
     /// pods as `SIGHTLINE_VULN_DB_URL`.
@@ -62,6 +61,16 @@ struct Args {
     /// `/api/v1/vulndb` (built with `sightline db import`).
     #[arg(long, env = "SIGHTLINE_VULN_DB")]
     vuln_db: Option<std::path::PathBuf>,
+    /// Seconds between node sensors' full listings (and `lastSeen`
+    /// refreshes), set in their pods; the sensors' default (300) when unset.
+    #[arg(long, env = "SIGHTLINE_SENSOR_REFRESH_SECONDS")]
+    sensor_refresh_seconds: Option<u64>,
+    /// Apply the sensor types' ClusterRoles at start-up (the chart installs
+    /// them and passes `false`, so the operator needs no right to create
+    /// ClusterRoles).
+    #[arg(long, env = "SIGHTLINE_APPLY_SENSOR_CLUSTER_ROLES", default_value_t = true, action = clap::ArgAction::Set)]
+    apply_sensor_cluster_roles: bool,
+    /// Remove Assets no sensor has seen for this long (`30d`, `12h`, …), or `forever`.
     #[arg(long, env = "SIGHTLINE_ASSET_RETENTION", default_value = "30d", value_parser = parse_retention)]
     asset_retention: Retention,
 }
@@ -165,14 +174,17 @@ async fn main() -> Result<()> {
         tracing::info!(identity, "became leader");
     }
     metrics.leader.set(1);
-    sightline_operator::apply_sensor_cluster_roles(&client)
-        .await
-        .context("applying the sensor ClusterRoles")?;
+    if args.apply_sensor_cluster_roles {
+        sightline_operator::apply_sensor_cluster_roles(&client)
+            .await
+            .context("applying the sensor ClusterRoles")?;
+    }
     ready.store(true, Ordering::Relaxed);
 
     let defaults = Defaults {
         image: args.sensor_image.clone(),
         vuln_db_url: args.sensor_vuln_db_url.clone(),
+        refresh_seconds: args.sensor_refresh_seconds,
     };
     let run = controllers::run(
         client.clone(),

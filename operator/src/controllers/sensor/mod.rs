@@ -255,7 +255,10 @@ async fn apply_owned(
     }
     let ns = sensor.namespace().unwrap_or_default();
     let c = &ctx.client;
-    // The four RBAC objects do not depend on each other: apply them at once.
+    // A RoleBinding may be created only once its Role exists (the API
+    // server checks that the binder holds the Role's permissions, unless it
+    // may `bind` any Role, which the operator may not): the other three
+    // objects go at once, then the binding.
     let (sa_api, role_api, rb_api, crb_api) = (
         Api::namespaced(c.clone(), &ns),
         Api::namespaced(c.clone(), &ns),
@@ -265,13 +268,13 @@ async fn apply_owned(
     futures::try_join!(
         apply_as(&sa_api, &desired.service_account, "ServiceAccount"),
         apply_as(&role_api, &desired.role, "Role"),
-        apply_as(&rb_api, &desired.role_binding, "RoleBinding"),
         apply_as(
             &crb_api,
             &desired.cluster_role_binding,
             "ClusterRoleBinding"
         ),
     )?;
+    apply_as(&rb_api, &desired.role_binding, "RoleBinding").await?;
     let applied = match desired.workload {
         Workload::DaemonSet(ds) => Workload::DaemonSet(Box::new(
             apply_as(&Api::namespaced(c.clone(), &ns), &*ds, "DaemonSet").await?,

@@ -11,7 +11,7 @@ pub const LABEL_SENSOR: &str = "sightline.dev/sensor";
 /// Label carrying the owning Sensor's namespace (on cluster-scoped objects).
 pub const LABEL_SENSOR_NAMESPACE: &str = "sightline.dev/sensor-namespace";
 /// `app.kubernetes.io/managed-by` value.
-pub const MANAGED_BY: &str = "sightline-operator";
+pub use sightline_crds::rbac::MANAGED_BY;
 
 /// `prefix` + `name`, shortened to `max` characters with a hash suffix when
 /// too long, so distinct long names never collide.
@@ -67,6 +67,8 @@ pub fn labels(sensor: &Sensor) -> BTreeMap<String, String> {
             sensor.spec.type_.as_str().into(),
         ),
         ("app.kubernetes.io/managed-by".into(), MANAGED_BY.into()),
+        // What the chart's NetworkPolicy lets reach the operator.
+        ("app.kubernetes.io/part-of".into(), "sightline".into()),
         (LABEL_SENSOR.into(), name),
     ])
 }

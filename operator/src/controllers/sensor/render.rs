@@ -26,6 +26,9 @@ pub struct Defaults {
     /// Where container sensors fetch the vulnerability database (the
     /// operator's `/api/v1/vulndb` behind its Service), if it serves one.
     pub vuln_db_url: Option<String>,
+    /// How often node sensors list everything again and refresh `lastSeen`
+    /// (`SIGHTLINE_REFRESH_SECONDS`); the sensor's own default when `None`.
+    pub refresh_seconds: Option<u64>,
 }
 
 /// The workload a Sensor runs as.
@@ -253,13 +256,10 @@ fn node_facts(a: &mut HostAccess) {
         "FileOrCreate",
         true,
     );
-    a.host_at(
-        "host-dmi",
-        "/sys/class/dmi/id",
-        "/host/sys/class/dmi/id",
-        "DirectoryOrCreate",
-        true,
-    );
+    // All of sysfs, read-only: DMI (`class/dmi/id`) is absent on some
+    // machines (Firecracker VMs have none), and a hostPath that must be
+    // created inside sysfs would keep the pod from starting.
+    a.host_at("host-sys", "/sys", "/host/sys", "Directory", true);
 }
 
 fn pod_template(sensor: &Sensor, key: &ActivationKey, defaults: &Defaults) -> PodTemplateSpec {
@@ -311,6 +311,11 @@ fn pod_template(sensor: &Sensor, key: &ActivationKey, defaults: &Defaults) -> Po
                     .as_ref()
                     .filter(|_| spec.type_ == SensorType::Container)
                     .map(|url| env("SIGHTLINE_VULN_DB_URL", url.clone())),
+            )
+            .chain(
+                defaults
+                    .refresh_seconds
+                    .map(|s| env("SIGHTLINE_REFRESH_SECONDS", s.to_string())),
             )
             .collect(),
         ),
@@ -483,6 +488,7 @@ mod tests {
             vuln_db_url: Some(
                 "http://sightline-operator.sightline-system:8080/api/v1/vulndb".into(),
             ),
+            refresh_seconds: Some(60),
         }
     }
 
@@ -533,6 +539,7 @@ mod tests {
             env["SIGHTLINE_VULN_DB_URL"].as_deref(),
             Some("http://sightline-operator.sightline-system:8080/api/v1/vulndb")
         );
+        assert_eq!(env["SIGHTLINE_REFRESH_SECONDS"].as_deref(), Some("60"));
         assert_eq!(c.image.as_deref(), Some("sightline/sensor:test"));
     }
 
