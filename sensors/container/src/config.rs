@@ -42,6 +42,9 @@ pub struct Config {
     /// How often the endpoint is asked for a newer database
     /// (`SIGHTLINE_VULN_DB_REFRESH_SECONDS`).
     pub vuln_db_refresh: Duration,
+    /// Where the host's files are (`SIGHTLINE_HOST_ROOT`, `/host` in the
+    /// DaemonSet), for the node's own Asset.
+    pub host: crate::node::HostPaths,
 }
 
 /// A setting that could not be read, named.
@@ -120,6 +123,7 @@ impl Config {
                 ),
                 None => Duration::from_secs(3600),
             },
+            host: crate::node::HostPaths::from_env(get("SIGHTLINE_HOST_ROOT")),
         })
     }
 

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod containerd;
 pub mod docker;
+pub mod node;
 pub mod report;
 pub mod run;
 pub mod runtime;

@@ -229,7 +229,8 @@ pub async fn run(
         None
     };
     let (db_tx, db_rx) = tokio::sync::watch::channel(db);
-    let reporter = Reporter::new(client, &cfg);
+    let reporter = Reporter::new(client.clone(), &cfg);
+    let runtimes = crate::node::Runtimes::default();
     let loops = futures::future::join_all(cfg.runtimes.iter().map(|(kind, endpoint)| {
         let watch = Watch {
             reporter: reporter.clone(),
@@ -238,12 +239,21 @@ pub async fn run(
             limits: Limits::default(),
             cache: Cache::default(),
         };
-        watch_runtime(watch, *kind, endpoint.clone())
+        watch_runtime(watch, *kind, endpoint.clone(), runtimes.clone())
     }));
     let refresh_db = keep_db_fresh(fetcher, db_tx, cfg.refresh, cfg.vuln_db_refresh);
+    let node = crate::node::report_loop(
+        client,
+        reporter,
+        cfg.node.clone(),
+        cfg.host.clone(),
+        runtimes,
+        cfg.refresh,
+    );
     tokio::select! {
         _ = loops => Ok(()),
         () = refresh_db => Ok(()),
+        () = node => Ok(()),
         () = shutdown => Ok(()),
     }
 }
@@ -285,6 +295,7 @@ async fn watch_runtime(
     mut watch: Watch,
     kind: sightline_crds::sensor::RuntimeKind,
     endpoint: String,
+    runtimes: crate::node::Runtimes,
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -298,7 +309,12 @@ async fn watch_runtime(
             }
         };
         backoff = Duration::from_secs(1);
-        info!(runtime = engine.kind(), endpoint = %endpoint, version = %engine.version().await.unwrap_or_default(), "watching the container runtime");
+        let version = engine.version().await.unwrap_or_default();
+        info!(runtime = engine.kind(), endpoint = %endpoint, version = %version, "watching the container runtime");
+        // The node's Asset lists its runtimes.
+        if let Ok(mut r) = runtimes.lock() {
+            r.insert(engine.kind().to_owned(), version);
+        }
         // Subscribe first, so nothing that happens during the scan is missed.
         let mut changes = engine.changes();
         watch.full_scan(&engine).await;

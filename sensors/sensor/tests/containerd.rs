@@ -137,6 +137,77 @@ async fn run_pod(
     Ok((pod, container))
 }
 
+/// The Node `node-a` as a kubelet on AWS would register it; returns its UID.
+async fn create_node(client: &kube::Client) -> Result<String> {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Patch, PatchParams, PostParams};
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": "node-a"},
+        "spec": {"providerID": "aws:///eu-west-1a/i-0123456789abcdef0"},
+    }))?;
+    let node = nodes.create(&PostParams::default(), &node).await?;
+    let status = json!({"status": {"nodeInfo": {
+        "kubeletVersion": "v1.34.4", "kubeProxyVersion": "", "osImage": "Debian GNU/Linux 12 (bookworm)",
+        "architecture": "amd64", "operatingSystem": "linux", "kernelVersion": "", "containerRuntimeVersion": "",
+        "machineID": "", "systemUUID": "", "bootID": "",
+    }}});
+    nodes
+        .patch_status("node-a", &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    node.metadata.uid.context("the Node's UID")
+}
+
+/// The Node Asset holds this machine's facts, read independently here.
+fn assert_node_facts(status: &serde_json::Value, uid: &str) -> Result<()> {
+    let o = &status["observed"];
+    assert_eq!(status["kind"], "Node");
+    assert_eq!(status["identity"], uid);
+    assert_eq!(o["nodeName"], "node-a");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    assert_eq!(o["kernelVersion"], kernel.trim());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
+    let processors = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    assert_eq!(o["cpu"]["count"], processors);
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("MemTotal")?;
+    assert_eq!(o["memoryBytes"], kib * 1024);
+    let os = std::fs::read_to_string("/etc/os-release")?;
+    let id = os
+        .lines()
+        .find_map(|l| l.strip_prefix("ID="))
+        .context("ID")?
+        .trim_matches('"');
+    assert_eq!(o["osRelease"]["ID"], id);
+    assert_eq!(o["architecture"], "amd64");
+    // The kernel's word on a hypervisor (the CPUID bit Linux reports).
+    let hypervisor = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("flags") && l.contains(" hypervisor"));
+    assert_eq!(o["virtualized"], hypervisor);
+    assert_eq!(o["hypervisor"].is_string(), hypervisor, "{o}");
+    assert_eq!(o["cloudProvider"], "aws");
+    assert_eq!(o["kubeletVersion"], "v1.34.4");
+    let software = o["software"].as_array().context("software")?;
+    assert!(
+        software.contains(&json!({"name": "kubelet", "version": "v1.34.4"})),
+        "{software:?}"
+    );
+    assert!(
+        software.iter().any(|s| s["name"] == "containerd"
+            && s["version"].as_str().is_some_and(|v| v.starts_with("1.6."))),
+        "{software:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_images_and_containers_from_containerd() -> Result<()> {
     let cp = ControlPlane::start(Options::api_only()).await?;
@@ -154,6 +225,7 @@ async fn reports_images_and_containers_from_containerd() -> Result<()> {
         "3.19.0",
         "3.1.4-r2",
     )?;
+    let node_uid = create_node(&client).await?;
 
     let config = json!({"runtimes": [{"type": "containerd", "endpoint": ctrd.endpoint()}]});
     let log = dir.path().join("sensor.log");
@@ -248,6 +320,17 @@ async fn reports_images_and_containers_from_containerd() -> Result<()> {
     assert_debian_image(&assets, &debian)
         .await
         .with_context(tail)?;
+
+    // The node itself, as a cloud agent reports it.
+    let status = asset_status(
+        &assets,
+        &asset_name(AssetKind::Node, &node_uid),
+        "the node's Asset",
+        |_| true,
+    )
+    .await
+    .with_context(tail)?;
+    assert_node_facts(&status, &node_uid)?;
 
     let exit = sensor
         .terminate(Duration::from_secs(10))

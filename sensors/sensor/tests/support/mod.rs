@@ -47,6 +47,8 @@ pub fn start_sensor(cp: &ControlPlane, config: &Value, db: &Path, log: &Path) ->
         .env("SIGHTLINE_MODULES", "containerSecurity,vulnerability")
         .env("SIGHTLINE_CONFIG", config.to_string())
         .env("SIGHTLINE_VULN_DB", db)
+        // The sensor runs on this machine, not in a pod: the host is `/`.
+        .env("SIGHTLINE_HOST_ROOT", "/")
         .env("RUST_LOG", "info");
     Ok(Proc::spawn("sightline-sensor", cmd, log)?)
 }
