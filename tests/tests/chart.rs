@@ -1,121 +1,190 @@
-//! The chart's CRDs with a real helm and a real API server: they install,
-//! `helm upgrade` changes them (Helm's `crds/` directory would not), and
-//! `helm uninstall` leaves them, and so the inventory, in place.
+//! The chart with a real helm and a real API server: `helm lint --strict`,
+//! and what `helm template` renders for the default values and for a few
+//! others, each accepted by the API server (`kubectl apply
+//! --dry-run=server`); values the schema forbids fail with the value's
+//! path. Installing, upgrading and uninstalling on the real cluster are
+//! end-to-end tests (`tests/e2e`).
 
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
-use serde_json::json;
-use sightline_crds::Sensor;
-use sightline_testenv::{ControlPlane, Options, binaries, helpers};
+use anyhow::{Context, Result, bail, ensure};
+use sightline_testenv::{ControlPlane, Options, binaries};
 
-fn helm(cp: &ControlPlane, home: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(binaries::helm()?)
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sightline")
+}
+
+fn helm(args: &[&str]) -> Result<std::process::Output> {
+    Command::new(binaries::helm()?)
         .args(args)
         .output()
-        .context("running helm")?;
+        .context("running helm")
+}
+
+/// `helm template` of the chart with `sets`; the rendered YAML.
+fn template(sets: &[&str]) -> Result<String> {
+    let chart = chart().display().to_string();
+    let mut args = vec![
+        "template",
+        "sightline",
+        &chart,
+        "--namespace",
+        "sightline-system",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let out = helm(&args)?;
     if !out.status.success() {
         bail!(
-            "helm {args:?} failed: {}",
+            "helm template {sets:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8(out.stdout)?)
 }
 
-fn copy_chart(to: &Path) -> Result<()> {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sightline");
-    for entry in ["Chart.yaml", "values.yaml", "templates/crds.yaml"] {
-        let dest = to.join(entry);
-        std::fs::create_dir_all(dest.parent().context("parent")?)?;
-        std::fs::copy(from.join(entry), &dest).with_context(|| format!("copying {entry}"))?;
-    }
-    Ok(())
+/// `kubectl ARGS -f -` with `yaml` on its input; what it printed.
+fn kubectl_stdin(cp: &ControlPlane, args: &[&str], yaml: &str) -> Result<String> {
+    let mut child = cp
+        .kubectl()?
+        .args(args)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("kubectl's stdin")?
+        .write_all(yaml.as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
 }
+
+/// The API server's verdict on `yaml`, without storing anything.
+fn dry_run(cp: &ControlPlane, yaml: &str) -> Result<String> {
+    kubectl_stdin(cp, &["apply", "--dry-run=server", "--server-side"], yaml)
+}
+
+/// A stand-in for the Prometheus Operator's ServiceMonitor CRD, so the
+/// API server knows the kind (its schema accepts any spec).
+const SERVICE_MONITOR_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
 
 #[tokio::test]
-async fn helm_installs_upgrades_and_keeps_the_crds() -> Result<()> {
-    let cp = ControlPlane::start(Options::api_only()).await?;
-    let client = cp.client();
-    let work = tempfile::tempdir()?;
-    let chart = work.path().join("sightline");
-    copy_chart(&chart)?;
-    let chart_arg = chart.display().to_string();
-
-    helm(&cp, work.path(), &["lint", "--strict", &chart_arg])?;
-    helm(
-        &cp,
-        work.path(),
-        &["install", "sightline", &chart_arg, "--namespace", "default"],
-    )?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let sensors_crd = crds.get("sensors.sightline.dev").await?;
-    let annotations = sensors_crd.metadata.annotations.clone().unwrap_or_default();
-    assert_eq!(
-        annotations
-            .get("helm.sh/resource-policy")
-            .map(String::as_str),
-        Some("keep")
+async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
+    let out = helm(&["lint", "--strict", &chart().display().to_string()])?;
+    ensure!(
+        out.status.success(),
+        "helm lint --strict: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
 
-    // A newer chart adds a field to the Sensor schema.
-    let mut upgraded = sightline_crds::crdgen::all();
-    for crd in &mut upgraded {
-        if crd.metadata.name.as_deref() == Some("sensors.sightline.dev") {
-            let mut schema = serde_json::to_value(&crd.spec.versions[0].schema)?;
-            schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["upgradeProbe"] =
-                json!({"type": "string", "description": "Added by the upgrade test."});
-            crd.spec.versions[0].schema = serde_json::from_value(schema)?;
+    let cp = ControlPlane::start(Options::api_only()).await?;
+    let create = |yaml: &str| kubectl_stdin(&cp, &["apply", "--server-side"], yaml).map(drop);
+    create("apiVersion: v1\nkind: Namespace\nmetadata: {name: sightline-system}\n")?;
+    create(SERVICE_MONITOR_CRD)?;
+    // The stand-in's kind must be served before a ServiceMonitor can be checked.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    let defaults = template(&[])?;
+    let said = dry_run(&cp, &defaults)?;
+    for object in [
+        "deployment.apps/sightline-operator",
+        "clusterrole.rbac.authorization.k8s.io/sightline-operator",
+        "clusterrole.rbac.authorization.k8s.io/sightline-sensor-container",
+        "role.rbac.authorization.k8s.io/sightline-operator",
+        "service/sightline-operator",
+        "customresourcedefinition.apiextensions.k8s.io/assets.sightline.dev",
+    ] {
+        ensure!(said.contains(object), "{object} missing from:\n{said}");
+    }
+    ensure!(
+        !defaults.contains("kind: NetworkPolicy") && !defaults.contains("kind: ServiceMonitor")
+    );
+    ensure!(
+        !defaults.contains("\"*\"") && !defaults.contains("- '*'") && !defaults.contains("[*]"),
+        "no wildcard in any rule"
+    );
+
+    // Everything optional on, and everything that can be tuned, tuned.
+    let full = template(&[
+        "operator.replicas=3",
+        "operator.logFormat=text",
+        "operator.assetRetention=forever",
+        "operator.nodeSelector.kubernetes\\.io/os=linux",
+        "operator.imagePullSecrets[0].name=registry",
+        "operator.priorityClassName=system-cluster-critical",
+        "sensorDefaults.refreshSeconds=60",
+        "vulnerabilityDatabase.enabled=true",
+        "vulnerabilityDatabase.existingClaim=vulndb",
+        "networkPolicy.enabled=true",
+        "networkPolicy.allowNamespaces[0]=monitoring",
+        "serviceMonitor.enabled=true",
+        "serviceMonitor.labels.release=prometheus",
+    ])?;
+    let said = dry_run(&cp, &full)?;
+    for object in [
+        "networkpolicy.networking.k8s.io/sightline-operator",
+        "servicemonitor.monitoring.coreos.com/sightline-operator",
+    ] {
+        ensure!(said.contains(object), "{object} missing from:\n{said}");
+    }
+    for arg in [
+        "--vuln-db=/var/lib/sightline/vulns.db",
+        "--sensor-vuln-db-url=http://sightline-operator.sightline-system.svc:8080/api/v1/vulndb",
+        "--sensor-refresh-seconds=60",
+        "--asset-retention=forever",
+    ] {
+        ensure!(full.contains(arg), "{arg} not rendered");
+    }
+    ensure!(full.contains("claimName: vulndb") && full.contains("replicas: 3"));
+
+    // Without CRDs (they are managed elsewhere).
+    let bare = template(&["crds.install=false"])?;
+    ensure!(!bare.contains("kind: CustomResourceDefinition"));
+    dry_run(&cp, &bare)?;
+
+    // Values the schema or templates refuse, each named.
+    for (sets, says) in [
+        (
+            &["operator.replicas=2", "operator.leaderElection=false"][..],
+            "/operator",
+        ),
+        (&["operator.assetRetention=soon"][..], "assetRetention"),
+        (&["operator.replcas=2"][..], "replcas"),
+        (&["operator.logFormat=xml"][..], "logFormat"),
+        (
+            &["vulnerabilityDatabase.enabled=true"][..],
+            "vulnerabilityDatabase.existingClaim is required",
+        ),
+    ] {
+        match template(sets) {
+            Ok(_) => bail!("{sets:?} was accepted"),
+            Err(e) => ensure!(e.to_string().contains(says), "{sets:?}: {e}"),
         }
     }
-    std::fs::write(
-        chart.join("templates/crds.yaml"),
-        sightline_crds::crdgen::helm_template_of(&upgraded)?,
-    )?;
-    helm(
-        &cp,
-        work.path(),
-        &["upgrade", "sightline", &chart_arg, "--namespace", "default"],
-    )?;
-    let after = crds.get("sensors.sightline.dev").await?;
-    let schema = serde_json::to_value(&after.spec.versions[0].schema)?;
-    assert!(
-        schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["upgradeProbe"].is_object(),
-        "helm upgrade did not upgrade the CRD"
-    );
-    // The API server now keeps the new field instead of pruning it.
-    let ns = helpers::namespace(&client, "chart").await?;
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<Sensor>(&()));
-    let obj: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "sightline.dev/v1alpha1", "kind": "Sensor", "metadata": {"name": "probe"},
-        "spec": {"type": "runtime", "activationKeyRef": {"name": "k"}, "runtime": {}, "upgradeProbe": "kept"}
-    }))?;
-    let created = api.create(&PostParams::default(), &obj).await?;
-    assert_eq!(created.data["spec"]["upgradeProbe"], "kept");
-
-    // Uninstalling keeps the CRDs and the objects.
-    helm(
-        &cp,
-        work.path(),
-        &["uninstall", "sightline", "--namespace", "default"],
-    )?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        crds.get_opt("sensors.sightline.dev").await?.is_some(),
-        "helm uninstall deleted the CRD"
-    );
-    assert!(
-        api.get_opt("probe").await?.is_some(),
-        "helm uninstall deleted a Sensor"
-    );
     Ok(())
 }

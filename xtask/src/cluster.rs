@@ -1,12 +1,13 @@
 //! `cargo xtask cluster up|down|env` and `cargo xtask demo`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use sightline_testenv::cluster::Cluster;
 use sightline_testenv::controlplane::State;
-use sightline_testenv::process::Proc;
+use sightline_testenv::images::{binary_image, sightline_image};
 use sightline_testenv::{ControlPlane, Options, binaries::cache_dir};
 
 use crate::{root, run};
@@ -19,36 +20,44 @@ fn running(state: &State) -> bool {
     state
         .pids
         .iter()
-        .all(|(_, pid, _)| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .all(|(_, pid, _)| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Starts the local cluster (or reuses a running one) and returns its state.
 pub async fn up(control_plane_only: bool) -> Result<State> {
-    if !control_plane_only {
-        bail!(
-            "the full single-node cluster (kubelet, containerd, CNI) is not built yet; \
-             run `cargo xtask cluster up --control-plane-only` for etcd, kube-apiserver and kube-controller-manager"
-        );
-    }
     crate::setup()?;
     if let Some(state) = State::read(&dir())? {
-        if running(&state) {
+        if running(&state) && (control_plane_only || state.node.is_some()) {
             eprintln!("the local cluster is already running");
             print_env(&state);
             return Ok(state);
         }
-        eprintln!("a previous cluster is no longer running; starting a new one");
-        state.stop();
+        eprintln!("stopping the previous local cluster");
+        for stopped in state.stop() {
+            eprintln!("stopped {stopped}");
+        }
         let _ = std::fs::remove_dir_all(dir());
     }
-    let cp = ControlPlane::start(Options {
-        dir: Some(dir()),
-        ..Options::default()
-    })
-    .await?;
-    let state = cp.detach()?;
+    let started = Instant::now();
+    let state = if control_plane_only {
+        let mut cp = ControlPlane::start(Options {
+            dir: Some(dir()),
+            ..Options::default()
+        })
+        .await?;
+        cp.detach()?
+    } else {
+        let cluster = Cluster::start(Some(dir())).await?;
+        eprintln!(
+            "node {} is Ready {:.1}s after the start",
+            sightline_testenv::node::NODE_NAME,
+            cluster.startup.as_secs_f64()
+        );
+        cluster.detach()?
+    };
     eprintln!(
-        "local control plane is up (logs and certificates in {})",
+        "local cluster is up in {:.1}s (logs and certificates in {})",
+        started.elapsed().as_secs_f64(),
         state.dir.display()
     );
     print_env(&state);
@@ -67,13 +76,12 @@ pub fn env() -> Result<()> {
             print_env(&state);
             Ok(())
         }
-        None => {
-            bail!("no local cluster; start one with `cargo xtask cluster up --control-plane-only`")
-        }
+        None => bail!("no local cluster; start one with `cargo xtask cluster up`"),
     }
 }
 
-/// Stops every process the cluster started (by PID) and removes its directory.
+/// Stops every process the cluster started (by PID), removes what its node
+/// added to the machine, and removes its directory.
 pub fn down() -> Result<()> {
     let Some(state) = State::read(&dir())? else {
         eprintln!("no local cluster is running");
@@ -88,85 +96,153 @@ pub fn down() -> Result<()> {
     Ok(())
 }
 
-/// Control plane, CRDs, the operator, the examples, and the inventory.
+/// The examples the demo applies: those whose sensors exist today.
+const DEMO_EXAMPLES: &[&str] = &[
+    "examples/activation-key.yaml",
+    "examples/container-sensor.yaml",
+    "examples/tag-rule.yaml",
+    "examples/runtime-policy.yaml",
+    "examples/connector.yaml",
+];
+
+/// The whole flow on the local cluster: images built here and imported
+/// into the node, the chart installed, the examples applied, the sensors
+/// running, and the inventory printed.
 pub async fn demo() -> Result<()> {
-    let mut state = up(true).await?;
-    run(Command::new("cargo").args(["build", "--release", "-p", "sightline-operator"]))?;
+    let state = up(false).await?;
+    let node = state
+        .node
+        .as_ref()
+        .context("the local cluster has no node")?;
+    run(Command::new("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "sightline-operator",
+        "-p",
+        "sightline-sensor",
+        "-p",
+        "sightline",
+    ]))?;
+    let release = crate::target_dir().join("release");
+    let socket = node.dir.join("containerd/containerd.sock");
+    let images = state.dir.join("images");
+    for (name, user) in [
+        ("sightline-operator", "65532:65532"),
+        ("sightline-sensor", "0:0"),
+    ] {
+        let archive = binary_image(&images, name, &release.join(name), user)?;
+        run(Command::new("/usr/bin/ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["--namespace", "k8s.io", "images", "import"])
+            .arg(&archive))?;
+    }
     let kubectl = |args: &[&str]| -> Result<()> {
         run(Command::new(state.bin_dir.join("kubectl"))
             .env("KUBECONFIG", &state.kubeconfig)
             .args(args))
     };
-    let apply = |file: &str| -> Result<()> {
-        let path = root().join(file);
+    let (repo, tag) = split_image(&sightline_image("sightline-operator"));
+    let (sensor_repo, _) = split_image(&sightline_image("sightline-sensor"));
+    run(Command::new(sightline_testenv::binaries::helm()?)
+        .env("KUBECONFIG", &state.kubeconfig)
+        .args([
+            "upgrade",
+            "--install",
+            "sightline",
+            &root().join("charts/sightline").display().to_string(),
+            "--namespace",
+            "sightline-system",
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "3m",
+            "--set",
+            &format!("operator.image.repository={repo},operator.image.tag={tag},operator.image.pullPolicy=Never"),
+            "--set",
+            &format!("sensorDefaults.image.repository={sensor_repo},sensorDefaults.image.tag={tag}"),
+            "--set",
+            "operator.logFormat=text",
+        ]))?;
+    let _ = Command::new(state.bin_dir.join("kubectl"))
+        .env("KUBECONFIG", &state.kubeconfig)
+        .args(["create", "namespace", "sightline-demo"])
+        .output();
+    for f in DEMO_EXAMPLES {
         kubectl(&[
             "apply",
             "--server-side",
             "-n",
             "sightline-demo",
             "-f",
-            &path.display().to_string(),
-        ])
-    };
-    for ns in ["sightline-system", "sightline-demo"] {
-        // Ignore "already exists" on a second run.
-        let _ = Command::new(state.bin_dir.join("kubectl"))
-            .env("KUBECONFIG", &state.kubeconfig)
-            .args(["create", "namespace", ns])
-            .output();
+            &root().join(f).display().to_string(),
+        ])?;
     }
-    if !state
-        .pids
-        .iter()
-        .any(|(name, _, _)| name == "sightline-operator")
-    {
-        let binary = crate::target_dir().join("release/sightline-operator");
-        let mut cmd = Command::new(&binary);
-        cmd.env("KUBECONFIG", &state.kubeconfig).args([
-            "--namespace",
-            "sightline-system",
-            "--http-addr",
-            "127.0.0.1:18080",
-        ]);
-        let proc = Proc::spawn(
-            "sightline-operator",
-            cmd,
-            &state.dir.join("sightline-operator.log"),
-        )?;
-        state.pids.push((
-            "sightline-operator".into(),
-            proc.detach(),
-            binary.display().to_string(),
-        ));
-        std::fs::write(State::path(&state.dir), serde_json::to_vec_pretty(&state)?)?;
-    }
-    for f in [
-        "examples/activation-key.yaml",
-        "examples/container-sensor.yaml",
-        "examples/registry-sensor.yaml",
-        "examples/runtime-sensor.yaml",
-        "examples/runtime-policy.yaml",
-        "examples/connector.yaml",
-    ] {
-        apply(f)?;
-    }
+    // The example lists the usual sockets; this node's containerd has its own.
+    let runtimes = serde_json::json!({"spec": {"container": {"runtimes": [
+        {"type": "containerd", "endpoint": format!("unix://{}", socket.display())}
+    ]}}});
+    kubectl(&[
+        "patch",
+        "-n",
+        "sightline-demo",
+        "sensor",
+        "nodes",
+        "--type=merge",
+        "-p",
+        &runtimes.to_string(),
+    ])?;
     kubectl(&[
         "wait",
         "-n",
         "sightline-demo",
         "--for=condition=Ready",
-        "sensor",
-        "--all",
-        "--timeout=60s",
+        "sensor/nodes",
+        "--timeout=180s",
     ])?;
-    std::thread::sleep(Duration::from_secs(1));
-    kubectl(&["get", "akey,sen,ast", "-A"])?;
-    kubectl(&["get", "daemonsets,cronjobs", "-n", "sightline-demo"])?;
+    eprintln!("waiting for the sensor to report the node and its images");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let out = Command::new(state.bin_dir.join("kubectl"))
+            .env("KUBECONFIG", &state.kubeconfig)
+            .args(["get", "assets", "-o", "name"])
+            .output()?;
+        let names = String::from_utf8_lossy(&out.stdout).into_owned();
+        if names.contains("asset.sightline.dev/node-")
+            && names.contains("asset.sightline.dev/containerimage-")
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no Node and image Assets after 3 minutes; see `kubectl -n sightline-demo logs ds/sightline-sensor-nodes`"
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    kubectl(&["get", "akey,sen", "-A"])?;
+    kubectl(&["get", "assets"])?;
     println!(
-        "\nThe demo cluster is up: etcd, kube-apiserver, kube-controller-manager and the operator \
-         (log: {}/sightline-operator.log).\nThere is no node yet, so sensor pods are not scheduled and no \
-         Asset is reported; that comes with the local-node issue.\n\nUse it:\n  eval \"$(cargo xtask cluster env)\"\n  kubectl get sensors -A\n\nStop it:\n  cargo xtask cluster down",
-        state.dir.display()
+        "\nThe demo cluster is up: a real node ({node}) with containerd, the kubelet and kube-proxy, \
+         the control plane, the operator installed by Helm, and a container sensor on the node \
+         (logs: {dir}).\n\nUse it:\n  eval \"$(cargo xtask cluster env)\"\n  kubectl get assets\n  \
+         kubectl get assets -l sightline.dev/kind=ContainerImage -o wide\n  \
+         {cli} search 'kind:ContainerImage'\n  {cli} inventory\n  \
+         kubectl -n sightline-demo logs ds/sightline-sensor-nodes\n\nStop it (every process, the \
+         bridge, mounts and iptables rules it added):\n  cargo xtask cluster down",
+        node = sightline_testenv::node::NODE_NAME,
+        dir = state.dir.display(),
+        cli = release.join("sightline").display(),
     );
     Ok(())
+}
+
+/// `repo:tag` → (`repo`, `tag`).
+fn split_image(image: &str) -> (String, String) {
+    match image.rsplit_once(':') {
+        Some((r, t)) => (r.to_owned(), t.to_owned()),
+        None => (image.to_owned(), "latest".to_owned()),
+    }
 }

@@ -30,7 +30,7 @@ enum Cmd {
     },
     /// Start a local cluster, run the operator, apply the examples, print the inventory.
     Demo,
-    /// Regenerate the chart's CRD template from the Rust types.
+    /// Regenerate the chart's CRD and sensor ClusterRole templates from the Rust types.
     Crdgen,
     /// Benchmarks, with ratios against a baseline measured in the same run.
     Bench {
@@ -207,9 +207,16 @@ fn install_debian_packages() -> Result<()> {
 }
 
 fn crdgen() -> Result<()> {
-    let path = root().join("charts/sightline/templates/crds.yaml");
-    let text = sightline_crds::crdgen::helm_template()?;
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("wrote {}", path.display());
+    for (file, text) in [
+        ("crds.yaml", sightline_crds::crdgen::helm_template()?),
+        (
+            "sensor-clusterroles.yaml",
+            sightline_crds::crdgen::sensor_cluster_roles_template()?,
+        ),
+    ] {
+        let path = root().join("charts/sightline/templates").join(file);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(())
 }
