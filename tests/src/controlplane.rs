@@ -132,12 +132,12 @@ impl State {
 
     /// Stops every recorded process (newest first) that is still ours;
     /// with a node, the scheduler first and every pod drained, and what
-    /// the node left removed at the end.
+    /// the node left removed at the end. Returns what it did, a line each.
     pub fn stop(&self) -> Vec<String> {
         let mut stopped = Vec::new();
         let mut stop = |name: &str, pid: u32, program: &str| {
             if stop_recorded(pid, program, Duration::from_secs(10)) {
-                stopped.push(format!("{name} (pid {pid})"));
+                stopped.push(format!("stopped {name} (pid {pid})"));
             }
         };
         if let Some(node) = &self.node {
@@ -155,7 +155,7 @@ impl State {
             stop(name, *pid, program);
         }
         if let Some(node) = &self.node {
-            stopped.extend(node.run());
+            stopped.extend(node.run().into_iter().map(|w| format!("removed {w}")));
         }
         stopped
     }

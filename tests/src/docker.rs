@@ -31,6 +31,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     // The pod sandbox program is compiled statically here.
     ("/usr/bin/gcc", "gcc"),
     ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
+    // The local cluster's node: pod networking and kube-proxy.
+    ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+    ("/usr/sbin/iptables", "iptables"),
+    ("/usr/sbin/ip", "iproute2"),
 ];
 
 /// Fails naming the missing Debian packages, if any.

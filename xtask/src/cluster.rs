@@ -34,7 +34,7 @@ pub async fn up(control_plane_only: bool) -> Result<State> {
         }
         eprintln!("stopping the previous local cluster");
         for stopped in state.stop() {
-            eprintln!("stopped {stopped}");
+            eprintln!("{stopped}");
         }
         let _ = std::fs::remove_dir_all(dir());
     }
@@ -88,7 +88,7 @@ pub fn down() -> Result<()> {
         return Ok(());
     };
     for stopped in state.stop() {
-        eprintln!("stopped {stopped}");
+        eprintln!("{stopped}");
     }
     std::fs::remove_dir_all(&state.dir)
         .with_context(|| format!("removing {}", state.dir.display()))?;
@@ -138,6 +138,25 @@ pub async fn demo() -> Result<()> {
             .args(["--namespace", "k8s.io", "images", "import"])
             .arg(&archive))?;
     }
+    // Something worth inventorying: a workload on a real Debian 12 image
+    // (debootstrap, cached after the first run), with its 100+ packages.
+    let debian = images.join("debian.tar");
+    sightline_testenv::archive::docker_archive(
+        &["sightline.local/legacy-app:1.0"],
+        &[sightline_testenv::archive::Layer::from_tar(
+            &sightline_testenv::images::debian_rootfs()?,
+        )?],
+        &sightline_testenv::archive::RunConfig {
+            cmd: vec!["sleep".into(), "infinity".into()],
+            ..Default::default()
+        },
+        &debian,
+    )?;
+    run(Command::new("/usr/bin/ctr")
+        .arg("--address")
+        .arg(&socket)
+        .args(["--namespace", "k8s.io", "images", "import"])
+        .arg(&debian))?;
     let kubectl = |args: &[&str]| -> Result<()> {
         run(Command::new(state.bin_dir.join("kubectl"))
             .env("KUBECONFIG", &state.kubeconfig)
@@ -169,6 +188,8 @@ pub async fn demo() -> Result<()> {
         .env("KUBECONFIG", &state.kubeconfig)
         .args(["create", "namespace", "sightline-demo"])
         .output();
+    let app = root_dir_file(&state.dir, "legacy-app.yaml", LEGACY_APP)?;
+    kubectl(&["apply", "--server-side", "-f", &app])?;
     for f in DEMO_EXAMPLES {
         kubectl(&[
             "apply",
@@ -209,9 +230,9 @@ pub async fn demo() -> Result<()> {
             .args(["get", "assets", "-o", "name"])
             .output()?;
         let names = String::from_utf8_lossy(&out.stdout).into_owned();
-        if names.contains("asset.sightline.dev/node-")
-            && names.contains("asset.sightline.dev/containerimage-")
-        {
+        // The node, and the images of the operator, sensor, pause and app.
+        let found = names.matches("asset.sightline.dev/containerimage-").count();
+        if names.contains("asset.sightline.dev/node-") && found >= 4 {
             break;
         }
         if Instant::now() > deadline {
@@ -229,7 +250,7 @@ pub async fn demo() -> Result<()> {
          the control plane, the operator installed by Helm, and a container sensor on the node \
          (logs: {dir}).\n\nUse it:\n  eval \"$(cargo xtask cluster env)\"\n  kubectl get assets\n  \
          kubectl get assets -l sightline.dev/kind=ContainerImage -o wide\n  \
-         {cli} search 'kind:ContainerImage'\n  {cli} inventory\n  \
+         {cli} search 'kind:ContainerImage AND os.lifecycle.stage:EndOfLife'\n  {cli} inventory\n  \
          kubectl -n sightline-demo logs ds/sightline-sensor-nodes\n\nStop it (every process, the \
          bridge, mounts and iptables rules it added):\n  cargo xtask cluster down",
         node = sightline_testenv::node::NODE_NAME,
@@ -237,6 +258,29 @@ pub async fn demo() -> Result<()> {
         cli = release.join("sightline").display(),
     );
     Ok(())
+}
+
+/// A workload on the Debian image, so the inventory holds an end-of-life OS.
+const LEGACY_APP: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: legacy-app, namespace: sightline-demo}
+spec:
+  selector: {matchLabels: {app: legacy-app}}
+  template:
+    metadata: {labels: {app: legacy-app}}
+    spec:
+      containers:
+        - name: app
+          image: sightline.local/legacy-app:1.0
+          imagePullPolicy: Never
+          command: [sleep, infinity]
+"#;
+
+/// Writes `text` to `dir/name`; returns the path as a string.
+fn root_dir_file(dir: &Path, name: &str, text: &str) -> Result<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.display().to_string())
 }
 
 /// `repo:tag` → (`repo`, `tag`).

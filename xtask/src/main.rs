@@ -1,6 +1,7 @@
 //! `cargo xtask`: the commands people and CI run (see the README).
 
 mod bench;
+mod bench_cluster;
 mod cluster;
 mod test;
 
@@ -52,7 +53,7 @@ enum Cmd {
         /// MiB of random data in the large image of the scan benchmark.
         #[arg(long, default_value_t = 1024)]
         scan_big_mib: u64,
-        /// Run only one benchmark: `operator`, `search` or `scan`.
+        /// Run only one benchmark: `operator`, `search`, `scan` or `cluster`.
         #[arg(long)]
         only: Option<String>,
     },
@@ -101,9 +102,9 @@ fn main() -> Result<()> {
             let which = only.as_deref();
             if !matches!(
                 which,
-                None | Some("operator") | Some("search") | Some("scan")
+                None | Some("operator") | Some("search") | Some("scan") | Some("cluster")
             ) {
-                anyhow::bail!("--only takes operator, search or scan");
+                anyhow::bail!("--only takes operator, search, scan or cluster");
             }
             let wanted = |name: &str| which.is_none_or(|w| w == name);
             if wanted("operator") {
@@ -114,6 +115,9 @@ fn main() -> Result<()> {
             }
             if wanted("scan") {
                 bench::scan(scan_big_mib)?;
+            }
+            if wanted("cluster") {
+                rt.block_on(bench_cluster::run())?;
             }
             Ok(())
         }
