@@ -15,7 +15,10 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,kube_runtime=warn,kube_client=warn"));
+    // Colours only on a terminal: pod logs stay plain text.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(filter)
         .with_target(false);
     let _ = match format {

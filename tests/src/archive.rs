@@ -162,6 +162,8 @@ pub struct RunConfig {
     pub user: Option<String>,
     /// `Labels`.
     pub labels: Vec<(String, String)>,
+    /// `created` (RFC 3339); the epoch when `None`.
+    pub created: Option<String>,
 }
 
 /// Writes a `docker save` style archive of an image of `layers` (base
@@ -172,34 +174,7 @@ pub fn docker_archive(
     run: &RunConfig,
     out: &Path,
 ) -> Result<String> {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let labels: serde_json::Map<String, serde_json::Value> = run
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
-        .collect();
-    let mut container = serde_json::json!({
-        "Env": run.env,
-        "Entrypoint": run.entrypoint,
-        "Cmd": run.cmd,
-        "Labels": labels,
-    });
-    if let Some(u) = &run.user {
-        container["User"] = serde_json::json!(u);
-    }
-    let config = serde_json::json!({
-        "architecture": arch,
-        "os": "linux",
-        "created": "1970-01-01T00:00:00Z",
-        "config": container,
-        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>()},
-        "history": layers.iter().map(|_| serde_json::json!({"created_by": "sightline testenv"})).collect::<Vec<_>>(),
-    });
-    let config = serde_json::to_vec(&config).map_err(|e| crate::Error::Manifest(e.to_string()))?;
+    let config = config_json(layers, run, host_arch())?;
     let config_hex = hex(Sha256::new_with_prefix(&config));
     let layer_names: Vec<String> = layers
         .iter()
@@ -244,4 +219,108 @@ pub fn docker_archive(
         .flush()
         .map_err(io(format!("writing {}", out.display())))?;
     Ok(format!("sha256:{config_hex}"))
+}
+
+/// OCI's name of this machine's architecture.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// An image config for `layers` run as `run` on `arch`.
+fn config_json(layers: &[Layer], run: &RunConfig, arch: &str) -> Result<Vec<u8>> {
+    let labels: serde_json::Map<String, serde_json::Value> = run
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+        .collect();
+    let mut container = serde_json::json!({
+        "Env": run.env,
+        "Entrypoint": run.entrypoint,
+        "Cmd": run.cmd,
+        "Labels": labels,
+    });
+    if let Some(u) = &run.user {
+        container["User"] = serde_json::json!(u);
+    }
+    let config = serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "created": run.created.as_deref().unwrap_or("1970-01-01T00:00:00Z"),
+        "config": container,
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>()},
+        "history": layers.iter().map(|_| serde_json::json!({"created_by": "sightline testenv"})).collect::<Vec<_>>(),
+    });
+    serde_json::to_vec(&config).map_err(|e| crate::Error::Manifest(e.to_string()))
+}
+
+/// One platform's image in an OCI layout index.
+pub struct PlatformImage<'a> {
+    /// `amd64`, `arm64`.
+    pub architecture: &'a str,
+    /// Its layers, base first.
+    pub layers: &'a [Layer],
+    /// Its runtime settings.
+    pub run: RunConfig,
+}
+
+/// Writes an OCI image layout at `dir` holding one multi-platform image
+/// (an image index of one Linux manifest per platform) named `name`;
+/// returns the index's digest. `skopeo copy --all oci:DIR:NAME …` pushes
+/// it whole.
+pub fn oci_index_layout(dir: &Path, name: &str, images: &[PlatformImage<'_>]) -> Result<String> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(io(format!("creating {}", blobs.display())))?;
+    let put = |data: &[u8]| -> Result<(String, u64)> {
+        let hex = hex(Sha256::new_with_prefix(data));
+        std::fs::write(blobs.join(&hex), data).map_err(io("writing a blob"))?;
+        Ok((format!("sha256:{hex}"), data.len() as u64))
+    };
+    let mut manifests = Vec::new();
+    for image in images {
+        let mut layer_descs = Vec::new();
+        for l in image.layers {
+            let data =
+                std::fs::read(&l.path).map_err(io(format!("reading {}", l.path.display())))?;
+            let (digest, size) = put(&data)?;
+            layer_descs.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": size,
+            }));
+        }
+        let config = config_json(image.layers, &image.run, image.architecture)?;
+        let (config_digest, config_size) = put(&config)?;
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+            "layers": layer_descs,
+        }))
+        .map_err(|e| crate::Error::Manifest(e.to_string()))?;
+        let (digest, size) = put(&manifest)?;
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
+            "platform": {"architecture": image.architecture, "os": "linux"},
+        }));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))
+    .map_err(|e| crate::Error::Manifest(e.to_string()))?;
+    let (index_digest, index_size) = put(&index)?;
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest, "size": index_size,
+            "annotations": {"org.opencontainers.image.ref.name": name},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), top.to_string()).map_err(io("writing index.json"))?;
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(io("writing oci-layout"))?;
+    Ok(index_digest)
 }

@@ -35,6 +35,9 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("/usr/lib/cni/bridge", "containernetworking-plugins"),
     ("/usr/sbin/iptables", "iptables"),
     ("/usr/sbin/ip", "iproute2"),
+    // The registry tests: the CNCF distribution registry and htpasswd.
+    ("/usr/bin/docker-registry", "docker-registry"),
+    ("/usr/bin/htpasswd", "apache2-utils"),
 ];
 
 /// Fails naming the missing Debian packages, if any.

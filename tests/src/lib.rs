@@ -18,6 +18,7 @@ pub mod helpers;
 pub mod images;
 pub mod node;
 pub mod process;
+pub mod registry;
 
 pub use binaries::Binaries;
 pub use controlplane::{ControlPlane, Options};

@@ -403,7 +403,8 @@ struct ContentStore {
 }
 
 impl Blobs for ContentStore {
-    fn open(&self, digest: &str, what: &str) -> Result<Box<dyn Read + '_>, ScanError> {
+    fn open(&self, desc: &Descriptor, what: &str) -> Result<Box<dyn Read + '_>, ScanError> {
+        let digest = desc.digest.as_str();
         blobs::sha256_hex(digest, what)?;
         let mut client = self.client.clone();
         let request = namespaced(ReadContentRequest {

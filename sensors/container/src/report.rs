@@ -21,8 +21,18 @@ const MAX_LAYERS_LISTED: usize = 64;
 /// Most tags or digests listed.
 const MAX_NAMES_LISTED: usize = 32;
 
-/// `observed` of an image's Asset.
+/// `observed` of an image's Asset, as a node's runtime holds it: the
+/// image's facts and, under `nodes`, this node and its runtime.
 pub fn image_observed(image_ref: &ImageRef, image: &Image, node: &str, runtime: &str) -> Value {
+    let mut observed = image_facts(image_ref, image);
+    // A map, so each node's sensor owns its own key.
+    observed["nodes"] = json!({ node: runtime });
+    observed
+}
+
+/// `observed` of an image's Asset, wherever the image was found: OS,
+/// package counts, layers, tags and digests, platform and warnings.
+pub fn image_facts(image_ref: &ImageRef, image: &Image) -> Value {
     let a = &image.analysis;
     let mut packages = serde_json::Map::new();
     packages.insert("total".into(), json!(a.packages.len()));
@@ -41,8 +51,6 @@ pub fn image_observed(image_ref: &ImageRef, image: &Image, node: &str, runtime: 
         "layers": a.layers.iter().take(MAX_LAYERS_LISTED).map(|l| l.diff_id.as_str()).collect::<Vec<_>>(),
         "layerCount": a.layers.len(),
         "size": a.layers.iter().map(|l| l.size).sum::<u64>(),
-        // A map, so each node's sensor owns its own key.
-        "nodes": { node: runtime },
     });
     if let Some(os) = &a.os {
         observed["osRelease"] = json!(os.fields);
@@ -118,24 +126,44 @@ pub fn container_observed(c: &ContainerRef, node: &str, runtime: &str) -> Value 
     observed
 }
 
-/// Writes Assets for one sensor on one node.
+/// Writes Assets for one sensor (on one node, for node sensors).
 #[derive(Clone)]
 pub struct Reporter {
     api: Api<Asset>,
     params: PatchParams,
     sensor: String,
+    sensor_type: &'static str,
     key: Option<String>,
 }
 
 impl Reporter {
-    /// A reporter for the sensor `cfg` describes.
+    /// A reporter for the container sensor `cfg` describes.
     pub fn new(client: kube::Client, cfg: &Config) -> Reporter {
+        Self::for_sensor(
+            client,
+            &cfg.field_manager(),
+            &cfg.sensor,
+            "container",
+            cfg.activation_key.clone(),
+        )
+    }
+
+    /// A reporter writing under `field_manager` for the Sensor `sensor`
+    /// (`<namespace>/<name>`) of type `sensor_type`.
+    pub fn for_sensor(
+        client: kube::Client,
+        field_manager: &str,
+        sensor: &str,
+        sensor_type: &'static str,
+        key: Option<String>,
+    ) -> Reporter {
         Reporter {
             api: Api::all(client),
             // Forced: several nodes of one Sensor share its source entry.
-            params: PatchParams::apply(&cfg.field_manager()).force(),
-            sensor: cfg.sensor.clone(),
-            key: cfg.activation_key.clone(),
+            params: PatchParams::apply(field_manager).force(),
+            sensor: sensor.to_owned(),
+            sensor_type,
+            key,
         }
     }
 
@@ -151,7 +179,7 @@ impl Reporter {
         let name = asset_name(kind, identity);
         let mut source = json!({
             "sensor": self.sensor,
-            "type": "container",
+            "type": self.sensor_type,
             "lastSeen": jiff::Timestamp::now().to_string(),
         });
         if let Some(k) = &self.key {

@@ -1,6 +1,6 @@
 //! `sightline-sensor`: the program the operator's sensor workloads run,
-//! one subcommand per sensor type (`container` for now; `registry`,
-//! `runtime` and `passive` come with their issues). Settings come from the
+//! one subcommand per sensor type (`container` and `registry`; `runtime`
+//! and `passive` come with their issues). Settings come from the
 //! environment the operator sets (see `sightline_container_sensor::config`).
 
 use std::path::PathBuf;
@@ -39,6 +39,15 @@ enum Cmd {
         #[arg(long, env = "SIGHTLINE_REFRESH_SECONDS", default_value_t = 300)]
         refresh_seconds: u64,
     },
+    /// Scan a registry's images once (the operator's CronJob for
+    /// `type: registry`) and exit: 0 when every repository was scanned, 1
+    /// when some failed (each is logged; the rest are reported).
+    Registry {
+        /// The vulnerability database; matching is off without it, or
+        /// without the key's `vulnerability` module.
+        #[arg(long, env = "SIGHTLINE_VULN_DB")]
+        vuln_db: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -52,7 +61,12 @@ async fn main() {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colours only on a terminal: pod logs and CI logs stay plain text.
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt()
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_env_filter(filter)
+            .init();
     }
     if let Err(e) = run(cli.cmd).await {
         eprintln!("error: {e:#}");
@@ -68,19 +82,76 @@ async fn run(cmd: Cmd) -> Result<()> {
         } => {
             let mut cfg = Config::from_env(|k| std::env::var(k).ok())?;
             cfg.refresh = std::time::Duration::from_secs(refresh_seconds.max(1));
-            let db = match vuln_db {
-                Some(path) => {
-                    let db = tokio::task::spawn_blocking(move || Database::read(&path)).await??;
-                    info!(advisories = db.meta.advisories, built = %db.meta.built, "vulnerability database loaded");
-                    Some(db)
-                }
-                None => None,
-            };
+            let db = load_db(vuln_db).await?;
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to the Kubernetes API")?;
             sightline_container_sensor::run::run(cfg, client, db, shutdown()).await
         }
+        Cmd::Registry { vuln_db } => {
+            use sightline_registry::sensor;
+            let cfg = sensor::Config::from_env(|k| std::env::var(k).ok())?;
+            let mut db = load_db(vuln_db).await?;
+            // From the operator, when it serves one and the key wants matching.
+            if db.is_none()
+                && cfg.vulnerabilities()
+                && let Some(url) = std::env::var("SIGHTLINE_VULN_DB_URL")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+            {
+                let token = PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token");
+                let mut fetcher = sightline_container_sensor::vulndb::Fetcher::new(
+                    url,
+                    token,
+                    PathBuf::from("/tmp/sightline-vulns.db"),
+                );
+                match fetcher.refresh().await {
+                    Ok(fetched) => db = fetched,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no vulnerability database; reporting packages only")
+                    }
+                }
+            }
+            let registry = std::sync::Arc::new(sensor::client_for(&cfg)?);
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API")?;
+            let summary =
+                sensor::scan_once(&cfg, registry.clone(), client, db.map(std::sync::Arc::new))
+                    .await?;
+            info!(
+                repositories = summary.repositories,
+                images = summary.images,
+                analysed = summary.analysed,
+                blob_fetches = registry
+                    .stats
+                    .blob_fetches
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                "registry scanned"
+            );
+            for f in &summary.failures {
+                tracing::warn!(failure = %f, "not scanned");
+            }
+            if !summary.failures.is_empty() {
+                anyhow::bail!(
+                    "{} repositories or images could not be scanned",
+                    summary.failures.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Reads the vulnerability database file, if one is given.
+async fn load_db(path: Option<PathBuf>) -> Result<Option<Database>> {
+    match path {
+        Some(path) => {
+            let db = tokio::task::spawn_blocking(move || Database::read(&path)).await??;
+            info!(advisories = db.meta.advisories, built = %db.meta.built, "vulnerability database loaded");
+            Ok(Some(db))
+        }
+        None => Ok(None),
     }
 }
 

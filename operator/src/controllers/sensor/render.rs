@@ -309,7 +309,7 @@ fn pod_template(sensor: &Sensor, key: &ActivationKey, defaults: &Defaults) -> Po
                 defaults
                     .vuln_db_url
                     .as_ref()
-                    .filter(|_| spec.type_ == SensorType::Container)
+                    .filter(|_| matches!(spec.type_, SensorType::Container | SensorType::Registry))
                     .map(|url| env("SIGHTLINE_VULN_DB_URL", url.clone())),
             )
             .chain(

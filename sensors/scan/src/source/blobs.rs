@@ -36,9 +36,11 @@ const MAX_INDEX_DEPTH: usize = 4;
 
 /// A store of blobs addressed by digest.
 pub trait Blobs {
-    /// Opens the blob with `digest` for streaming; `what` names it in
-    /// errors. Sizes and digests are checked by the caller.
-    fn open(&self, digest: &str, what: &str) -> Result<Box<dyn Read + '_>, ScanError>;
+    /// Opens the blob `desc` describes for streaming; `what` names it in
+    /// errors. Sizes and digests are checked by the caller. (A registry
+    /// serves manifests and other blobs at different paths: the media type
+    /// tells which.)
+    fn open(&self, desc: &Descriptor, what: &str) -> Result<Box<dyn Read + '_>, ScanError>;
 }
 
 /// An image index (`index.json`, a manifest list).
@@ -157,7 +159,7 @@ pub fn analyze_resolved(
                 ),
             ));
         }
-        let reader = blobs.open(&layer.digest, &format!("layer {}", layer.digest))?;
+        let reader = blobs.open(layer, &format!("layer {}", layer.digest))?;
         let expect = LayerExpect {
             blob_digest: Some(layer.digest.clone()),
             blob_size: Some(layer.size),
@@ -179,7 +181,7 @@ pub fn analyze_resolved(
 /// Reads a small blob (index, manifest, config), checking its size and
 /// digest against its descriptor.
 pub fn read_blob(blobs: &impl Blobs, desc: &Descriptor, what: &str) -> Result<Vec<u8>, ScanError> {
-    let reader = blobs.open(&desc.digest, what)?;
+    let reader = blobs.open(desc, what)?;
     let (data, digest) = read_document(reader.take(desc.size.saturating_add(1)), what)?;
     if data.len() as u64 != desc.size {
         return Err(ScanError::Mismatch {

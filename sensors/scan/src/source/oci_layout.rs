@@ -19,8 +19,8 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 struct Layout<'a>(&'a Path);
 
 impl Blobs for Layout<'_> {
-    fn open(&self, digest: &str, what: &str) -> Result<Box<dyn Read + '_>, ScanError> {
-        let path = blob_path(self.0, digest, what)?;
+    fn open(&self, desc: &Descriptor, what: &str) -> Result<Box<dyn Read + '_>, ScanError> {
+        let path = blob_path(self.0, &desc.digest, what)?;
         let file = File::open(&path).map_err(io_err(format!(
             "opening {what} (the manifest names it, but {} is missing or unreadable)",
             path.display()
