@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use sightline_container_sensor::docker::Docker;
 use sightline_scan::Limits;
 use sightline_scan::source::{Image, Platform, docker_archive, oci_layout};
@@ -145,11 +145,95 @@ pub async fn analyze(reference: &str) -> Result<Image> {
         "oci-layout" | "oci" => {
             oci_layout::analyze(Path::new(path), name, &Platform::host(), &limits)
         }
-        _ => bail!(
-            "'{reference}': name an image as docker-archive:PATH[:TAG] (a `docker save` file), oci-layout:DIR[:REF] or docker:IMAGE (the local Docker Engine)"
-        ),
+        _ => {
+            let name = reference.strip_prefix("registry:").unwrap_or(reference);
+            let parsed = sightline_registry::Reference::parse(name).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}; name an image as a registry reference (registry.example.com/app:1.2), docker-archive:PATH[:TAG] (a `docker save` file), oci-layout:DIR[:REF] or docker:IMAGE (the local Docker Engine)"
+                )
+            })?;
+            return from_registry(&parsed)
+                .await
+                .with_context(|| format!("analysing {reference}"));
+        }
     };
     image.with_context(|| format!("analysing {reference}"))
+}
+
+/// Analyses an image straight from its registry (this machine's platform).
+///
+/// Credentials: `SIGHTLINE_REGISTRY_USERNAME` and `SIGHTLINE_REGISTRY_PASSWORD`,
+/// else the docker config (`$DOCKER_CONFIG/config.json`, else
+/// `~/.docker/config.json`). `SIGHTLINE_REGISTRY_CA` names a PEM bundle to
+/// trust. HTTPS, except to a loopback registry given no CA.
+async fn from_registry(r: &sightline_registry::Reference) -> Result<Image> {
+    use sightline_registry::auth::{Credentials, from_docker_config};
+    let host = r.api_host();
+    let credentials = match (
+        std::env::var("SIGHTLINE_REGISTRY_USERNAME"),
+        std::env::var("SIGHTLINE_REGISTRY_PASSWORD"),
+    ) {
+        (Ok(username), Ok(password)) => Some(Credentials { username, password }),
+        _ => {
+            let dir = std::env::var_os("DOCKER_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
+            match dir.map(|d| d.join("config.json")).filter(|p| p.is_file()) {
+                Some(p) => {
+                    from_docker_config(&std::fs::read(&p)?, &p.display().to_string(), &r.registry)?
+                }
+                None => None,
+            }
+        }
+    };
+    let ca_pem = match std::env::var_os("SIGHTLINE_REGISTRY_CA") {
+        Some(p) => Some(std::fs::read(&p).with_context(|| {
+            format!(
+                "reading SIGHTLINE_REGISTRY_CA {}",
+                PathBuf::from(&p).display()
+            )
+        })?),
+        None => None,
+    };
+    let loopback = ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .any(|l| host == *l || host.starts_with(&format!("{l}:")));
+    let scheme = if loopback && ca_pem.is_none() {
+        "http"
+    } else {
+        "https"
+    };
+    let client = std::sync::Arc::new(sightline_registry::Client::new(
+        sightline_registry::Registry {
+            base: format!("{scheme}://{host}"),
+            credentials,
+            ca_pem,
+        },
+        sightline_registry::Limits::default(),
+    )?);
+    let (top, _) = client
+        .manifest(&r.repository, r.manifest_reference())
+        .await?;
+    let store = sightline_registry::image::RepoBlobs::new(
+        client,
+        &r.repository,
+        tokio::runtime::Handle::current(),
+    );
+    let tags = r.tag.iter().map(|t| format!("{}:{t}", r.name())).collect();
+    let mut images = tokio::task::spawn_blocking(move || {
+        sightline_registry::image::analyze(
+            &store,
+            &top,
+            &sightline_registry::image::Platforms::Only(vec![Platform::host()]),
+            tags,
+            &Limits::default(),
+        )
+    })
+    .await??;
+    images
+        .pop()
+        .map(|p| p.image)
+        .context("the registry holds no image for this platform")
 }
 
 /// `sightline vulns IMAGE`.

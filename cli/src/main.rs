@@ -4,7 +4,12 @@
 //! the vulnerability database, list an image's vulnerabilities and write
 //! its SBOM. Image scans for CI arrive with the CI sensor issue.
 
+mod formats;
+mod gate;
 mod image;
+mod registry;
+mod report;
+mod scan;
 mod search;
 
 use anyhow::{Context, Result, bail};
@@ -77,6 +82,36 @@ enum Cmd {
         #[arg(short, long, value_enum, default_value = "table")]
         output: image::VulnsOutput,
     },
+    /// Scan an image in CI and gate the build (exit codes: 0 passed, 1 the
+    /// gate failed, 2 wrong use, 3 the scan could not be done).
+    Scan {
+        #[command(subcommand)]
+        cmd: ScanCmd,
+    },
+    /// Registry sensors on demand.
+    Registry {
+        #[command(subcommand)]
+        cmd: RegistryCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScanCmd {
+    /// Scan one image: `sightline scan image registry.example.com/app:1.2 --fail-on high`.
+    Image(scan::ImageArgs),
+}
+
+#[derive(Subcommand)]
+enum RegistryCmd {
+    /// Run a registry Sensor's scan now, as its CronJob would, with your
+    /// credentials: `sightline registry scan -n team registry`.
+    Scan {
+        /// The Sensor's name.
+        sensor: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -134,6 +169,20 @@ enum KeysCmd {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    if let Cmd::Scan {
+        cmd: ScanCmd::Image(args),
+    } = cli.cmd
+    {
+        let code = match scan::image(args).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                e.downcast_ref::<scan::Exit>()
+                    .map_or(scan::EXIT_SCAN, |x| x.code)
+            }
+        };
+        std::process::exit(code);
+    }
     if let Err(e) = run(cli).await {
         if let Some(bad) = e.downcast_ref::<search::BadQuery>() {
             eprintln!("{bad}");
@@ -170,6 +219,10 @@ async fn run(cli: Cli) -> Result<()> {
         } => image::db_info(&path, &mut stdout),
         Cmd::Vulns { image, db, output } => image::vulns(&image, &db, output, &mut stdout).await,
         Cmd::Sbom { image, format } => image::sbom(&image, format, &mut stdout).await,
+        Cmd::Scan { .. } => Ok(()),
+        Cmd::Registry {
+            cmd: RegistryCmd::Scan { sensor, namespace },
+        } => registry::scan(&namespace, &sensor, &mut stdout).await,
     }
 }
 

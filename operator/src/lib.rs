@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod report;
 pub mod search;
 pub mod selector;
 pub mod telemetry;

@@ -119,7 +119,10 @@ async fn main() -> Result<()> {
     .merge(vulndb::router(Arc::new(vulndb::VulnDbState::new(
         args.vuln_db.clone(),
         auth,
-    ))));
+    ))))
+    .merge(sightline_operator::report::router(Arc::new(
+        sightline_operator::report::ReportState::new(client.clone(), args.namespace.clone()),
+    )));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "HTTP server stopped");

@@ -233,6 +233,38 @@ pub fn go_program(dir: &Path, go_mod: &str, main_go: &str) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The spdx-tools release whose validator checks the SPDX documents the
+/// CLI writes (the SPDX project's own Python tools).
+pub const SPDX_TOOLS_VERSION: &str = "0.8.5";
+
+/// `pyspdxtools`, installed once from PyPI into a virtual environment in
+/// the cache.
+pub fn spdx_validator() -> Result<PathBuf> {
+    let root = cache_dir()
+        .join("tools")
+        .join(format!("spdx-tools-{SPDX_TOOLS_VERSION}"));
+    let bin = root.join("venv/bin/pyspdxtools");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    // A venv records its own path, so it is built where it lives; one left
+    // half-made by an interrupted run (no pyspdxtools yet) is made again.
+    let venv = root.join("venv");
+    let _ = std::fs::remove_dir_all(&venv);
+    std::fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "venv"]).arg(&venv);
+    crate::docker::checked(cmd, "python3 -m venv (for spdx-tools)")?;
+    let mut cmd = Command::new(venv.join("bin/pip"));
+    cmd.args([
+        "install",
+        "--quiet",
+        &format!("spdx-tools=={SPDX_TOOLS_VERSION}"),
+    ]);
+    crate::docker::checked(cmd, "pip install spdx-tools")?;
+    Ok(bin)
+}
+
 /// The cargo-auditable release the scanner's tests build Rust binaries with.
 pub const CARGO_AUDITABLE_VERSION: &str = "0.7.2";
 

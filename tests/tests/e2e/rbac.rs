@@ -117,7 +117,7 @@ pub fn operator() -> BTreeSet<Grant> {
         (
             "assets.sightline.dev",
             &[],
-            &["get", "list", "watch", "patch", "delete"],
+            &["get", "list", "watch", "create", "patch", "delete"],
         ),
         ("assets.sightline.dev/status", &[], &["patch"]),
         ("tagrules.sightline.dev", &[], &["list", "watch"]),

@@ -1,0 +1,84 @@
+//! `sightline registry scan SENSOR`: a registry Sensor's scan, now, with
+//! the user's credentials: the Sensor's spec and key from the cluster, its
+//! credentials Secret read into a private temporary directory, then the
+//! same scan the CronJob runs, writing the same Assets under the Sensor's
+//! field manager.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use sightline_crds::{ActivationKey, Sensor};
+use sightline_registry::sensor::{self, Config};
+
+/// Runs the scan of Sensor `namespace/name` and prints what it did.
+pub async fn scan(namespace: &str, name: &str, out: &mut impl Write) -> Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the cluster (is KUBECONFIG set?)")?;
+    let s = Api::<Sensor>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .with_context(|| format!("reading Sensor {namespace}/{name}"))?;
+    let Some(spec) = s.spec.registry.clone() else {
+        bail!("Sensor {namespace}/{name} is not a registry sensor");
+    };
+    let key_name = s.spec.activation_key_ref.name.clone();
+    let key = Api::<ActivationKey>::all(client.clone())
+        .get(&key_name)
+        .await
+        .with_context(|| format!("reading ActivationKey {key_name}"))?;
+    let dir = tempfile::tempdir()?;
+    let credentials_dir = match &spec.credentials_secret_ref {
+        Some(r) => {
+            let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+                .get(&r.name)
+                .await
+                .with_context(|| {
+                    format!("reading the credentials Secret {namespace}/{}", r.name)
+                })?;
+            for (k, v) in secret.data.unwrap_or_default() {
+                std::fs::write(dir.path().join(&k), v.0).with_context(|| format!("writing {k}"))?;
+            }
+            Some(dir.path().to_path_buf())
+        }
+        None => None,
+    };
+    let cfg = Config {
+        sensor: format!("{namespace}/{name}"),
+        activation_key: Some(key_name),
+        modules: key
+            .spec
+            .modules
+            .iter()
+            .map(|m| {
+                serde_json::to_value(m)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .collect(),
+        spec,
+        credentials_dir,
+        page_size: 100,
+    };
+    let registry = Arc::new(sensor::client_for(&cfg)?);
+    let summary = sensor::scan_once(&cfg, registry, client, None).await?;
+    writeln!(
+        out,
+        "{} repositories, {} images reported ({} analysed, the rest unchanged)",
+        summary.repositories, summary.images, summary.analysed
+    )?;
+    for f in &summary.failures {
+        writeln!(out, "failed: {f}")?;
+    }
+    if !summary.failures.is_empty() {
+        bail!(
+            "{} repositories or images could not be scanned",
+            summary.failures.len()
+        );
+    }
+    Ok(())
+}
