@@ -149,6 +149,18 @@ impl LayerTar {
     }
 }
 
+/// A layer of an Alpine-style image: `etc/os-release` and the apk
+/// database `lib/apk/db/installed`, written into `dir` as `NAME.layer.tar`.
+pub fn apk_layer(dir: &Path, name: &str, os_release: &[u8], installed: &[u8]) -> Result<Layer> {
+    let mut layer = LayerTar::create(&dir.join(format!("{name}.layer.tar")))?;
+    layer
+        .dir("etc", 0o755)?
+        .file("etc/os-release", os_release, 0o644)?
+        .dir("lib/apk/db", 0o755)?
+        .file("lib/apk/db/installed", installed, 0o644)?;
+    layer.finish()
+}
+
 /// The runtime settings of an image's config.
 #[derive(Clone, Debug, Default)]
 pub struct RunConfig {

@@ -46,6 +46,12 @@ impl Registry {
     /// Starts a registry with `auth`; `tls` serves HTTPS with a
     /// certificate from a CA made here (always, for htpasswd).
     pub fn start(auth: Auth, tls: bool) -> Result<Registry> {
+        Self::start_on(auth, tls, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts a registry listening on `address` (the local cluster's
+    /// gateway, so pods reach it).
+    pub fn start_on(auth: Auth, tls: bool, address: std::net::Ipv4Addr) -> Result<Registry> {
         crate::docker::check_packages()?;
         let dir = tempfile::Builder::new()
             .prefix("sl-registry-")
@@ -53,7 +59,7 @@ impl Registry {
             .map_err(io("creating the registry's directory"))?;
         let d = dir.path();
         let port = free_port()?;
-        let host = format!("127.0.0.1:{port}");
+        let host = format!("{address}:{port}");
         let tls = tls || matches!(auth, Auth::Htpasswd { .. });
         let mut config = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
@@ -64,7 +70,10 @@ impl Registry {
         let mut ca_pem = None;
         if tls {
             let ca = Ca::new()?;
-            let cert = ca.serving("registry", &["127.0.0.1", "localhost"])?;
+            let cert = ca.serving(
+                "registry",
+                &[&address.to_string(), "127.0.0.1", "localhost"],
+            )?;
             std::fs::write(d.join("tls.crt"), &cert.cert).map_err(io("writing the certificate"))?;
             std::fs::write(d.join("tls.key"), &cert.key).map_err(io("writing the key"))?;
             config.push_str(&format!(

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_registry;
 mod cluster;
 mod test;
 
@@ -53,7 +54,7 @@ enum Cmd {
         /// MiB of random data in the large image of the scan benchmark.
         #[arg(long, default_value_t = 1024)]
         scan_big_mib: u64,
-        /// Run only one benchmark: `operator`, `search`, `scan` or `cluster`.
+        /// Run only one benchmark: `operator`, `search`, `scan`, `cluster` or `registry`.
         #[arg(long)]
         only: Option<String>,
     },
@@ -102,9 +103,13 @@ fn main() -> Result<()> {
             let which = only.as_deref();
             if !matches!(
                 which,
-                None | Some("operator") | Some("search") | Some("scan") | Some("cluster")
+                None | Some("operator")
+                    | Some("search")
+                    | Some("scan")
+                    | Some("cluster")
+                    | Some("registry")
             ) {
-                anyhow::bail!("--only takes operator, search, scan or cluster");
+                anyhow::bail!("--only takes operator, search, scan, cluster or registry");
             }
             let wanted = |name: &str| which.is_none_or(|w| w == name);
             if wanted("operator") {
@@ -118,6 +123,9 @@ fn main() -> Result<()> {
             }
             if wanted("cluster") {
                 rt.block_on(bench_cluster::run())?;
+            }
+            if wanted("registry") {
+                rt.block_on(bench_registry::run())?;
             }
             Ok(())
         }

@@ -16,26 +16,22 @@ use axum::response::{IntoResponse, Response};
 use sightline_registry::auth::Credentials;
 use sightline_registry::image::{Platforms, RepoBlobs, analyze};
 use sightline_registry::{Client, Limits, Registry as Target, RegistryError};
-use sightline_testenv::archive::{LayerTar, RunConfig, docker_archive};
+use sightline_testenv::archive::{LayerTar, RunConfig, apk_layer, docker_archive};
 use sightline_testenv::registry::{Auth, Registry, TokenServer};
 
 /// Pushes a two-package Alpine-format image as `repo:tag`.
 fn push_small(reg: &Registry, repo: &str, tag: &str) -> Result<()> {
     let dir = reg.scratch();
-    let mut layer = LayerTar::create(&dir.join(format!("{tag}.layer.tar")))?;
-    layer
-        .dir("etc", 0o755)?
-        .file("etc/os-release", b"ID=alpine\nVERSION_ID=3.19.1\n", 0o644)?
-        .dir("lib/apk/db", 0o755)?
-        .file(
-            "lib/apk/db/installed",
-            b"P:musl\nV:1.2.4_git20230717-r4\nA:x86_64\no:musl\n\nP:zlib\nV:1.3.1-r0\nA:x86_64\no:zlib\n",
-            0o644,
-        )?;
+    let layer = apk_layer(
+        dir,
+        tag,
+        b"ID=alpine\nVERSION_ID=3.19.1\n",
+        b"P:musl\nV:1.2.4_git20230717-r4\nA:x86_64\no:musl\n\nP:zlib\nV:1.3.1-r0\nA:x86_64\no:zlib\n",
+    )?;
     let archive = dir.join(format!("{tag}.tar"));
     docker_archive(
         &[&format!("{repo}:{tag}")],
-        &[layer.finish()?],
+        &[layer],
         &RunConfig::default(),
         &archive,
     )?;

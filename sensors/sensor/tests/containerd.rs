@@ -20,7 +20,7 @@ use kube::api::Api;
 use serde_json::json;
 use sightline_crds::asset::asset_name;
 use sightline_crds::{Asset, AssetKind};
-use sightline_testenv::archive::{Layer, LayerTar, RunConfig, docker_archive};
+use sightline_testenv::archive::{Layer, RunConfig, apk_layer, docker_archive};
 use sightline_testenv::containerd::Containerd;
 use sightline_testenv::images::debian_rootfs;
 use sightline_testenv::{ControlPlane, Options, helpers};
@@ -42,14 +42,9 @@ fn import_alpine(
 ) -> Result<String> {
     let (os, db) = alpine(release, openssl);
     let file = tag.replace([':', '/'], "_");
-    let mut layer = LayerTar::create(&dir.join(format!("{file}.layer.tar")))?;
-    layer
-        .dir("etc", 0o755)?
-        .file("etc/os-release", &os, 0o644)?
-        .dir("lib/apk/db", 0o755)?
-        .file("lib/apk/db/installed", &db, 0o644)?;
+    let layer = apk_layer(dir, &file, &os, &db)?;
     let archive = dir.join(format!("{file}.tar"));
-    let id = docker_archive(&[tag], &[layer.finish()?], &RunConfig::default(), &archive)?;
+    let id = docker_archive(&[tag], &[layer], &RunConfig::default(), &archive)?;
     ctrd.import(&archive)?;
     Ok(id)
 }

@@ -12,7 +12,7 @@ use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use sightline_crds::{Asset, Sensor};
 use sightline_testenv::archive::{
-    Layer, LayerTar, PlatformImage, RunConfig, docker_archive, oci_index_layout,
+    Layer, PlatformImage, RunConfig, apk_layer, docker_archive, oci_index_layout,
 };
 use sightline_testenv::registry::{Auth, Registry};
 use sightline_testenv::{ControlPlane, Options, helpers};
@@ -24,13 +24,7 @@ use support::alpine;
 /// One layer of Alpine-format files, in `dir`.
 fn alpine_layer(dir: &Path, name: &str, release: &str, openssl: &str) -> Result<Layer> {
     let (os, db) = alpine(release, openssl);
-    let mut layer = LayerTar::create(&dir.join(format!("{name}.layer.tar")))?;
-    layer
-        .dir("etc", 0o755)?
-        .file("etc/os-release", &os, 0o644)?
-        .dir("lib/apk/db", 0o755)?
-        .file("lib/apk/db/installed", &db, 0o644)?;
-    Ok(layer.finish()?)
+    Ok(apk_layer(dir, name, &os, &db)?)
 }
 
 /// Pushes an Alpine-format image built at `created` as `repo:tag`.
@@ -309,6 +303,23 @@ async fn scans_a_registry_and_skips_what_it_analysed_before() -> Result<()> {
         web2["observed"]["packages"] == json!({"total": 2, "apk": 2}),
         "the recorded facts were kept"
     );
+
+    // On demand, from the CLI with the user's credentials: the same scan.
+    let out = Command::new(sightline_testenv::binaries::workspace_binary("sightline")?)
+        .args(["registry", "scan", "-n", &ns, "registry"])
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        said.contains("8 repositories, 5 images reported (0 analysed"),
+        "{said}"
+    );
+    ensure!(reg.gets("/blobs/") == blobs_before, "the CLI fetched blobs");
     Ok(())
 }
 

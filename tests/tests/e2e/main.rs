@@ -12,6 +12,7 @@
 
 mod chart;
 mod rbac;
+mod registry;
 mod sensor;
 mod support;
 
@@ -141,6 +142,21 @@ async fn run(filter: Option<&str>) -> (usize, usize) {
         "deleting_the_sensor_keeps_the_inventory",
         &[sensor::NS],
         sensor::deleting_the_sensor_keeps_the_inventory(&env).await
+    );
+    test!(
+        "registry_sensor_cronjob_scans_a_registry",
+        &[registry::NS],
+        registry::cronjob_scans_a_registry(&env).await
+    );
+    test!(
+        "registry_sensor_rbac_is_exactly_what_it_needs",
+        &[registry::NS],
+        rbac::assert_exactly(
+            &env,
+            registry::NS,
+            "sightline-sensor-registry",
+            &rbac::registry_sensor("registry")
+        )
     );
     test!(
         "chart_upgrades_crds_and_values",

@@ -190,3 +190,17 @@ pub fn container_sensor(sensor: &str) -> BTreeSet<Grant> {
         ("sensors.sightline.dev/status", &[sensor], &["get", "patch"]),
     ])
 }
+
+/// What a registry sensor named `sensor` needs.
+pub fn registry_sensor(sensor: &str) -> BTreeSet<Grant> {
+    grants(&[
+        (
+            "assets.sightline.dev",
+            &[],
+            &["get", "list", "watch", "create", "patch"],
+        ),
+        ("assets.sightline.dev/status", &[], &["get", "patch"]),
+        ("sensors.sightline.dev", &[sensor], &["get", "watch"]),
+        ("sensors.sightline.dev/status", &[sensor], &["get", "patch"]),
+    ])
+}

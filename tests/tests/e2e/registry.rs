@@ -1,0 +1,116 @@
+//! A registry Sensor on the real cluster: the operator renders its
+//! CronJob, a run of it (started at once, as `kubectl create job --from`
+//! does) scans a registry the pods reach, and the images land in the
+//! inventory with the Sensor's status updated; its ServiceAccount may do
+//! exactly what a registry sensor needs.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::Api;
+use serde_json::{Value, json};
+use sightline_crds::{Asset, Sensor};
+use sightline_testenv::archive::{RunConfig, apk_layer, docker_archive};
+use sightline_testenv::node::network::GATEWAY;
+use sightline_testenv::registry::{Auth, Registry};
+
+use crate::support::{Env, eventually};
+
+/// The namespace of the registry test.
+pub const NS: &str = "e2e-registry";
+
+/// Runs the test; the registry lives as long as the call.
+pub async fn cronjob_scans_a_registry(env: &Env) -> Result<()> {
+    let reg = Registry::start_on(Auth::Anonymous, false, GATEWAY)?;
+    let dir = reg.scratch();
+    let layer = apk_layer(
+        dir,
+        "app",
+        b"ID=alpine\nVERSION_ID=3.22.1\n",
+        b"P:musl\nV:1.2.5-r10\nA:x86_64\no:musl\n",
+    )?;
+    let archive = dir.join("app.tar");
+    let id = docker_archive(&["team/app:1.0"], &[layer], &RunConfig::default(), &archive)?;
+    reg.push(
+        &format!("docker-archive:{}", archive.display()),
+        "team/app",
+        "1.0",
+    )?;
+
+    env.namespace(NS)?;
+    let sensor = json!({
+        "apiVersion": "sightline.dev/v1alpha1", "kind": "Sensor",
+        "metadata": {"name": "registry", "namespace": NS},
+        "spec": {
+            "type": "registry",
+            "activationKeyRef": {"name": "e2e"},
+            "registry": {"url": reg.url, "schedule": "@hourly", "tagsPerRepository": 2},
+        },
+    });
+    let file = env.work.join("registry-sensor.json");
+    std::fs::write(&file, serde_json::to_vec(&sensor)?)?;
+    env.kubectl(&["apply", "--server-side", "-f", &file.display().to_string()])?;
+    eventually(
+        "the registry sensor's CronJob",
+        Duration::from_secs(60),
+        || async {
+            env.kubectl(&["get", "cronjob", "sightline-sensor-registry", "-n", NS])
+                .ok()
+                .map(drop)
+        },
+    )
+    .await?;
+    env.kubectl(&[
+        "create",
+        "job",
+        "scan-now",
+        "-n",
+        NS,
+        "--from=cronjob/sightline-sensor-registry",
+    ])?;
+    let jobs: Api<Job> = Api::namespaced(env.client(), NS);
+    eventually(
+        "the scan job to succeed",
+        Duration::from_secs(180),
+        || async {
+            let s = jobs.get("scan-now").await.ok()?.status?;
+            (s.succeeded == Some(1)).then_some(())
+        },
+    )
+    .await?;
+
+    let assets: Api<Asset> = Api::all(env.client());
+    let status: Value = eventually("the image's Asset", Duration::from_secs(30), || async {
+        let a = assets
+            .get_opt(&sightline_crds::asset::asset_name(
+                sightline_crds::AssetKind::ContainerImage,
+                &id,
+            ))
+            .await
+            .ok()??;
+        serde_json::to_value(a.status?).ok()
+    })
+    .await?;
+    ensure!(
+        status["sources"].as_array().is_some_and(|s| s
+            .iter()
+            .any(|x| x["sensor"] == format!("{NS}/registry") && x["type"] == "registry")),
+        "{status}"
+    );
+    ensure!(
+        status["observed"]["registry"]["repositories"][0]["repository"] == "team/app",
+        "{status}"
+    );
+    ensure!(status["observed"]["packages"]["apk"] == 1, "{status}");
+    let s = Api::<Sensor>::namespaced(env.client(), NS)
+        .get("registry")
+        .await?
+        .status
+        .context("the Sensor's status")?;
+    ensure!(
+        s.assets_reported == Some(1) && s.last_scan_time.is_some(),
+        "{s:?}"
+    );
+    Ok(())
+}
