@@ -11,7 +11,7 @@ use crate::sensor::Enforcer;
 
 /// What happens on a violation.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, schemars::JsonSchema,
 )]
 pub enum PolicyAction {
     /// Report only.

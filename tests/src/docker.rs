@@ -38,6 +38,13 @@ pub const PACKAGES: &[(&str, &str)] = &[
     // The registry tests: the CNCF distribution registry and htpasswd.
     ("/usr/bin/docker-registry", "docker-registry"),
     ("/usr/bin/htpasswd", "apache2-utils"),
+    // The runtime sensor's eBPF programs: bpf-linker is built against
+    // Debian's LLVM 22 (bookworm-security).
+    ("/usr/lib/llvm-22/bin/llvm-config", "llvm-22-dev"),
+    ("/usr/lib/llvm-22/lib/libPolly.a", "libpolly-22-dev"),
+    ("/usr/include/zstd.h", "libzstd-dev"),
+    // The runtime sensor's tests run programs from a busybox root filesystem.
+    ("/bin/busybox", "busybox-static"),
 ];
 
 /// Fails naming the missing Debian packages, if any.

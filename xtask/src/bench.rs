@@ -35,7 +35,7 @@ const CONCURRENCY: usize = 16;
 
 pub async fn run(latency_n: usize, scale_n: usize, scale_keys: usize) -> Result<()> {
     crate::setup()?;
-    run_cmd(Command::new("cargo").args(["build", "--release", "-p", "sightline-operator"]))?;
+    run_cmd(crate::cargo().args(["build", "--release", "-p", "sightline-operator"]))?;
     let cp = ControlPlane::start(Options::default()).await?;
     let client = cp.client();
     for ns in [
@@ -189,7 +189,7 @@ pub async fn run(latency_n: usize, scale_n: usize, scale_keys: usize) -> Result<
 /// built with `--release` (index numbers from a debug build mean nothing).
 pub fn search(assets: usize, api_assets: usize) -> Result<()> {
     crate::setup()?;
-    run_cmd(Command::new("cargo").args([
+    run_cmd(crate::cargo().args([
         "run",
         "--release",
         "-p",
@@ -313,7 +313,7 @@ pub fn scan(big_mib: u64) -> Result<()> {
     use sightline_testenv::images::{debian_rootfs, to_oci_layout};
 
     crate::setup()?;
-    run_cmd(Command::new("cargo").args([
+    run_cmd(crate::cargo().args([
         "build",
         "--release",
         "-p",

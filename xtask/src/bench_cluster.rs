@@ -76,7 +76,7 @@ where
 /// The cluster benchmark (see the module docs).
 pub async fn run() -> Result<()> {
     crate::setup()?;
-    run_cmd(Command::new("cargo").args([
+    run_cmd(crate::cargo().args([
         "build",
         "--release",
         "-p",

@@ -64,7 +64,7 @@ fn mib(kib: u64) -> f64 {
 /// The registry benchmark (see the module docs).
 pub async fn run() -> Result<()> {
     crate::setup()?;
-    run_cmd(Command::new("cargo").args([
+    run_cmd(crate::cargo().args([
         "build",
         "--release",
         "-p",

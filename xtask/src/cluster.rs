@@ -114,7 +114,7 @@ pub async fn demo() -> Result<()> {
         .node
         .as_ref()
         .context("the local cluster has no node")?;
-    run(Command::new("cargo").args([
+    run(crate::cargo().args([
         "build",
         "--release",
         "-p",

@@ -175,6 +175,7 @@ pub fn setup() -> Result<()> {
         }
     }
     install_debian_packages()?;
+    install_ebpf_toolchain()?;
     let go = sightline_testenv::binaries::go_command();
     let go_ok = Command::new(&go)
         .arg("version")
@@ -195,6 +196,98 @@ pub fn setup() -> Result<()> {
     }
     sightline_testenv::Binaries::ensure().context("getting the Kubernetes binaries")?;
     sightline_testenv::binaries::helm().context("getting helm")?;
+    Ok(())
+}
+
+/// The version of bpf-linker that built and loaded on these machines
+/// (newer ones need a newer Rust than the pinned aya needs).
+const BPF_LINKER: &str = "0.13.0";
+
+/// Where `setup` installs bpf-linker.
+pub fn bpf_linker_dir() -> std::path::PathBuf {
+    sightline_testenv::binaries::cache_dir().join("bpf-linker")
+}
+
+/// `cargo` with bpf-linker on `PATH`: the runtime sensor's build script
+/// compiles its eBPF programs with it.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new("cargo");
+    let mut paths = vec![bpf_linker_dir().join("bin")];
+    if let Some(path) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&path));
+    }
+    if let Ok(joined) = std::env::join_paths(paths) {
+        cmd.env("PATH", joined);
+    }
+    cmd
+}
+
+/// Installs the nightly toolchain (minimal profile) when missing.
+pub fn ensure_nightly() -> Result<()> {
+    let has_nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nightly {
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))
+        .context("installing the nightly toolchain")?;
+    }
+    Ok(())
+}
+
+/// The nightly toolchain with `rust-src` (eBPF programs and cargo-fuzz) and
+/// bpf-linker built against LLVM 22, into the cache when missing.
+fn install_ebpf_toolchain() -> Result<()> {
+    ensure_nightly()?;
+    let has_src = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("rust-src"))
+        });
+    if !has_src {
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .context("adding rust-src to the nightly toolchain")?;
+    }
+    let dir = bpf_linker_dir();
+    let linker = dir.join("bin/bpf-linker");
+    let works = Command::new(&linker)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER)
+        });
+    if !works {
+        run(Command::new("cargo")
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER}"),
+                "--locked",
+                "--no-default-features",
+            ])
+            .args(["--features", "llvm-22", "--root"])
+            .arg(&dir)
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .env(
+                "CARGO_TARGET_DIR",
+                sightline_testenv::binaries::cache_dir().join("bpf-linker-target"),
+            ))
+        .context("building bpf-linker against LLVM 22")?;
+    }
     Ok(())
 }
 

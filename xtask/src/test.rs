@@ -70,20 +70,7 @@ const FUZZ_TARGETS: &[&str] = &[
 /// every fuzz target briefly. Corpora and crash artifacts go to the cache,
 /// never into the work tree.
 pub fn fuzz_briefly() -> Result<()> {
-    let has_nightly = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_nightly {
-        run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))
-        .context("installing the nightly toolchain for cargo-fuzz")?;
-    }
+    crate::ensure_nightly()?;
     let has_fuzz = Command::new("cargo")
         .args(["fuzz", "--version"])
         .output()
@@ -127,7 +114,7 @@ pub fn run_all() -> Result<()> {
     setup()?;
     run(Command::new("cargo").args(["fmt", "--all", "--check"]))
         .context("formatting differs: run `cargo fmt`")?;
-    run(Command::new("cargo").args([
+    run(crate::cargo().args([
         "clippy",
         "--workspace",
         "--all-targets",
@@ -141,7 +128,7 @@ pub fn run_all() -> Result<()> {
         .prefix("sightline-test-pids-")
         .tempdir()?;
     let result = run_counting(
-        Command::new("cargo")
+        crate::cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
             .env(PID_DIR_ENV, pids.path()),
     );

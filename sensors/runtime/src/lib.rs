@@ -1,0 +1,11 @@
+//! The runtime sensor: loads the eBPF programs of `sensors/runtime-ebpf`,
+//! turns their ring-buffer records into events attributed to containers and
+//! pods, and enforces `RuntimePolicy` rules on the node.
+
+pub mod btf;
+pub mod event;
+pub mod fanotify;
+pub mod kmaps;
+pub mod loader;
+pub mod rules;
+pub mod sensor;

@@ -1,0 +1,489 @@
+//! RuntimePolicy enforcement against the running kernel (as root): programs
+//! run chrooted into a small root filesystem of their own (a tmpfs holding
+//! busybox) inside a cgroup the test creates.
+
+// The jail helpers fail the test that uses them.
+#![allow(clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sightline_crds::net::Cidr;
+use sightline_crds::runtime_policy::{
+    ConnectMatch, FileRules, NetworkRules, PolicyAction, ProcessMatch, ProcessRules,
+    RuntimePolicySpec,
+};
+use sightline_crds::sensor::Enforcer;
+use sightline_runtime_sensor::rules::PolicyRef;
+use sightline_runtime_sensor::sensor::{
+    Activity, Options, Outcome, Report, Sensor, Violation, WorkloadSpec, cgroup2_root,
+};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A root filesystem and a cgroup to run programs in.
+struct Jail {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    cgroup: PathBuf,
+}
+
+impl Jail {
+    fn new() -> Jail {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).expect("mkdir root");
+        // Its own filesystem, so the fanotify mark covers it and nothing else.
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "sightline-test"])
+            .arg(&root)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs (run the tests as root)");
+        for d in ["bin", "etc", "tmp"] {
+            std::fs::create_dir(root.join(d)).expect("mkdir");
+        }
+        // Separate copies, so each program is its own inode.
+        // `echo` is the denied program: a busybox applet by that name.
+        for name in ["busybox", "sh", "echo"] {
+            std::fs::copy("/bin/busybox", root.join("bin").join(name))
+                .expect("copying /bin/busybox (apt-get install busybox-static)");
+        }
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").expect("passwd");
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let cgroup = cgroup2_root()
+            .expect("a cgroup v2 hierarchy")
+            .join(format!("sightline-test-{}-{n}", std::process::id()));
+        std::fs::create_dir(&cgroup).expect("creating the test cgroup");
+        Jail {
+            _dir: dir,
+            root,
+            cgroup,
+        }
+    }
+
+    /// Runs `script` with the jail's busybox shell inside the cgroup and
+    /// returns its output.
+    fn sh(&self, script: &str) -> String {
+        let procs = self.cgroup.join("cgroup.procs");
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {} && exec /usr/sbin/chroot {} /bin/sh -c \"$0\"",
+                procs.display(),
+                self.root.display()
+            ))
+            .arg(script)
+            .output()
+            .expect("running the jail's shell");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    fn workload(&self, policies: Vec<(PolicyRef, RuntimePolicySpec)>) -> WorkloadSpec {
+        WorkloadSpec {
+            cgroup: self.cgroup.clone(),
+            root: Some(self.root.clone()),
+            policies,
+        }
+    }
+}
+
+impl Drop for Jail {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.root).status();
+        let _ = std::fs::remove_dir(&self.cgroup);
+    }
+}
+
+fn policy(name: &str) -> PolicyRef {
+    PolicyRef {
+        namespace: "test".into(),
+        name: name.into(),
+    }
+}
+
+/// Denies `/bin/denied`, writes under `/etc`, and connecting to `port`.
+fn deny_all(action: PolicyAction, port: u16) -> RuntimePolicySpec {
+    RuntimePolicySpec {
+        action,
+        process: Some(ProcessRules {
+            deny: Some(vec![ProcessMatch {
+                path: Some("/bin/echo".into()),
+                sha256: None,
+            }]),
+            allow: None,
+        }),
+        file: Some(FileRules {
+            deny_write: vec!["/etc".into()],
+            deny_read: vec![],
+        }),
+        network: Some(NetworkRules {
+            deny_connect: vec![ConnectMatch {
+                cidr: Cidr("127.0.0.1/32".into()),
+                ports: vec![i32::from(port)],
+            }],
+        }),
+        ..Default::default()
+    }
+}
+
+/// A loopback listener counting the bytes it receives.
+struct Server {
+    port: u16,
+    received: Arc<Mutex<usize>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let received = Arc::new(Mutex::new(0));
+        let count = received.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = Vec::new();
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = conn.read_to_end(&mut buf);
+                *count.lock().expect("lock") += buf.len();
+            }
+        });
+        Server { port, received }
+    }
+
+    fn received(&self) -> usize {
+        *self.received.lock().expect("lock")
+    }
+}
+
+/// The violations reported for `cgroup`, waiting until `n` arrived and a
+/// little longer for any extra (a duplicate would show up).
+fn violations(sensor: &mut Sensor, cgroup_id: u64, n: usize) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut settle = None;
+    loop {
+        sensor.drain(|r| {
+            if let Report::Violation(v) = r
+                && v.cgroup_id == cgroup_id
+            {
+                out.push(v);
+            }
+        });
+        let now = Instant::now();
+        if out.len() >= n && settle.is_none() {
+            settle = Some(now + Duration::from_millis(500));
+        }
+        if settle.is_some_and(|s| now >= s) || now >= deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn by_activity(vs: &[Violation]) -> HashMap<String, Vec<&Violation>> {
+    let mut m: HashMap<String, Vec<&Violation>> = HashMap::new();
+    for v in vs {
+        let key = match &v.activity {
+            Activity::Exec { path } => format!("exec {path}"),
+            Activity::Open { path, .. } => format!("open {path}"),
+            Activity::Connect { addr, port } => format!("connect {addr}:{port}"),
+        };
+        m.entry(key).or_default().push(v);
+    }
+    m
+}
+
+fn cgroup_id(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).expect("cgroup").ino()
+}
+
+// Each step in a subshell: the signal enforcer kills the process that
+// violates, and the shell itself writes for `>`.
+const SCRIPT: &str = "/bin/echo ran-denied; echo exec=$?; \
+     /bin/busybox echo ran-allowed; \
+     (echo data > /etc/new); echo write=$?; \
+     (/bin/busybox cat /etc/passwd > /tmp/out); echo read=$?; \
+     (echo hello | /bin/busybox nc 127.0.0.1 $PORT); echo connect=$?";
+
+fn script(port: u16) -> String {
+    SCRIPT.replace("$PORT", &port.to_string())
+}
+
+#[test]
+fn block_denies_exec_and_write_with_eperm_kills_connect_and_releases_on_removal() {
+    let jail = Jail::new();
+    let server = Server::start();
+    let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
+    let applied = sensor
+        .apply(&jail.workload(vec![(
+            policy("block"),
+            deny_all(PolicyAction::Block, server.port),
+        )]))
+        .expect("applying the policy");
+    assert_eq!(applied.exec, Some(Enforcer::Fanotify), "{applied:?}");
+    assert_eq!(applied.file, Some(Enforcer::Fanotify), "{applied:?}");
+    assert_eq!(applied.net, Some(Enforcer::Signal), "{applied:?}");
+
+    let out = jail.sh(&script(server.port));
+    assert!(!out.contains("ran-denied"), "{out}");
+    assert!(
+        out.contains("exec=126"),
+        "EPERM from execve makes the shell say 126: {out}"
+    );
+    assert!(out.contains("/bin/echo: Operation not permitted"), "{out}");
+    assert!(out.contains("ran-allowed"), "{out}");
+    assert!(out.contains("write=1") || out.contains("write=2"), "{out}");
+    assert!(out.contains("read=0"), "reads are not denied: {out}");
+    assert!(
+        out.contains("connect=137"),
+        "nc is killed by SIGKILL (128 + 9): {out}"
+    );
+    // fanotify decides an open after O_CREAT made the file (as the
+    // `file_open` LSM hook would): the file may exist, empty; nothing is
+    // written to it.
+    let written = std::fs::metadata(jail.root.join("etc/new")).map_or(0, |m| m.len());
+    assert_eq!(written, 0, "the denied write wrote nothing");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.received(), 0, "the killed connect sent nothing");
+
+    let id = cgroup_id(&jail.cgroup);
+    let vs = violations(&mut sensor, id, 3);
+    let m = by_activity(&vs);
+    assert_eq!(m.len(), 3, "{vs:#?}");
+    let exec = &m["exec /bin/echo"];
+    assert_eq!(exec.len(), 1, "{vs:#?}");
+    assert_eq!(
+        (exec[0].outcome, exec[0].enforcer),
+        (Outcome::Denied, Enforcer::Fanotify)
+    );
+    assert_eq!(exec[0].rule.policy, policy("block"));
+    let write = &m["open /etc/new"];
+    assert_eq!(write.len(), 1, "{vs:#?}");
+    assert_eq!(write[0].outcome, Outcome::Denied);
+    assert!(matches!(
+        write[0].activity,
+        Activity::Open { write: true, .. }
+    ));
+    let connect = &m[&format!("connect 127.0.0.1:{}", server.port)];
+    assert_eq!(connect.len(), 1, "{vs:#?}");
+    assert_eq!(
+        (connect[0].outcome, connect[0].enforcer),
+        (Outcome::Killed, Enforcer::Signal)
+    );
+
+    sensor.remove(id);
+    let out = jail.sh(&script(server.port));
+    assert!(out.contains("ran-denied"), "{out}");
+    assert!(out.contains("write=0"), "{out}");
+    assert!(out.contains("connect=0"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(jail.root.join("etc/new")).expect("written"),
+        "data\n"
+    );
+    assert!(violations(&mut sensor, id, 0).is_empty());
+}
+
+#[test]
+fn audit_runs_everything_and_reports_each_violation_once() {
+    let jail = Jail::new();
+    let server = Server::start();
+    let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
+    sensor
+        .apply(&jail.workload(vec![(
+            policy("audit"),
+            deny_all(PolicyAction::Audit, server.port),
+        )]))
+        .expect("applying the policy");
+    let out = jail.sh(&script(server.port));
+    for expected in ["ran-denied", "exec=0", "write=0", "read=0", "connect=0"] {
+        assert!(out.contains(expected), "{expected}: {out}");
+    }
+    let vs = violations(&mut sensor, cgroup_id(&jail.cgroup), 3);
+    let m = by_activity(&vs);
+    assert_eq!(m.len(), 3, "{vs:#?}");
+    for (what, list) in &m {
+        assert_eq!(
+            list.len(),
+            1,
+            "{what} reported {} times: {vs:#?}",
+            list.len()
+        );
+        assert_eq!(list[0].outcome, Outcome::Reported);
+        assert_eq!(list[0].rule.action, PolicyAction::Audit);
+    }
+    assert_eq!(server.received(), "hello\n".len());
+}
+
+#[test]
+fn the_signal_enforcer_kills_denied_programs_before_they_run() {
+    let jail = Jail::new();
+    let server = Server::start();
+    let mut sensor = Sensor::start(Options {
+        enforcers: vec![Enforcer::Signal],
+        ..Options::default()
+    })
+    .expect("starting the sensor");
+    let applied = sensor
+        .apply(&jail.workload(vec![(
+            policy("block"),
+            deny_all(PolicyAction::Block, server.port),
+        )]))
+        .expect("applying the policy");
+    assert_eq!(
+        (applied.exec, applied.file),
+        (Some(Enforcer::Signal), Some(Enforcer::Signal))
+    );
+    let out = jail.sh(&script(server.port));
+    assert!(!out.contains("ran-denied"), "{out}");
+    assert!(out.contains("exec=137"), "killed by SIGKILL: {out}");
+    assert!(out.contains("ran-allowed"), "{out}");
+    assert!(out.contains("write=137"), "{out}");
+    assert!(out.contains("connect=137"), "{out}");
+    let vs = violations(&mut sensor, cgroup_id(&jail.cgroup), 3);
+    let m = by_activity(&vs);
+    let exec = &m["exec /bin/echo"];
+    assert_eq!(exec.len(), 1, "{vs:#?}");
+    assert_eq!(
+        (exec[0].outcome, exec[0].enforcer),
+        (Outcome::Killed, Enforcer::Signal)
+    );
+    assert_eq!(m["open /etc/new"].len(), 1, "{vs:#?}");
+}
+
+#[test]
+fn an_allowlist_lets_only_listed_programs_run() {
+    for enforcers in [vec![Enforcer::Fanotify], vec![Enforcer::Signal]] {
+        let jail = Jail::new();
+        let mut sensor = Sensor::start(Options {
+            enforcers: enforcers.clone(),
+            ..Options::default()
+        })
+        .expect("starting the sensor");
+        let allow = ["/bin/sh", "/bin/busybox", "/usr/sbin/chroot"]
+            .into_iter()
+            .map(|p| ProcessMatch {
+                path: Some(p.into()),
+                sha256: None,
+            })
+            .collect();
+        let spec = RuntimePolicySpec {
+            action: PolicyAction::Block,
+            process: Some(ProcessRules {
+                deny: None,
+                allow: Some(allow),
+            }),
+            ..Default::default()
+        };
+        let applied = sensor
+            .apply(&jail.workload(vec![(policy("allow"), spec)]))
+            .expect("apply");
+        assert_eq!(applied.exec, enforcers.first().copied());
+        let out = jail.sh("/bin/busybox echo listed; /bin/echo unlisted; echo rc=$?");
+        assert!(out.contains("listed"), "{enforcers:?}: {out}");
+        assert!(!out.contains("unlisted"), "{enforcers:?}: {out}");
+        let expected = if enforcers[0] == Enforcer::Fanotify {
+            "rc=126"
+        } else {
+            "rc=137"
+        };
+        assert!(out.contains(expected), "{enforcers:?}: {out}");
+        let vs = violations(&mut sensor, cgroup_id(&jail.cgroup), 1);
+        assert_eq!(vs.len(), 1, "{vs:#?}");
+        assert_eq!(
+            vs[0].activity,
+            Activity::Exec {
+                path: "/bin/echo".into()
+            }
+        );
+        assert_eq!(vs[0].rule.target, "process.allow");
+    }
+}
+
+#[test]
+fn a_sha256_rule_denies_the_program_by_content_under_any_name() {
+    let jail = Jail::new();
+    use sha2::Digest;
+    std::fs::write(jail.root.join("bin/other"), b"#!/bin/sh\necho other-ran\n").expect("script");
+    let sum = hex(&sha2::Sha256::digest(
+        std::fs::read(jail.root.join("bin/other")).expect("read"),
+    ));
+    std::fs::copy(jail.root.join("bin/other"), jail.root.join("tmp/renamed")).expect("copy");
+    let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
+    let spec = RuntimePolicySpec {
+        action: PolicyAction::Block,
+        process: Some(ProcessRules {
+            deny: Some(vec![ProcessMatch {
+                path: None,
+                sha256: Some(sum),
+            }]),
+            allow: None,
+        }),
+        ..Default::default()
+    };
+    sensor
+        .apply(&jail.workload(vec![(policy("sha"), spec)]))
+        .expect("apply");
+    let out = jail
+        .sh("chmod +x /bin/other /tmp/renamed; /tmp/renamed; echo rc=$?; /bin/busybox echo fine");
+    assert!(!out.contains("other-ran"), "{out}");
+    assert!(out.contains("rc=126"), "{out}");
+    assert!(out.contains("fine"), "{out}");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn stopping_the_sensor_releases_enforcement() {
+    let jail = Jail::new();
+    let server = Server::start();
+    let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
+    sensor
+        .apply(&jail.workload(vec![(
+            policy("block"),
+            deny_all(PolicyAction::Block, server.port),
+        )]))
+        .expect("apply");
+    assert!(jail.sh(&script(server.port)).contains("exec=126"));
+    // What the kernel does when the sensor's process ends: the fanotify
+    // group closes and the programs detach. Nothing is pinned.
+    drop(sensor);
+    let out = jail.sh(&script(server.port));
+    assert!(
+        out.contains("ran-denied") && out.contains("write=0") && out.contains("connect=0"),
+        "{out}"
+    );
+    assert!(
+        !Path::new("/sys/fs/bpf/sightline").exists(),
+        "no pinned programs or maps"
+    );
+}
+
+#[test]
+fn the_lsm_enforcer_is_probed_and_its_refusal_reported() {
+    let sensor = Sensor::start(Options::default()).expect("starting the sensor");
+    match sensor.lsm_reason() {
+        None => {} // This kernel runs BPF LSM programs: they passed the verifier.
+        Some(reason) => {
+            assert!(reason.contains("bprm_check_security"), "{reason}");
+            assert!(
+                reason.contains("Operation not permitted")
+                    || reason.contains("not among the active LSMs"),
+                "the kernel's own words: {reason}"
+            );
+        }
+    }
+}
