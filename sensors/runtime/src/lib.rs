@@ -3,9 +3,11 @@
 //! pods, and enforces `RuntimePolicy` rules on the node.
 
 pub mod btf;
+pub mod daemon;
 pub mod event;
 pub mod fanotify;
 pub mod kmaps;
 pub mod loader;
+pub mod ocsf;
 pub mod rules;
 pub mod sensor;

@@ -1,6 +1,6 @@
 //! `sightline-sensor`: the program the operator's sensor workloads run,
-//! one subcommand per sensor type (`container` and `registry`; `runtime`
-//! and `passive` come with their issues). Settings come from the
+//! one subcommand per sensor type (`container`, `registry` and `runtime`;
+//! `passive` comes with its issue). Settings come from the
 //! environment the operator sets (see `sightline_container_sensor::config`).
 
 use std::path::PathBuf;
@@ -48,6 +48,11 @@ enum Cmd {
         #[arg(long, env = "SIGHTLINE_VULN_DB")]
         vuln_db: Option<PathBuf>,
     },
+    /// Watch what containers on this node run, open and connect to, and
+    /// enforce the RuntimePolicies that select their pods (the operator's
+    /// DaemonSet for `type: runtime`). Violations are printed as OCSF JSON
+    /// lines on stdout.
+    Runtime,
 }
 
 #[tokio::main]
@@ -87,6 +92,14 @@ async fn run(cmd: Cmd) -> Result<()> {
                 .await
                 .context("connecting to the Kubernetes API")?;
             sightline_container_sensor::run::run(cfg, client, db, shutdown()).await
+        }
+        Cmd::Runtime => {
+            let cfg = sightline_runtime_sensor::daemon::Config::from_env(|k| std::env::var(k).ok())
+                .map_err(anyhow::Error::msg)?;
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API")?;
+            sightline_runtime_sensor::daemon::run(cfg, client, shutdown()).await
         }
         Cmd::Registry { vuln_db } => {
             use sightline_registry::sensor;

@@ -1,0 +1,655 @@
+//! `sightline-sensor runtime`: watches the RuntimePolicies of the cluster
+//! and the pods on this node, keeps the enforcement state equal to them,
+//! and reports every violation (a JSON line in OCSF shape on stdout, a
+//! Kubernetes Event on the pod, the policy's status and the container's
+//! Asset).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use sightline_crds::asset::{Asset, AssetKind, asset_name};
+use sightline_crds::runtime_policy::RuntimePolicy;
+use sightline_crds::sensor::{Enforcement, Enforcer, RuntimeSensor};
+
+use crate::ocsf::{self, Owner};
+use crate::rules::PolicyRef;
+use crate::sensor::{Applied, Options, Report, Sensor, Violation, WorkloadSpec};
+
+/// The runtime sensor's settings (the environment the operator's DaemonSet
+/// sets: `NODE_NAME`, `SIGHTLINE_SENSOR`, `SIGHTLINE_CONFIG` holding the
+/// Sensor's `spec.runtime`).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node.
+    pub node: String,
+    /// `<namespace>/<name>` of the Sensor.
+    pub sensor: String,
+    /// The Sensor's `spec.runtime`.
+    pub runtime: RuntimeSensor,
+    /// How often pods' containers are matched to cgroups again (new
+    /// containers are found at once through pod updates too).
+    pub resync: Duration,
+}
+
+impl Config {
+    /// Reads the settings, naming what is missing or malformed.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let node = get("NODE_NAME")
+            .filter(|v| !v.is_empty())
+            .ok_or("NODE_NAME is not set (the DaemonSet sets it from spec.nodeName)")?;
+        let sensor = get("SIGHTLINE_SENSOR").unwrap_or_else(|| "standalone".into());
+        let runtime = match get("SIGHTLINE_CONFIG").filter(|v| !v.is_empty() && v != "null") {
+            None => RuntimeSensor::default(),
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| format!("SIGHTLINE_CONFIG is not a Sensor's spec.runtime: {e}"))?,
+        };
+        Ok(Config {
+            node,
+            sensor,
+            runtime,
+            resync: Duration::from_secs(10),
+        })
+    }
+}
+
+/// Whether a label selector selects `labels` (matchLabels and every
+/// matchExpressions operator; an empty selector selects everything).
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        let have = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => have.is_some_and(|v| values.contains(v)),
+            "NotIn" => have.is_none_or(|v| !values.contains(v)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+/// The container id in a runtime's `containerID` (`containerd://<id>`).
+pub fn container_id(status_id: &str) -> Option<&str> {
+    let id = status_id.split_once("://").map_or(status_id, |(_, id)| id);
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// The cgroup directory of a container: the one whose name carries its id
+/// (`<id>` under cgroupfs, `cri-containerd-<id>.scope` or
+/// `docker-<id>.scope` under systemd).
+pub fn find_cgroup(root: &Path, id: &str) -> Option<PathBuf> {
+    let mut stack = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if e.file_name().to_string_lossy().contains(id) {
+                return Some(e.path());
+            }
+            if depth < 8 {
+                stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+    None
+}
+
+/// A process in a cgroup (its first), to reach the container's root.
+fn first_pid(cgroup: &Path) -> Option<u32> {
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).ok()?;
+    procs.lines().next()?.trim().parse().ok()
+}
+
+struct Reporting {
+    client: Client,
+    node: String,
+    sensor: String,
+    recorder: Recorder,
+    owners: Mutex<HashMap<u64, (Owner, Option<ObjectReference>)>>,
+    pending: Mutex<HashMap<PolicyRef, (i64, jiff::Timestamp)>>,
+    asset_counts: Mutex<HashMap<String, i64>>,
+}
+
+/// Runs until `shutdown` resolves. Enforcement is released when it returns
+/// (nothing is pinned): see the README's "Fail-safe".
+pub async fn run(
+    cfg: Config,
+    client: Client,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let opts = Options {
+        enforcers: cfg.runtime.enforcers.clone(),
+        audit_only: cfg.runtime.enforcement == Enforcement::AuditOnly,
+        ..Options::default()
+    };
+    let cgroup_root = opts.cgroup_root.clone();
+    let sensor = tokio::task::spawn_blocking(move || Sensor::start(opts)).await??;
+    let mut reasons = Vec::new();
+    reasons.extend(sensor.lsm_reason());
+    reasons.extend(sensor.fanotify_reason());
+    tracing::info!(node = %cfg.node, unavailable = ?reasons, "runtime sensor started");
+    let ring = ring_waker(sensor.ring().as_fd().try_clone_to_owned()?);
+    let sensor = Arc::new(Mutex::new(sensor));
+
+    let pods: Api<Pod> = Api::all(client.clone());
+    let (pod_store, pod_writer) = reflector::store();
+    let pod_changes = reflector::reflector(
+        pod_writer,
+        watcher(
+            pods,
+            watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node)),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .map(|_| ());
+    let policies: Api<RuntimePolicy> = Api::all(client.clone());
+    let (policy_store, policy_writer) = reflector::store();
+    let policy_changes =
+        reflector::reflector(policy_writer, watcher(policies, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .map(|_| ());
+    let mut changes = futures::stream::select(pod_changes, policy_changes).boxed();
+
+    let reporting = Arc::new(Reporting {
+        client: client.clone(),
+        node: cfg.node.clone(),
+        sensor: cfg.sensor.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "sightline-runtime-sensor".into(),
+                instance: Some(cfg.node.clone()),
+            },
+        ),
+        owners: Mutex::new(HashMap::new()),
+        pending: Mutex::new(HashMap::new()),
+        asset_counts: Mutex::new(HashMap::new()),
+    });
+    let mut resync = tokio::time::interval(cfg.resync);
+    let mut flush = tokio::time::interval(Duration::from_secs(2));
+    let mut node_status: HashMap<PolicyRef, (Option<Enforcer>, bool, String)> = HashMap::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            change = changes.next() => {
+                if change.is_none() { break; }
+                // Let a burst of updates settle into one pass.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let status = reconcile(&sensor, &pod_store, &policy_store, &cgroup_root, &reporting);
+                publish_node_status(&reporting, &mut node_status, status).await;
+            }
+            _ = resync.tick() => {
+                let status = reconcile(&sensor, &pod_store, &policy_store, &cgroup_root, &reporting);
+                publish_node_status(&reporting, &mut node_status, status).await;
+            }
+            _ = ring.ready.notified() => {
+                drain(&sensor, &reporting).await;
+                let _ = ring.drained.send(());
+            }
+            _ = flush.tick() => {
+                drain(&sensor, &reporting).await;
+                flush_policy_counts(&reporting).await;
+            }
+        }
+    }
+    drain(&sensor, &reporting).await;
+    flush_policy_counts(&reporting).await;
+    Ok(())
+}
+
+/// Wakes the event loop when the ring buffer has records: a thread polls
+/// the map's descriptor and waits for the loop to drain it before polling
+/// again.
+struct RingWaker {
+    ready: Arc<tokio::sync::Notify>,
+    drained: std::sync::mpsc::Sender<()>,
+}
+
+fn ring_waker(fd: std::os::fd::OwnedFd) -> RingWaker {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let ready = Arc::new(tokio::sync::Notify::new());
+    let (drained, acks) = std::sync::mpsc::channel::<()>();
+    let notify = ready.clone();
+    std::thread::spawn(move || {
+        loop {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(1000u16)) {
+                Ok(0) | Err(nix::Error::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("polling the ring buffer: {e}");
+                    return;
+                }
+            }
+            notify.notify_one();
+            // The loop is gone when the sender is: stop.
+            if acks.recv().is_err() {
+                return;
+            }
+        }
+    });
+    RingWaker { ready, drained }
+}
+
+/// Matches every running container on the node to its cgroup and the
+/// policies selecting its pod, and applies that. Returns, per policy, how
+/// this node enforces it.
+fn reconcile(
+    sensor: &Mutex<Sensor>,
+    pods: &Store<Pod>,
+    policies: &Store<RuntimePolicy>,
+    cgroup_root: &Path,
+    reporting: &Reporting,
+) -> HashMap<PolicyRef, (Option<Enforcer>, bool, String)> {
+    let Ok(mut sensor) = sensor.lock() else {
+        return HashMap::new();
+    };
+    let policies = policies.state();
+    let mut wanted = HashSet::new();
+    let mut status: HashMap<PolicyRef, (Option<Enforcer>, bool, String)> = HashMap::new();
+    let mut owners = HashMap::new();
+    for pod in pods.state() {
+        let ns = pod.namespace().unwrap_or_default();
+        let labels = pod.labels().clone();
+        let selecting: Vec<_> = policies
+            .iter()
+            .filter(|p| {
+                p.namespace().as_deref() == Some(ns.as_str())
+                    && selects(&p.spec.pod_selector, &labels)
+            })
+            .map(|p| {
+                (
+                    PolicyRef {
+                        namespace: ns.clone(),
+                        name: p.name_any(),
+                    },
+                    p.spec.clone(),
+                )
+            })
+            .collect();
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default();
+        for cs in statuses {
+            let Some(id) = cs.container_id.as_deref().and_then(container_id) else {
+                continue;
+            };
+            let Some(cgroup) = find_cgroup(cgroup_root, id) else {
+                continue;
+            };
+            let Ok(meta) = std::fs::metadata(&cgroup) else {
+                continue;
+            };
+            let cgroup_id = std::os::unix::fs::MetadataExt::ino(&meta);
+            let reference = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.name_any()),
+                namespace: Some(ns.clone()),
+                uid: pod.uid(),
+                ..ObjectReference::default()
+            };
+            owners.insert(
+                cgroup_id,
+                (
+                    Owner {
+                        container_id: Some(id.to_string()),
+                        container: Some(cs.name.clone()),
+                        pod: Some(pod.name_any()),
+                        namespace: Some(ns.clone()),
+                        pod_uid: pod.uid(),
+                    },
+                    Some(reference),
+                ),
+            );
+            if selecting.is_empty() {
+                continue;
+            }
+            let root = first_pid(&cgroup).map(|pid| PathBuf::from(format!("/proc/{pid}/root")));
+            let spec = WorkloadSpec {
+                cgroup,
+                root,
+                policies: selecting.clone(),
+            };
+            wanted.insert(cgroup_id);
+            match sensor.apply(&spec) {
+                Ok(applied) => record_status(&mut status, &selecting, &applied, &sensor),
+                Err(e) => {
+                    for (p, _) in &selecting {
+                        status.insert(p.clone(), (None, false, format!("container {id}: {e}")));
+                    }
+                }
+            }
+        }
+    }
+    for id in sensor.tracked() {
+        if !wanted.contains(&id) {
+            sensor.remove(id);
+        }
+    }
+    if let Ok(mut o) = reporting.owners.lock() {
+        *o = owners;
+    }
+    // Policies selecting no pod here are still reported: ready, nothing to enforce.
+    for p in policies.iter() {
+        let r = PolicyRef {
+            namespace: p.namespace().unwrap_or_default(),
+            name: p.name_any(),
+        };
+        status
+            .entry(r)
+            .or_insert((None, true, "no selected pod runs on this node".into()));
+    }
+    status
+}
+
+fn record_status(
+    status: &mut HashMap<PolicyRef, (Option<Enforcer>, bool, String)>,
+    selecting: &[(PolicyRef, sightline_crds::runtime_policy::RuntimePolicySpec)],
+    applied: &Applied,
+    sensor: &Sensor,
+) {
+    for (p, _) in selecting {
+        if let Some(err) = applied.errors.iter().find(|e| &e.policy == p) {
+            status.insert(p.clone(), (None, false, err.to_string()));
+            continue;
+        }
+        // The enforcer of the policy's strongest rule kind: exec, file, then connect.
+        let enforcer = applied.exec.or(applied.file).or(applied.net);
+        let mut parts = Vec::new();
+        for (what, e) in [
+            ("exec", applied.exec),
+            ("file", applied.file),
+            ("connect", applied.net),
+        ] {
+            if let Some(e) = e {
+                parts.push(format!("{what} rules: {}", enforcer_name(e)));
+            }
+        }
+        parts.extend(sensor.lsm_reason());
+        if applied.exec != Some(Enforcer::Fanotify) && applied.file != Some(Enforcer::Fanotify) {
+            parts.extend(sensor.fanotify_reason());
+        }
+        parts.extend(applied.notes.iter().cloned());
+        status.insert(p.clone(), (enforcer, true, parts.join("; ")));
+    }
+}
+
+fn enforcer_name(e: Enforcer) -> &'static str {
+    match e {
+        Enforcer::Lsm => "lsm",
+        Enforcer::Fanotify => "fanotify",
+        Enforcer::Signal => "signal",
+    }
+}
+
+/// Applies this node's entry of each policy's `status.nodes` when it changed.
+async fn publish_node_status(
+    r: &Reporting,
+    last: &mut HashMap<PolicyRef, (Option<Enforcer>, bool, String)>,
+    now: HashMap<PolicyRef, (Option<Enforcer>, bool, String)>,
+) {
+    for (p, entry) in &now {
+        if last.get(p) == Some(entry) {
+            continue;
+        }
+        let api: Api<RuntimePolicy> = Api::namespaced(r.client.clone(), &p.namespace);
+        let body = json!({
+            "apiVersion": "sightline.dev/v1alpha1", "kind": "RuntimePolicy",
+            "status": {"nodes": [{
+                "node": r.node,
+                "enforcer": entry.0.map(enforcer_name),
+                "ready": entry.1,
+                "reason": entry.2,
+            }]},
+        });
+        let params = PatchParams::apply(&format!("sightline-runtime-{}", r.node)).force();
+        if let Err(e) = api
+            .patch_status(&p.name, &params, &Patch::Apply(&body))
+            .await
+        {
+            tracing::warn!(policy = %p, "updating the policy's node status: {e}");
+        }
+    }
+    *last = now;
+}
+
+async fn drain(sensor: &Mutex<Sensor>, r: &Reporting) {
+    let mut violations = Vec::new();
+    if let Ok(mut s) = sensor.lock() {
+        s.drain(|rep| {
+            if let Report::Violation(v) = rep {
+                violations.push(v);
+            }
+        });
+    }
+    for v in violations {
+        report(r, &v).await;
+    }
+}
+
+async fn report(r: &Reporting, v: &Violation) {
+    let now = jiff::Timestamp::now();
+    let (owner, reference) = r
+        .owners
+        .lock()
+        .ok()
+        .and_then(|o| o.get(&v.cgroup_id).cloned())
+        .unwrap_or_default();
+    println!("{}", ocsf::event(v, &owner, &r.node, now));
+    if let Ok(mut p) = r.pending.lock() {
+        let e = p.entry(v.rule.policy.clone()).or_insert((0, now));
+        e.0 += 1;
+        e.1 = now;
+    }
+    if let Some(reference) = reference {
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: "RuntimePolicyViolation".into(),
+            note: Some(ocsf::message(v)),
+            action: match v.outcome {
+                crate::sensor::Outcome::Reported => "Audit".into(),
+                _ => "Block".into(),
+            },
+            secondary: None,
+        };
+        if let Err(e) = r.recorder.publish(&event, &reference).await {
+            tracing::warn!("publishing the violation's Event: {e}");
+        }
+    }
+    if let Some(id) = &owner.container_id {
+        let count = r.asset_counts.lock().ok().map(|mut c| {
+            let n = c.entry(id.clone()).or_insert(0);
+            *n += 1;
+            *n
+        });
+        if let Some(count) = count
+            && let Err(e) = asset_finding(r, id, &owner, count, v, now).await
+        {
+            tracing::warn!(container = %id, "recording the violation on the container's Asset: {e}");
+        }
+    }
+}
+
+/// The container's Asset counts this sensor's violations
+/// (`findings.runtime`) and keeps the last one in `observed`.
+async fn asset_finding(
+    r: &Reporting,
+    id: &str,
+    owner: &Owner,
+    count: i64,
+    v: &Violation,
+    now: jiff::Timestamp,
+) -> Result<(), kube::Error> {
+    let api: Api<Asset> = Api::all(r.client.clone());
+    let name = asset_name(AssetKind::Container, id);
+    let params = PatchParams::apply("sightline-runtime-sensor").force();
+    let body = json!({
+        "apiVersion": "sightline.dev/v1alpha1", "kind": "Asset",
+        "status": {
+            "kind": "Container",
+            "identity": id,
+            "sources": [{"sensor": r.sensor, "type": "runtime", "lastSeen": now.to_string()}],
+            "findings": {"runtime": count},
+            "observed": {
+                "containerId": id,
+                "pod": owner.pod, "namespace": owner.namespace, "container": owner.container,
+                "node": r.node,
+                "lastRuntimeViolation": {"time": now.to_string(), "policy": v.rule.policy.to_string(), "message": ocsf::message(v)},
+            },
+        },
+    });
+    match api.patch_status(&name, &params, &Patch::Apply(&body)).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            let object = json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "Asset", "metadata": {"name": name}, "spec": {}});
+            api.patch(&name, &params, &Patch::Apply(&object)).await?;
+            api.patch_status(&name, &params, &Patch::Apply(&body))
+                .await?;
+            Ok(())
+        }
+        other => other.map(|_| ()),
+    }
+}
+
+/// Adds the violations counted since the last flush to each policy's
+/// `status.violations`. Several nodes add to the same count, so each
+/// addition is conditional on the version it read and retried on conflict.
+async fn flush_policy_counts(r: &Reporting) {
+    let pending: Vec<_> = match r.pending.lock() {
+        Ok(mut p) => p.drain().collect(),
+        Err(_) => return,
+    };
+    for (p, (n, last)) in pending {
+        let api: Api<RuntimePolicy> = Api::namespaced(r.client.clone(), &p.namespace);
+        let mut done = false;
+        for _ in 0..5 {
+            let Ok(current) = api.get_status(&p.name).await else {
+                break;
+            };
+            let old = current.status.as_ref().map_or(0, |s| s.violations);
+            let body = json!({
+                "metadata": {"resourceVersion": current.resource_version()},
+                "status": {"violations": old + n, "lastViolation": last.to_string()},
+            });
+            match api
+                .patch_status(&p.name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(_) => {
+                    done = true;
+                    break;
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => {
+                    tracing::warn!(policy = %p, "counting violations: {e}");
+                    break;
+                }
+            }
+        }
+        if !done && let Ok(mut pending) = r.pending.lock() {
+            // Kept for the next flush: counts are never dropped.
+            let e = pending.entry(p).or_insert((0, last));
+            e.0 += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    #[test]
+    fn selectors_match_labels_and_expressions() {
+        let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+        assert!(selects(&LabelSelector::default(), &labels));
+        let by_label = LabelSelector {
+            match_labels: Some(labels.clone()),
+            match_expressions: None,
+        };
+        assert!(selects(&by_label, &labels));
+        assert!(!selects(&by_label, &BTreeMap::new()));
+        let expr = |op: &str, values: &[&str]| LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "app".into(),
+                operator: op.into(),
+                values: Some(values.iter().map(|v| v.to_string()).collect()),
+            }]),
+        };
+        assert!(selects(&expr("In", &["web", "db"]), &labels));
+        assert!(!selects(&expr("NotIn", &["web"]), &labels));
+        assert!(selects(&expr("Exists", &[]), &labels));
+        assert!(!selects(&expr("DoesNotExist", &[]), &labels));
+        assert!(!selects(&expr("Bogus", &[]), &labels));
+    }
+
+    #[test]
+    fn container_ids_come_from_runtime_urls() {
+        let id = "a".repeat(64);
+        assert_eq!(
+            container_id(&format!("containerd://{id}")),
+            Some(id.as_str())
+        );
+        assert_eq!(container_id("docker://short"), None);
+    }
+
+    #[test]
+    fn config_names_what_is_wrong() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(
+            Config::from_env(env(&[]))
+                .unwrap_err()
+                .contains("NODE_NAME")
+        );
+        let bad = Config::from_env(env(&[
+            ("NODE_NAME", "n"),
+            ("SIGHTLINE_CONFIG", "{\"enforcers\":[\"Selinux\"]}"),
+        ]));
+        assert!(bad.unwrap_err().contains("SIGHTLINE_CONFIG"));
+        let ok = Config::from_env(env(&[
+            ("NODE_NAME", "n"),
+            (
+                "SIGHTLINE_CONFIG",
+                "{\"enforcement\":\"AuditOnly\",\"enforcers\":[\"signal\"]}",
+            ),
+        ]));
+        let ok = ok.expect("valid");
+        assert_eq!(ok.runtime.enforcers, vec![Enforcer::Signal]);
+        assert_eq!(ok.runtime.enforcement, Enforcement::AuditOnly);
+    }
+}

@@ -1,0 +1,198 @@
+//! Violations as OCSF 1.1 events, one JSON object per line: Process
+//! Activity (1007) for programs, File Activity (1001) for opens and Network
+//! Activity (4001) for connections.
+
+use serde_json::{Value, json};
+use sightline_crds::runtime_policy::PolicyAction;
+
+use crate::rules::RuleKind;
+use crate::sensor::{Activity, Outcome, Violation};
+
+/// Who did it, as far as attribution got.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    /// Container id, when the process ran in one.
+    pub container_id: Option<String>,
+    /// Container name.
+    pub container: Option<String>,
+    /// Pod name.
+    pub pod: Option<String>,
+    /// Pod namespace.
+    pub namespace: Option<String>,
+    /// Pod UID.
+    pub pod_uid: Option<String>,
+}
+
+/// The OCSF event of a violation seen on `node` at `time`.
+pub fn event(v: &Violation, owner: &Owner, node: &str, time: jiff::Timestamp) -> Value {
+    let (class_uid, class_name, category_uid, category_name, activity_id, activity_name) = match &v
+        .activity
+    {
+        Activity::Exec { .. } => (1007, "Process Activity", 1, "System Activity", 1, "Launch"),
+        Activity::Open { write: true, .. } => {
+            (1001, "File Activity", 1, "System Activity", 14, "Open")
+        }
+        Activity::Open { write: false, .. } => {
+            (1001, "File Activity", 1, "System Activity", 14, "Open")
+        }
+        Activity::Connect { .. } => (4001, "Network Activity", 4, "Network Activity", 1, "Open"),
+    };
+    let (disposition_id, disposition, status_id, status, action_id, action) = match v.outcome {
+        Outcome::Reported => (1, "Allowed", 1, "Success", 1, "Allowed"),
+        Outcome::Denied => (2, "Blocked", 2, "Failure", 2, "Denied"),
+        // The process was ended: OCSF's "Terminated" disposition.
+        Outcome::Killed => (13, "Terminated", 2, "Failure", 2, "Denied"),
+    };
+    let severity_id = if v.rule.action == PolicyAction::Block {
+        4
+    } else {
+        3
+    };
+    let verb = match v.outcome {
+        Outcome::Reported => "reported",
+        Outcome::Denied => "denied",
+        Outcome::Killed => "killed",
+    };
+    let mut e = json!({
+        "class_uid": class_uid,
+        "class_name": class_name,
+        "category_uid": category_uid,
+        "category_name": category_name,
+        "activity_id": activity_id,
+        "activity_name": activity_name,
+        "type_uid": class_uid * 100 + activity_id,
+        "time": time.as_millisecond(),
+        "severity_id": severity_id,
+        "severity": if severity_id == 4 { "High" } else { "Medium" },
+        "status_id": status_id,
+        "status": status,
+        "action_id": action_id,
+        "action": action,
+        "disposition_id": disposition_id,
+        "disposition": disposition,
+        "message": message(v),
+        "metadata": {
+            "version": "1.1.0",
+            "product": {"name": "Sightline runtime sensor", "vendor_name": "Sightline", "version": env!("CARGO_PKG_VERSION")},
+            "labels": [verb],
+        },
+        "device": {"hostname": node, "type_id": 0},
+        "actor": {"process": {"pid": v.pid}},
+        "policy": {
+            "name": v.rule.policy.to_string(),
+            "desc": format!("{} {}", kind_word(v.rule.kind), v.rule.target),
+        },
+        "enrichments": [{"name": "enforcer", "value": format!("{:?}", v.enforcer).to_lowercase(), "data": {}}],
+    });
+    match &v.activity {
+        Activity::Exec { path } => {
+            e["process"] = json!({"pid": v.pid, "file": {"path": path, "name": file_name(path), "type_id": 1}});
+        }
+        Activity::Open { path, write } => {
+            e["file"] = json!({"path": path, "name": file_name(path), "type_id": 1});
+            e["access_mask"] = json!(if *write { 2 } else { 1 });
+        }
+        Activity::Connect { addr, port } => {
+            e["dst_endpoint"] = json!({"ip": addr.to_string(), "port": port});
+            e["connection_info"] = json!({"direction_id": 2, "direction": "Outbound"});
+        }
+    }
+    if let Some(id) = &owner.container_id {
+        let mut c = json!({"uid": id});
+        if let Some(n) = &owner.container {
+            c["name"] = json!(n);
+        }
+        e["container"] = c;
+    }
+    if let (Some(ns), Some(pod)) = (&owner.namespace, &owner.pod) {
+        e["unmapped"] = json!({"k8s": {"namespace": ns, "pod": pod, "pod_uid": owner.pod_uid}});
+    }
+    e
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn kind_word(k: RuleKind) -> &'static str {
+    match k {
+        RuleKind::ExecDeny => "process.deny",
+        RuleKind::ExecAllow => "process.allow",
+        RuleKind::FileWrite => "file.denyWrite",
+        RuleKind::FileRead => "file.denyRead",
+        RuleKind::Connect => "network.denyConnect",
+    }
+}
+
+/// One sentence about a violation (Kubernetes Events, logs).
+pub fn message(v: &Violation) -> String {
+    let what = match &v.activity {
+        Activity::Exec { path } => format!("exec of {path}"),
+        Activity::Open { path, write: true } => format!("open of {path} for writing"),
+        Activity::Open { path, write: false } => format!("open of {path} for reading"),
+        Activity::Connect { addr, port } => format!("connect to {addr} port {port}"),
+    };
+    let outcome = match v.outcome {
+        Outcome::Reported => "reported",
+        Outcome::Denied => "denied (EPERM)",
+        Outcome::Killed => "blocked: the process was killed (SIGKILL)",
+    };
+    format!(
+        "{what} {outcome} by RuntimePolicy {} ({} {}, {:?} enforcer, pid {})",
+        v.rule.policy,
+        kind_word(v.rule.kind),
+        v.rule.target,
+        v.enforcer,
+        v.pid
+    )
+    .replace("Fanotify enforcer", "fanotify enforcer")
+    .replace("Signal enforcer", "signal enforcer")
+    .replace("Lsm enforcer", "lsm enforcer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{PolicyRef, Rule};
+    use sightline_crds::sensor::Enforcer;
+
+    #[test]
+    fn a_denied_exec_is_process_activity_blocked() {
+        let v = Violation {
+            cgroup_id: 7,
+            pid: 42,
+            activity: Activity::Exec {
+                path: "/bin/nc".into(),
+            },
+            rule: Rule {
+                policy: PolicyRef {
+                    namespace: "shop".into(),
+                    name: "no-nc".into(),
+                },
+                kind: RuleKind::ExecDeny,
+                target: "/bin/nc".into(),
+                action: PolicyAction::Block,
+            },
+            outcome: Outcome::Denied,
+            enforcer: Enforcer::Fanotify,
+        };
+        let owner = Owner {
+            container_id: Some("abc".into()),
+            pod: Some("web-0".into()),
+            namespace: Some("shop".into()),
+            ..Owner::default()
+        };
+        let e = event(&v, &owner, "node-1", jiff::Timestamp::UNIX_EPOCH);
+        assert_eq!(e["class_uid"], 1007);
+        assert_eq!(e["type_uid"], 100701);
+        assert_eq!(e["disposition"], "Blocked");
+        assert_eq!(e["process"]["file"]["path"], "/bin/nc");
+        assert_eq!(e["container"]["uid"], "abc");
+        assert_eq!(e["unmapped"]["k8s"]["pod"], "web-0");
+        assert_eq!(e["policy"]["name"], "shop/no-nc");
+        assert_eq!(
+            message(&v),
+            "exec of /bin/nc denied (EPERM) by RuntimePolicy shop/no-nc (process.deny /bin/nc, fanotify enforcer, pid 42)"
+        );
+    }
+}
