@@ -16,6 +16,7 @@ pub mod controlplane;
 pub mod docker;
 pub mod helpers;
 pub mod images;
+pub mod jail;
 pub mod node;
 pub mod process;
 pub mod registry;

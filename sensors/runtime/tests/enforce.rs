@@ -8,9 +8,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,86 +20,23 @@ use sightline_crds::runtime_policy::{
 use sightline_crds::sensor::Enforcer;
 use sightline_runtime_sensor::rules::PolicyRef;
 use sightline_runtime_sensor::sensor::{
-    Activity, Options, Outcome, Report, Sensor, Violation, WorkloadSpec, cgroup2_root,
+    Activity, Options, Outcome, Report, Sensor, Violation, WorkloadSpec,
 };
+use sightline_testenv::jail::Jail;
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A root filesystem and a cgroup to run programs in.
-struct Jail {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    cgroup: PathBuf,
+fn jail() -> Jail {
+    Jail::new().expect("creating the jail")
 }
 
-impl Jail {
-    fn new() -> Jail {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
-        std::fs::create_dir(&root).expect("mkdir root");
-        // Its own filesystem, so the fanotify mark covers it and nothing else.
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=16m", "sightline-test"])
-            .arg(&root)
-            .status()
-            .expect("mount");
-        assert!(status.success(), "mounting a tmpfs (run the tests as root)");
-        for d in ["bin", "etc", "tmp"] {
-            std::fs::create_dir(root.join(d)).expect("mkdir");
-        }
-        // Separate copies, so each program is its own inode.
-        // `echo` is the denied program: a busybox applet by that name.
-        for name in ["busybox", "sh", "echo"] {
-            std::fs::copy("/bin/busybox", root.join("bin").join(name))
-                .expect("copying /bin/busybox (apt-get install busybox-static)");
-        }
-        std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").expect("passwd");
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let cgroup = cgroup2_root()
-            .expect("a cgroup v2 hierarchy")
-            .join(format!("sightline-test-{}-{n}", std::process::id()));
-        std::fs::create_dir(&cgroup).expect("creating the test cgroup");
-        Jail {
-            _dir: dir,
-            root,
-            cgroup,
-        }
-    }
-
-    /// Runs `script` with the jail's busybox shell inside the cgroup and
-    /// returns its output.
-    fn sh(&self, script: &str) -> String {
-        let procs = self.cgroup.join("cgroup.procs");
-        let out = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(format!(
-                "echo $$ > {} && exec /usr/sbin/chroot {} /bin/sh -c \"$0\"",
-                procs.display(),
-                self.root.display()
-            ))
-            .arg(script)
-            .output()
-            .expect("running the jail's shell");
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }
-
-    fn workload(&self, policies: Vec<(PolicyRef, RuntimePolicySpec)>) -> WorkloadSpec {
-        WorkloadSpec {
-            cgroup: self.cgroup.clone(),
-            root: Some(self.root.clone()),
-            policies,
-        }
-    }
+fn sh(jail: &Jail, script: &str) -> String {
+    jail.sh(script).expect("running the jail's shell")
 }
 
-impl Drop for Jail {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.root).status();
-        let _ = std::fs::remove_dir(&self.cgroup);
+fn workload(jail: &Jail, policies: Vec<(PolicyRef, RuntimePolicySpec)>) -> WorkloadSpec {
+    WorkloadSpec {
+        cgroup: jail.cgroup.clone(),
+        root: Some(jail.root.clone()),
+        policies,
     }
 }
 
@@ -204,11 +139,6 @@ fn by_activity(vs: &[Violation]) -> HashMap<String, Vec<&Violation>> {
     m
 }
 
-fn cgroup_id(p: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(p).expect("cgroup").ino()
-}
-
 // Each step in a subshell: the signal enforcer kills the process that
 // violates, and the shell itself writes for `>`.
 const SCRIPT: &str = "/bin/echo ran-denied; echo exec=$?; \
@@ -223,20 +153,20 @@ fn script(port: u16) -> String {
 
 #[test]
 fn block_denies_exec_and_write_with_eperm_kills_connect_and_releases_on_removal() {
-    let jail = Jail::new();
+    let jail = jail();
     let server = Server::start();
     let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
     let applied = sensor
-        .apply(&jail.workload(vec![(
-            policy("block"),
-            deny_all(PolicyAction::Block, server.port),
-        )]))
+        .apply(&workload(
+            &jail,
+            vec![(policy("block"), deny_all(PolicyAction::Block, server.port))],
+        ))
         .expect("applying the policy");
     assert_eq!(applied.exec, Some(Enforcer::Fanotify), "{applied:?}");
     assert_eq!(applied.file, Some(Enforcer::Fanotify), "{applied:?}");
     assert_eq!(applied.net, Some(Enforcer::Signal), "{applied:?}");
 
-    let out = jail.sh(&script(server.port));
+    let out = sh(&jail, &script(server.port));
     assert!(!out.contains("ran-denied"), "{out}");
     assert!(
         out.contains("exec=126"),
@@ -253,12 +183,12 @@ fn block_denies_exec_and_write_with_eperm_kills_connect_and_releases_on_removal(
     // fanotify decides an open after O_CREAT made the file (as the
     // `file_open` LSM hook would): the file may exist, empty; nothing is
     // written to it.
-    let written = std::fs::metadata(jail.root.join("etc/new")).map_or(0, |m| m.len());
+    let written = std::fs::metadata(jail.path("/etc/new")).map_or(0, |m| m.len());
     assert_eq!(written, 0, "the denied write wrote nothing");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(server.received(), 0, "the killed connect sent nothing");
 
-    let id = cgroup_id(&jail.cgroup);
+    let id = jail.cgroup_id().expect("cgroup");
     let vs = violations(&mut sensor, id, 3);
     let m = by_activity(&vs);
     assert_eq!(m.len(), 3, "{vs:#?}");
@@ -284,12 +214,12 @@ fn block_denies_exec_and_write_with_eperm_kills_connect_and_releases_on_removal(
     );
 
     sensor.remove(id);
-    let out = jail.sh(&script(server.port));
+    let out = sh(&jail, &script(server.port));
     assert!(out.contains("ran-denied"), "{out}");
     assert!(out.contains("write=0"), "{out}");
     assert!(out.contains("connect=0"), "{out}");
     assert_eq!(
-        std::fs::read_to_string(jail.root.join("etc/new")).expect("written"),
+        std::fs::read_to_string(jail.path("/etc/new")).expect("written"),
         "data\n"
     );
     assert!(violations(&mut sensor, id, 0).is_empty());
@@ -297,20 +227,20 @@ fn block_denies_exec_and_write_with_eperm_kills_connect_and_releases_on_removal(
 
 #[test]
 fn audit_runs_everything_and_reports_each_violation_once() {
-    let jail = Jail::new();
+    let jail = jail();
     let server = Server::start();
     let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
     sensor
-        .apply(&jail.workload(vec![(
-            policy("audit"),
-            deny_all(PolicyAction::Audit, server.port),
-        )]))
+        .apply(&workload(
+            &jail,
+            vec![(policy("audit"), deny_all(PolicyAction::Audit, server.port))],
+        ))
         .expect("applying the policy");
-    let out = jail.sh(&script(server.port));
+    let out = sh(&jail, &script(server.port));
     for expected in ["ran-denied", "exec=0", "write=0", "read=0", "connect=0"] {
         assert!(out.contains(expected), "{expected}: {out}");
     }
-    let vs = violations(&mut sensor, cgroup_id(&jail.cgroup), 3);
+    let vs = violations(&mut sensor, jail.cgroup_id().expect("cgroup"), 3);
     let m = by_activity(&vs);
     assert_eq!(m.len(), 3, "{vs:#?}");
     for (what, list) in &m {
@@ -328,7 +258,7 @@ fn audit_runs_everything_and_reports_each_violation_once() {
 
 #[test]
 fn the_signal_enforcer_kills_denied_programs_before_they_run() {
-    let jail = Jail::new();
+    let jail = jail();
     let server = Server::start();
     let mut sensor = Sensor::start(Options {
         enforcers: vec![Enforcer::Signal],
@@ -336,22 +266,22 @@ fn the_signal_enforcer_kills_denied_programs_before_they_run() {
     })
     .expect("starting the sensor");
     let applied = sensor
-        .apply(&jail.workload(vec![(
-            policy("block"),
-            deny_all(PolicyAction::Block, server.port),
-        )]))
+        .apply(&workload(
+            &jail,
+            vec![(policy("block"), deny_all(PolicyAction::Block, server.port))],
+        ))
         .expect("applying the policy");
     assert_eq!(
         (applied.exec, applied.file),
         (Some(Enforcer::Signal), Some(Enforcer::Signal))
     );
-    let out = jail.sh(&script(server.port));
+    let out = sh(&jail, &script(server.port));
     assert!(!out.contains("ran-denied"), "{out}");
     assert!(out.contains("exec=137"), "killed by SIGKILL: {out}");
     assert!(out.contains("ran-allowed"), "{out}");
     assert!(out.contains("write=137"), "{out}");
     assert!(out.contains("connect=137"), "{out}");
-    let vs = violations(&mut sensor, cgroup_id(&jail.cgroup), 3);
+    let vs = violations(&mut sensor, jail.cgroup_id().expect("cgroup"), 3);
     let m = by_activity(&vs);
     let exec = &m["exec /bin/echo"];
     assert_eq!(exec.len(), 1, "{vs:#?}");
@@ -365,7 +295,7 @@ fn the_signal_enforcer_kills_denied_programs_before_they_run() {
 #[test]
 fn an_allowlist_lets_only_listed_programs_run() {
     for enforcers in [vec![Enforcer::Fanotify], vec![Enforcer::Signal]] {
-        let jail = Jail::new();
+        let jail = jail();
         let mut sensor = Sensor::start(Options {
             enforcers: enforcers.clone(),
             ..Options::default()
@@ -387,10 +317,13 @@ fn an_allowlist_lets_only_listed_programs_run() {
             ..Default::default()
         };
         let applied = sensor
-            .apply(&jail.workload(vec![(policy("allow"), spec)]))
+            .apply(&workload(&jail, vec![(policy("allow"), spec)]))
             .expect("apply");
         assert_eq!(applied.exec, enforcers.first().copied());
-        let out = jail.sh("/bin/busybox echo listed; /bin/echo unlisted; echo rc=$?");
+        let out = sh(
+            &jail,
+            "/bin/busybox echo listed; /bin/echo unlisted; echo rc=$?",
+        );
         assert!(out.contains("listed"), "{enforcers:?}: {out}");
         assert!(!out.contains("unlisted"), "{enforcers:?}: {out}");
         let expected = if enforcers[0] == Enforcer::Fanotify {
@@ -399,7 +332,7 @@ fn an_allowlist_lets_only_listed_programs_run() {
             "rc=137"
         };
         assert!(out.contains(expected), "{enforcers:?}: {out}");
-        let vs = violations(&mut sensor, cgroup_id(&jail.cgroup), 1);
+        let vs = violations(&mut sensor, jail.cgroup_id().expect("cgroup"), 1);
         assert_eq!(vs.len(), 1, "{vs:#?}");
         assert_eq!(
             vs[0].activity,
@@ -413,13 +346,13 @@ fn an_allowlist_lets_only_listed_programs_run() {
 
 #[test]
 fn a_sha256_rule_denies_the_program_by_content_under_any_name() {
-    let jail = Jail::new();
+    let jail = jail();
     use sha2::Digest;
-    std::fs::write(jail.root.join("bin/other"), b"#!/bin/sh\necho other-ran\n").expect("script");
+    std::fs::write(jail.path("/bin/other"), b"#!/bin/sh\necho other-ran\n").expect("script");
     let sum = hex(&sha2::Sha256::digest(
-        std::fs::read(jail.root.join("bin/other")).expect("read"),
+        std::fs::read(jail.path("/bin/other")).expect("read"),
     ));
-    std::fs::copy(jail.root.join("bin/other"), jail.root.join("tmp/renamed")).expect("copy");
+    std::fs::copy(jail.path("/bin/other"), jail.path("/tmp/renamed")).expect("copy");
     let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
     let spec = RuntimePolicySpec {
         action: PolicyAction::Block,
@@ -433,10 +366,12 @@ fn a_sha256_rule_denies_the_program_by_content_under_any_name() {
         ..Default::default()
     };
     sensor
-        .apply(&jail.workload(vec![(policy("sha"), spec)]))
+        .apply(&workload(&jail, vec![(policy("sha"), spec)]))
         .expect("apply");
-    let out = jail
-        .sh("chmod +x /bin/other /tmp/renamed; /tmp/renamed; echo rc=$?; /bin/busybox echo fine");
+    let out = sh(
+        &jail,
+        "chmod +x /bin/other /tmp/renamed; /tmp/renamed; echo rc=$?; /bin/busybox echo fine",
+    );
     assert!(!out.contains("other-ran"), "{out}");
     assert!(out.contains("rc=126"), "{out}");
     assert!(out.contains("fine"), "{out}");
@@ -448,20 +383,20 @@ fn hex(b: &[u8]) -> String {
 
 #[test]
 fn stopping_the_sensor_releases_enforcement() {
-    let jail = Jail::new();
+    let jail = jail();
     let server = Server::start();
     let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
     sensor
-        .apply(&jail.workload(vec![(
-            policy("block"),
-            deny_all(PolicyAction::Block, server.port),
-        )]))
+        .apply(&workload(
+            &jail,
+            vec![(policy("block"), deny_all(PolicyAction::Block, server.port))],
+        ))
         .expect("apply");
-    assert!(jail.sh(&script(server.port)).contains("exec=126"));
+    assert!(sh(&jail, &script(server.port)).contains("exec=126"));
     // What the kernel does when the sensor's process ends: the fanotify
     // group closes and the programs detach. Nothing is pinned.
     drop(sensor);
-    let out = jail.sh(&script(server.port));
+    let out = sh(&jail, &script(server.port));
     assert!(
         out.contains("ran-denied") && out.contains("write=0") && out.contains("connect=0"),
         "{out}"
