@@ -196,6 +196,13 @@ impl Docker {
     /// Imports a one-layer image holding exactly `files` (path, content;
     /// mode 0644) under `tag`, as `docker import` of a tar made here.
     pub fn import_files(&self, tag: &str, files: &[(&str, &[u8])]) -> Result<()> {
+        let with_modes: Vec<(&str, &[u8], u32)> =
+            files.iter().map(|(n, d)| (*n, *d, 0o644)).collect();
+        self.import_tree(tag, &with_modes)
+    }
+
+    /// Like [`Docker::import_files`], with each file's mode.
+    pub fn import_tree(&self, tag: &str, files: &[(&str, &[u8], u32)]) -> Result<()> {
         let path = self
             .dir
             .path()
@@ -203,12 +210,12 @@ impl Docker {
         let mut tar = tar::Builder::new(
             std::fs::File::create(&path).map_err(io(format!("creating {}", path.display())))?,
         );
-        for (name, data) in files {
+        for (name, data, mode) in files {
             let mut h = tar::Header::new_gnu();
             h.set_path(name)
                 .map_err(io(format!("naming {name} in a tar")))?;
             h.set_size(data.len() as u64);
-            h.set_mode(0o644);
+            h.set_mode(*mode);
             h.set_cksum();
             tar.append(&h, *data)
                 .map_err(io(format!("writing {name} to a tar")))?;

@@ -23,6 +23,7 @@ use sightline_crds::asset::{Asset, AssetKind, asset_name};
 use sightline_crds::runtime_policy::RuntimePolicy;
 use sightline_crds::sensor::{Enforcement, Enforcer, RuntimeSensor};
 
+use crate::attribution::{Attributor, Origin};
 use crate::ocsf::{self, Owner};
 use crate::rules::PolicyRef;
 use crate::sensor::{Applied, Options, Report, Sensor, Violation, WorkloadSpec};
@@ -41,6 +42,8 @@ pub struct Config {
     /// How often pods' containers are matched to cgroups again (new
     /// containers are found at once through pod updates too).
     pub resync: Duration,
+    /// Print every event, not only violations (`SIGHTLINE_RUNTIME_EVENTS=all`).
+    pub all_events: bool,
 }
 
 impl Config {
@@ -55,11 +58,21 @@ impl Config {
             Some(text) => serde_json::from_str(&text)
                 .map_err(|e| format!("SIGHTLINE_CONFIG is not a Sensor's spec.runtime: {e}"))?,
         };
+        let all_events = match get("SIGHTLINE_RUNTIME_EVENTS").as_deref() {
+            None | Some("") | Some("violations") => false,
+            Some("all") => true,
+            Some(other) => {
+                return Err(format!(
+                    "SIGHTLINE_RUNTIME_EVENTS is {other:?}: use violations or all"
+                ));
+            }
+        };
         Ok(Config {
             node,
             sensor,
             runtime,
             resync: Duration::from_secs(10),
+            all_events,
         })
     }
 }
@@ -128,6 +141,8 @@ struct Reporting {
     sensor: String,
     recorder: Recorder,
     owners: Mutex<HashMap<u64, (Owner, Option<ObjectReference>)>>,
+    attributor: Mutex<Attributor>,
+    all_events: bool,
     pending: Mutex<HashMap<PolicyRef, (i64, jiff::Timestamp)>>,
     asset_counts: Mutex<HashMap<String, i64>>,
 }
@@ -186,6 +201,8 @@ pub async fn run(
             },
         ),
         owners: Mutex::new(HashMap::new()),
+        attributor: Mutex::new(Attributor::new(cgroup_root.clone())),
+        all_events: cfg.all_events,
         pending: Mutex::new(HashMap::new()),
         asset_counts: Mutex::new(HashMap::new()),
     });
@@ -444,10 +461,16 @@ async fn publish_node_status(
 async fn drain(sensor: &Mutex<Sensor>, r: &Reporting) {
     let mut violations = Vec::new();
     if let Ok(mut s) = sensor.lock() {
-        s.drain(|rep| {
-            if let Report::Violation(v) = rep {
-                violations.push(v);
+        s.drain(|rep| match rep {
+            Report::Violation(v) => violations.push(v),
+            Report::Event(ev) if r.all_events => {
+                let owner = owner_of(r, ev.common().cgroup_id).0;
+                println!(
+                    "{}",
+                    ocsf::activity(&ev, &owner, &r.node, jiff::Timestamp::now())
+                );
             }
+            Report::Event(_) => {}
         });
     }
     for v in violations {
@@ -455,14 +478,39 @@ async fn drain(sensor: &Mutex<Sensor>, r: &Reporting) {
     }
 }
 
-async fn report(r: &Reporting, v: &Violation) {
-    let now = jiff::Timestamp::now();
-    let (owner, reference) = r
+/// The pod and container of a cgroup: from the pods on this node when it
+/// is one of their containers, else from the cgroup's path (another
+/// runtime's container, or the host).
+fn owner_of(r: &Reporting, cgroup_id: u64) -> (Owner, Option<ObjectReference>) {
+    if let Some(known) = r
         .owners
         .lock()
         .ok()
-        .and_then(|o| o.get(&v.cgroup_id).cloned())
-        .unwrap_or_default();
+        .and_then(|o| o.get(&cgroup_id).cloned())
+    {
+        return known;
+    }
+    let origin = r
+        .attributor
+        .lock()
+        .ok()
+        .and_then(|mut a| a.origin(cgroup_id));
+    match origin {
+        Some(Origin::Container { id, pod_uid }) => (
+            Owner {
+                container_id: Some(id),
+                pod_uid,
+                ..Owner::default()
+            },
+            None,
+        ),
+        _ => (Owner::default(), None),
+    }
+}
+
+async fn report(r: &Reporting, v: &Violation) {
+    let now = jiff::Timestamp::now();
+    let (owner, reference) = owner_of(r, v.cgroup_id);
     println!("{}", ocsf::event(v, &owner, &r.node, now));
     if let Ok(mut p) = r.pending.lock() {
         let e = p.entry(v.rule.policy.clone()).or_insert((0, now));

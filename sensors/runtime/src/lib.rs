@@ -2,6 +2,7 @@
 //! turns their ring-buffer records into events attributed to containers and
 //! pods, and enforces `RuntimePolicy` rules on the node.
 
+pub mod attribution;
 pub mod btf;
 pub mod daemon;
 pub mod event;

@@ -119,6 +119,7 @@ async fn enforces_a_policy_on_a_pods_container_and_reports_the_violation() -> Re
             "SIGHTLINE_CONFIG",
             r#"{"enforcers":["lsm","fanotify","signal"]}"#,
         )
+        .env("SIGHTLINE_RUNTIME_EVENTS", "all")
         .env("RUST_LOG", "info");
     let mut sensor = Proc::spawn("sightline-sensor", cmd, &log)?;
     let tail = || sightline_testenv::process::tail(&log, 40);
@@ -178,12 +179,34 @@ async fn enforces_a_policy_on_a_pods_container_and_reports_the_violation() -> Re
     assert_eq!(asset["observed"]["pod"], "web-0");
     assert_eq!(asset["observed"]["namespace"], ns.as_str());
     let text = std::fs::read_to_string(&log)?;
-    let ocsf: Vec<Value> = text
+    let lines: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["class_uid"] == 1007)
+        .filter(|v| v["class_uid"].is_number())
         .collect();
-    ensure!(ocsf.len() == 1, "one OCSF Process Activity line: {text}");
+    let ocsf: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["class_uid"] == 1007 && v.get("disposition").is_some())
+        .collect();
+    ensure!(
+        ocsf.len() == 1,
+        "one OCSF Process Activity violation: {text}"
+    );
+    // Every exec is an event too, attributed to the pod's container or to
+    // the host.
+    let in_pod = lines.iter().find(|v| {
+        v["activity_name"] == "Launch"
+            && v["process"]["file"]["path"] == "/bin/sh"
+            && v["container"]["uid"] == ID
+    });
+    let in_pod = in_pod.with_context(|| format!("the jail's shell as a Launch event: {text}"))?;
+    assert_eq!(in_pod["unmapped"]["k8s"]["pod"], "web-0");
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["activity_name"] == "Launch" && v["device"]["type"] == "host"),
+        "host execs (the test's own sh and chroot) are attributed to the host"
+    );
     assert_eq!(ocsf[0]["disposition"], "Blocked");
     assert_eq!(ocsf[0]["container"]["uid"], ID);
     assert_eq!(ocsf[0]["unmapped"]["k8s"]["pod"], "web-0");
