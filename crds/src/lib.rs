@@ -12,6 +12,7 @@ pub mod crdgen;
 pub mod net;
 pub mod rbac;
 pub mod runtime_policy;
+pub mod selector;
 pub mod sensor;
 pub mod tag_rule;
 

@@ -11,7 +11,6 @@ pub mod leader;
 pub mod metrics;
 pub mod report;
 pub mod search;
-pub mod selector;
 pub mod telemetry;
 pub mod vulndb;
 

@@ -4,7 +4,7 @@
 //! Kubernetes Event on the pod, the policy's status and the container's
 //! Asset).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -24,6 +23,7 @@ use sightline_crds::runtime_policy::RuntimePolicy;
 use sightline_crds::sensor::{Enforcement, Enforcer, RuntimeSensor};
 
 use crate::attribution::{Attributor, Origin};
+use crate::metrics::{KindLabel, Metrics, OutcomeLabel, kind_name};
 use crate::ocsf::{self, Owner};
 use crate::rules::PolicyRef;
 use crate::sensor::{Applied, Options, Report, Sensor, Violation, WorkloadSpec};
@@ -44,6 +44,9 @@ pub struct Config {
     pub resync: Duration,
     /// Print every event, not only violations (`SIGHTLINE_RUNTIME_EVENTS=all`).
     pub all_events: bool,
+    /// Where `/metrics` is served (`SIGHTLINE_METRICS_ADDR`, default
+    /// `0.0.0.0:9464`).
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 impl Config {
@@ -67,7 +70,14 @@ impl Config {
                 ));
             }
         };
+        let metrics_addr = get("SIGHTLINE_METRICS_ADDR")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "0.0.0.0:9464".into());
+        let metrics_addr = metrics_addr.parse().map_err(|_| {
+            format!("SIGHTLINE_METRICS_ADDR is {metrics_addr:?}: expected address:port")
+        })?;
         Ok(Config {
+            metrics_addr,
             node,
             sensor,
             runtime,
@@ -75,28 +85,6 @@ impl Config {
             all_events,
         })
     }
-}
-
-/// Whether a label selector selects `labels` (matchLabels and every
-/// matchExpressions operator; an empty selector selects everything).
-pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.as_deref().unwrap_or_default();
-        let have = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => have.is_none_or(|v| !values.contains(v)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
 }
 
 /// The container id in a runtime's `containerID` (`containerd://<id>`).
@@ -143,6 +131,7 @@ struct Reporting {
     owners: Mutex<HashMap<u64, (Owner, Option<ObjectReference>)>>,
     attributor: Mutex<Attributor>,
     all_events: bool,
+    metrics: Metrics,
     pending: Mutex<HashMap<PolicyRef, (i64, jiff::Timestamp)>>,
     asset_counts: Mutex<HashMap<String, i64>>,
 }
@@ -189,6 +178,8 @@ pub async fn run(
             .map(|_| ());
     let mut changes = futures::stream::select(pod_changes, policy_changes).boxed();
 
+    let metrics = Metrics::default();
+    let server = tokio::spawn(crate::metrics::serve(cfg.metrics_addr, metrics.clone()));
     let reporting = Arc::new(Reporting {
         client: client.clone(),
         node: cfg.node.clone(),
@@ -203,6 +194,7 @@ pub async fn run(
         owners: Mutex::new(HashMap::new()),
         attributor: Mutex::new(Attributor::new(cgroup_root.clone())),
         all_events: cfg.all_events,
+        metrics: metrics.clone(),
         pending: Mutex::new(HashMap::new()),
         asset_counts: Mutex::new(HashMap::new()),
     });
@@ -230,6 +222,13 @@ pub async fn run(
             }
             _ = flush.tick() => {
                 drain(&sensor, &reporting).await;
+                if let Ok(s) = sensor.lock() {
+                    metrics.observe_drops(s.drops());
+                    metrics.workloads.set(s.tracked().len() as i64);
+                }
+                if server.is_finished() {
+                    anyhow::bail!("serving metrics on {} stopped (is the port taken?)", cfg.metrics_addr);
+                }
                 flush_policy_counts(&reporting).await;
             }
         }
@@ -297,7 +296,7 @@ fn reconcile(
             .iter()
             .filter(|p| {
                 p.namespace().as_deref() == Some(ns.as_str())
-                    && selects(&p.spec.pod_selector, &labels)
+                    && sightline_crds::selector::matches(&p.spec.pod_selector, &labels)
             })
             .map(|p| {
                 (
@@ -462,20 +461,50 @@ async fn drain(sensor: &Mutex<Sensor>, r: &Reporting) {
     let mut violations = Vec::new();
     if let Ok(mut s) = sensor.lock() {
         s.drain(|rep| match rep {
-            Report::Violation(v) => violations.push(v),
+            Report::Violation(v) => {
+                let outcome = match v.outcome {
+                    crate::sensor::Outcome::Reported => "reported",
+                    crate::sensor::Outcome::Denied => "denied",
+                    crate::sensor::Outcome::Killed => "killed",
+                };
+                r.metrics
+                    .violations
+                    .get_or_create(&OutcomeLabel {
+                        outcome: outcome.into(),
+                    })
+                    .inc();
+                violations.push(v);
+            }
             Report::Event(ev) if r.all_events => {
+                count_event(r, &ev);
                 let owner = owner_of(r, ev.common().cgroup_id).0;
                 println!(
                     "{}",
                     ocsf::activity(&ev, &owner, &r.node, jiff::Timestamp::now())
                 );
             }
-            Report::Event(_) => {}
+            Report::Event(ev) => count_event(r, &ev),
         });
     }
     for v in violations {
         report(r, &v).await;
     }
+}
+
+fn count_event(r: &Reporting, ev: &crate::event::Event) {
+    use crate::event::Event;
+    let k = match ev {
+        Event::Exec(_) => sightline_runtime_common::kind::EXEC,
+        Event::Exit(_) => sightline_runtime_common::kind::EXIT,
+        Event::Open(_) => sightline_runtime_common::kind::OPEN,
+        Event::Connect(_) => sightline_runtime_common::kind::CONNECT,
+    };
+    r.metrics
+        .events
+        .get_or_create(&KindLabel {
+            kind: kind_name(k).into(),
+        })
+        .inc();
 }
 
 /// The pod and container of a cgroup: from the pods on this node when it
@@ -632,32 +661,6 @@ async fn flush_policy_counts(r: &Reporting) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    #[test]
-    fn selectors_match_labels_and_expressions() {
-        let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
-        assert!(selects(&LabelSelector::default(), &labels));
-        let by_label = LabelSelector {
-            match_labels: Some(labels.clone()),
-            match_expressions: None,
-        };
-        assert!(selects(&by_label, &labels));
-        assert!(!selects(&by_label, &BTreeMap::new()));
-        let expr = |op: &str, values: &[&str]| LabelSelector {
-            match_labels: None,
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: "app".into(),
-                operator: op.into(),
-                values: Some(values.iter().map(|v| v.to_string()).collect()),
-            }]),
-        };
-        assert!(selects(&expr("In", &["web", "db"]), &labels));
-        assert!(!selects(&expr("NotIn", &["web"]), &labels));
-        assert!(selects(&expr("Exists", &[]), &labels));
-        assert!(!selects(&expr("DoesNotExist", &[]), &labels));
-        assert!(!selects(&expr("Bogus", &[]), &labels));
-    }
 
     #[test]
     fn container_ids_come_from_runtime_urls() {

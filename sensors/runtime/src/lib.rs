@@ -9,6 +9,7 @@ pub mod event;
 pub mod fanotify;
 pub mod kmaps;
 pub mod loader;
+pub mod metrics;
 pub mod ocsf;
 pub mod rules;
 pub mod sensor;

@@ -83,6 +83,20 @@ async fn until_echo(jail: &Jail, refused: bool) -> Result<String> {
     .await?)
 }
 
+/// GET /metrics over a plain socket (loopback, HTTP/1.0).
+async fn scrape(port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    Some(out)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn enforces_a_policy_on_a_pods_container_and_reports_the_violation() -> Result<()> {
     let cp = ControlPlane::start(Options::default()).await?;
@@ -110,8 +124,15 @@ async fn enforces_a_policy_on_a_pods_container_and_reports_the_violation() -> Re
 
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("sensor.log");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sightline-sensor"));
     cmd.arg("runtime")
+        .env(
+            "SIGHTLINE_METRICS_ADDR",
+            format!("127.0.0.1:{metrics_port}"),
+        )
         .env("KUBECONFIG", &cp.kubeconfig)
         .env("NODE_NAME", "node-a")
         .env("SIGHTLINE_SENSOR", "sightline-system/runtime")
@@ -210,6 +231,27 @@ async fn enforces_a_policy_on_a_pods_container_and_reports_the_violation() -> Re
     assert_eq!(ocsf[0]["disposition"], "Blocked");
     assert_eq!(ocsf[0]["container"]["uid"], ID);
     assert_eq!(ocsf[0]["unmapped"]["k8s"]["pod"], "web-0");
+
+    // The metrics: the violation, events delivered, nothing dropped.
+    let metrics = helpers::wait_for("the metrics", Duration::from_secs(30), || async {
+        let text = scrape(metrics_port).await?;
+        text.contains("sightline_runtime_violations_total{outcome=\"denied\"} 1")
+            .then_some(text)
+    })
+    .await
+    .with_context(tail)?;
+    for k in ["exec", "exit", "open", "connect", "violation"] {
+        let line = format!("sightline_runtime_dropped_total{{kind=\"{k}\"}} 0");
+        assert!(metrics.contains(&line), "{line}: {metrics}");
+    }
+    assert!(
+        metrics.contains("sightline_runtime_workloads 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("sightline_runtime_events_total{kind=\"exec\"} 0"),
+        "{metrics}"
+    );
 
     // Deleting the policy lifts it; applying it again restores it.
     policies.delete("no-echo", &DeleteParams::default()).await?;

@@ -79,7 +79,7 @@ pub fn check_key<'a>(
         .scope
         .as_ref()
         .and_then(|s| s.namespace_selector.as_ref())
-        && !crate::selector::matches(sel, namespace_labels)
+        && !sightline_crds::selector::matches(sel, namespace_labels)
     {
         return Err(reject(
             "NamespaceNotInScope",
