@@ -46,7 +46,8 @@ pub fn cluster_rules(t: SensorType) -> Vec<PolicyRule> {
             rules.push(rule(&[""], &["pods"], &["get", "list", "watch"]));
         }
         SensorType::Runtime => {
-            rules.push(rule(&[""], &["nodes"], &["get"]));
+            // The pods of its node (container attribution and policy
+            // selection), the policies and their status, and Events on pods.
             rules.push(rule(&[""], &["pods"], &["get", "list", "watch"]));
             rules.push(rule(
                 &["sightline.dev"],
@@ -58,11 +59,7 @@ pub fn cluster_rules(t: SensorType) -> Vec<PolicyRule> {
                 &["runtimepolicies/status"],
                 &["get", "patch"],
             ));
-            rules.push(rule(
-                &["", "events.k8s.io"],
-                &["events"],
-                &["create", "patch"],
-            ));
+            rules.push(rule(&["events.k8s.io"], &["events"], &["create", "patch"]));
         }
         SensorType::Passive => {
             rules.push(rule(&[""], &["nodes"], &["get"]));

@@ -431,3 +431,25 @@ fn oci_layer_blobs(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
         .filter_map(|l| l["digest"].as_str().map(blob))
         .collect())
 }
+
+/// The runtime sensor's benchmarks (as root): the `bench` example of
+/// `sensors/runtime` in a release build. Overhead of fork+exec and
+/// open/close from a tracked cgroup with and without the sensor and a
+/// policy, in alternating rounds; records per second delivered with one
+/// generator per core against the generators' own rate with nothing
+/// attached; the sensor's peak RSS.
+pub fn runtime() -> Result<()> {
+    crate::setup()?;
+    run_cmd(crate::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sightline-runtime-sensor",
+        "--example",
+        "bench",
+    ]))?;
+    let bench = crate::target_dir().join("release/examples/bench");
+    run_cmd(Command::new(&bench).args(["overhead", "20000", "200000"]))?;
+    run_cmd(Command::new(&bench).args(["throughput", "5"]))?;
+    Ok(())
+}

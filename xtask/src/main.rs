@@ -54,7 +54,7 @@ enum Cmd {
         /// MiB of random data in the large image of the scan benchmark.
         #[arg(long, default_value_t = 1024)]
         scan_big_mib: u64,
-        /// Run only one benchmark: `operator`, `search`, `scan`, `cluster` or `registry`.
+        /// Run only one benchmark: `operator`, `search`, `scan`, `cluster`, `registry` or `runtime`.
         #[arg(long)]
         only: Option<String>,
     },
@@ -108,8 +108,9 @@ fn main() -> Result<()> {
                     | Some("scan")
                     | Some("cluster")
                     | Some("registry")
+                    | Some("runtime")
             ) {
-                anyhow::bail!("--only takes operator, search, scan, cluster or registry");
+                anyhow::bail!("--only takes operator, search, scan, cluster, registry or runtime");
             }
             let wanted = |name: &str| which.is_none_or(|w| w == name);
             if wanted("operator") {
@@ -126,6 +127,9 @@ fn main() -> Result<()> {
             }
             if wanted("registry") {
                 rt.block_on(bench_registry::run())?;
+            }
+            if wanted("runtime") {
+                bench::runtime()?;
             }
             Ok(())
         }

@@ -118,7 +118,7 @@ pub fn load(limits: Limits) -> Result<Loaded, LoadError> {
         return Err(LoadError::NoObject);
     }
     raise_memlock();
-    ensure_tracefs();
+    ensure_mounted("tracefs", TRACEFS, "events");
     let raw = std::fs::read(VMLINUX).map_err(|e| LoadError::KernelBtf(e.to_string()))?;
     let offsets: Offsets = Btf::parse(&raw)?.offsets()?;
     let btf = AyaBtf::from_sys_fs().map_err(|e| LoadError::KernelBtf(e.to_string()))?;
@@ -216,6 +216,7 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, LoadError> {
 /// Loads and attaches the three LSM programs; the first refusal is the
 /// reason the enforcer is unavailable (and none stays attached).
 fn probe_lsm(ebpf: &mut Ebpf, btf: &AyaBtf) -> LsmStatus {
+    ensure_mounted("securityfs", "/sys/kernel/security", "lsm");
     let active = std::fs::read_to_string("/sys/kernel/security/lsm")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
@@ -276,19 +277,20 @@ fn raise_memlock() {
     }
 }
 
-/// The syscall tracepoints live in tracefs; mount it where the kernel's
-/// documentation puts it when nothing is there yet.
-fn ensure_tracefs() {
-    if Path::new(TRACEFS).join("events").exists() {
+/// The syscall tracepoints live in tracefs and the list of active LSMs in
+/// securityfs; mount them where the kernel's documentation puts them when
+/// nothing is there yet (`probe` is a file the mounted filesystem has).
+fn ensure_mounted(fs: &str, at: &str, probe: &str) {
+    if Path::new(at).join(probe).exists() {
         return;
     }
     if let Err(e) = nix::mount::mount(
-        Some("tracefs"),
-        TRACEFS,
-        Some("tracefs"),
+        Some(fs),
+        at,
+        Some(fs),
         nix::mount::MsFlags::empty(),
         None::<&str>,
     ) {
-        tracing::warn!("mounting tracefs at {TRACEFS}: {e}");
+        tracing::warn!("mounting {fs} at {at}: {e}");
     }
 }

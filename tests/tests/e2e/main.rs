@@ -1,8 +1,8 @@
 //! End-to-end tests on the real local cluster (a node with containerd,
 //! the kubelet and kube-proxy): the chart installed with images built
 //! here, a container sensor reporting its node, least-privilege RBAC,
-//! restarts of the node's kubelet and containerd, and the chart upgraded
-//! and uninstalled.
+//! restarts of the node's kubelet and containerd, a runtime sensor
+//! blocking an exec in a pod, and the chart upgraded and uninstalled.
 //!
 //! One cluster serves every test (a node's iptables rules are global, so
 //! only one can run on a machine), so this binary runs its own harness:
@@ -13,6 +13,7 @@
 mod chart;
 mod rbac;
 mod registry;
+mod runtime;
 mod sensor;
 mod support;
 
@@ -157,6 +158,26 @@ async fn run(filter: Option<&str>) -> (usize, usize) {
             "sightline-sensor-registry",
             &rbac::registry_sensor("registry")
         )
+    );
+    test!(
+        "runtime_sensor_blocks_an_exec_in_a_pod",
+        &[runtime::NS],
+        runtime::blocks_an_exec_in_a_pod(&env).await
+    );
+    test!(
+        "runtime_sensor_rbac_is_exactly_what_it_needs",
+        &[runtime::NS],
+        rbac::assert_exactly(
+            &env,
+            runtime::NS,
+            "sightline-sensor-runtime",
+            &rbac::runtime_sensor("runtime")
+        )
+    );
+    test!(
+        "runtime_sensor_removed",
+        &[runtime::NS],
+        runtime::remove(&env).await
     );
     test!(
         "chart_upgrades_crds_and_values",

@@ -204,3 +204,30 @@ pub fn registry_sensor(sensor: &str) -> BTreeSet<Grant> {
         ("sensors.sightline.dev/status", &[sensor], &["get", "patch"]),
     ])
 }
+
+/// What a runtime sensor named `sensor` needs: the pods of its node, the
+/// policies and their status, Events, and its findings on Assets.
+pub fn runtime_sensor(sensor: &str) -> BTreeSet<Grant> {
+    grants(&[
+        (
+            "assets.sightline.dev",
+            &[],
+            &["get", "list", "watch", "create", "patch"],
+        ),
+        ("assets.sightline.dev/status", &[], &["get", "patch"]),
+        ("pods", &[], &["get", "list", "watch"]),
+        (
+            "runtimepolicies.sightline.dev",
+            &[],
+            &["get", "list", "watch"],
+        ),
+        (
+            "runtimepolicies.sightline.dev/status",
+            &[],
+            &["get", "patch"],
+        ),
+        ("events.events.k8s.io", &[], &["create", "patch"]),
+        ("sensors.sightline.dev", &[sensor], &["get", "watch"]),
+        ("sensors.sightline.dev/status", &[sensor], &["get", "patch"]),
+    ])
+}

@@ -93,7 +93,7 @@ pub async fn reports_the_node(env: &Env) -> Result<()> {
         &json!({
             "apiVersion": "sightline.dev/v1alpha1", "kind": "ActivationKey",
             "metadata": {"name": "e2e"},
-            "spec": {"modules": ["inventory", "containerSecurity"], "tags": {"site": "e2e"}},
+            "spec": {"modules": ["inventory", "containerSecurity", "runtimeSecurity"], "tags": {"site": "e2e"}},
         }),
     )?;
     let socket = env.cluster.node.containerd()?.endpoint();
