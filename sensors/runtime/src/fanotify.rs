@@ -414,9 +414,26 @@ pub fn cgroup_of(cgroup_root: &Path, tid: i32) -> Option<u64> {
 /// Whether the open a blocked thread is in reads and writes, from its
 /// syscall and flags. Unknown ways of opening count as both.
 fn access(tid: i32) -> (bool, bool) {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/syscall")) else {
-        return (true, true);
-    };
+    // The event can reach us before its thread has finished going to sleep
+    // on the answer; until it has, the kernel shows the syscall as
+    // "running". That takes microseconds.
+    let mut text = String::new();
+    for attempt in 0..10_000 {
+        match std::fs::read_to_string(format!("/proc/{tid}/syscall")) {
+            Ok(t) if t.starts_with("running") => {
+                if attempt > 100 {
+                    std::thread::sleep(std::time::Duration::from_micros(10));
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            Ok(t) => {
+                text = t;
+                break;
+            }
+            Err(_) => return (true, true),
+        }
+    }
     // "NR arg1 … arg6 sp pc": the number in decimal, the rest in hex.
     let mut words = text.split_whitespace();
     let Some(nr) = words.next().and_then(|w| w.parse::<u64>().ok()) else {
@@ -429,6 +446,11 @@ fn access(tid: i32) -> (bool, bool) {
         .collect();
     let arg = |i: usize| nums.get(i).copied();
     let flags = match nr {
+        // The kernel opening a program for execve/execveat: a read.
+        #[cfg(target_arch = "x86_64")]
+        59 | 322 => return (true, false),
+        #[cfg(target_arch = "aarch64")]
+        221 | 281 => return (true, false),
         #[cfg(target_arch = "x86_64")]
         2 => arg(2),
         #[cfg(target_arch = "x86_64")]
