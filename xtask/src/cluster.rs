@@ -101,6 +101,7 @@ const DEMO_EXAMPLES: &[&str] = &[
     "examples/activation-key.yaml",
     "examples/container-sensor.yaml",
     "examples/tag-rule.yaml",
+    "examples/runtime-sensor.yaml",
     "examples/runtime-policy.yaml",
     "examples/connector.yaml",
 ];
@@ -243,15 +244,64 @@ pub async fn demo() -> Result<()> {
         std::thread::sleep(Duration::from_secs(2));
     }
     std::thread::sleep(Duration::from_secs(2));
-    kubectl(&["get", "akey,sen", "-A"])?;
+    // The runtime sensor: a policy on the legacy app, and an exec it blocks.
+    let policy = root_dir_file(&state.dir, "legacy-app-policy.yaml", LEGACY_APP_POLICY)?;
+    kubectl(&["apply", "--server-side", "-f", &policy])?;
+    eprintln!("waiting for the runtime sensor to enforce the policy on the legacy app");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let out = Command::new(state.bin_dir.join("kubectl"))
+            .env("KUBECONFIG", &state.kubeconfig)
+            .args([
+                "get",
+                "rtp",
+                "-n",
+                "sightline-demo",
+                "no-package-manager",
+                "-o",
+                "jsonpath={.status.nodes[0].enforcer}",
+            ])
+            .output()?;
+        if !out.stdout.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the runtime sensor did not report the policy in 3 minutes; see `kubectl -n sightline-demo logs ds/sightline-sensor-runtime`"
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let exec = Command::new(state.bin_dir.join("kubectl"))
+        .env("KUBECONFIG", &state.kubeconfig)
+        .args([
+            "exec",
+            "-n",
+            "sightline-demo",
+            "deploy/legacy-app",
+            "--",
+            "apt-get",
+            "--version",
+        ])
+        .output()?;
+    println!(
+        "\n$ kubectl exec -n sightline-demo deploy/legacy-app -- apt-get --version\n{}{}(exit {})\n",
+        String::from_utf8_lossy(&exec.stdout),
+        String::from_utf8_lossy(&exec.stderr),
+        exec.status.code().unwrap_or(-1)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    kubectl(&["get", "akey,sen,rtp", "-A"])?;
     kubectl(&["get", "assets"])?;
     println!(
         "\nThe demo cluster is up: a real node ({node}) with containerd, the kubelet and kube-proxy, \
-         the control plane, the operator installed by Helm, and a container sensor on the node \
-         (logs: {dir}).\n\nUse it:\n  eval \"$(cargo xtask cluster env)\"\n  kubectl get assets\n  \
+         the control plane, the operator installed by Helm, a container sensor and a runtime \
+         sensor on the node (logs: {dir}).\n\nUse it:\n  eval \"$(cargo xtask cluster env)\"\n  kubectl get assets\n  \
          kubectl get assets -l sightline.dev/kind=ContainerImage -o wide\n  \
          {cli} search 'kind:ContainerImage AND os.lifecycle.stage:EndOfLife'\n  {cli} inventory\n  \
-         kubectl -n sightline-demo logs ds/sightline-sensor-nodes\n\nStop it (every process, the \
+         kubectl -n sightline-demo logs ds/sightline-sensor-nodes\n  \
+         kubectl -n sightline-demo get rtp no-package-manager -o yaml\n  \
+         kubectl -n sightline-demo logs ds/sightline-sensor-runtime   # OCSF lines\n\nStop it (every process, the \
          bridge, mounts and iptables rules it added):\n  cargo xtask cluster down",
         node = sightline_testenv::node::NODE_NAME,
         dir = state.dir.display(),
@@ -274,6 +324,19 @@ spec:
           image: sightline.local/legacy-app:1.0
           imagePullPolicy: Never
           command: [sleep, infinity]
+"#;
+
+/// What the demo's runtime sensor enforces on the legacy app.
+const LEGACY_APP_POLICY: &str = r#"apiVersion: sightline.dev/v1alpha1
+kind: RuntimePolicy
+metadata: {name: no-package-manager, namespace: sightline-demo}
+spec:
+  podSelector: {matchLabels: {app: legacy-app}}
+  action: Block
+  process:
+    deny: [{path: /usr/bin/apt-get}, {path: /usr/bin/dpkg}]
+  file:
+    denyWrite: [/etc]
 "#;
 
 /// Writes `text` to `dir/name`; returns the path as a string.

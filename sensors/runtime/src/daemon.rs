@@ -27,6 +27,7 @@ use crate::metrics::{KindLabel, Metrics, OutcomeLabel, kind_name};
 use crate::ocsf::{self, Owner};
 use crate::rules::PolicyRef;
 use crate::sensor::{Applied, Options, Report, Sensor, Violation, WorkloadSpec};
+use crate::webhook::Webhook;
 
 /// The runtime sensor's settings (the environment the operator's DaemonSet
 /// sets: `NODE_NAME`, `SIGHTLINE_SENSOR`, `SIGHTLINE_CONFIG` holding the
@@ -44,6 +45,8 @@ pub struct Config {
     pub resync: Duration,
     /// Print every event, not only violations (`SIGHTLINE_RUNTIME_EVENTS=all`).
     pub all_events: bool,
+    /// Where OCSF events are also POSTed (`SIGHTLINE_RUNTIME_WEBHOOK`).
+    pub webhook: Option<String>,
     /// Where `/metrics` is served (`SIGHTLINE_METRICS_ADDR`, default
     /// `0.0.0.0:9464`).
     pub metrics_addr: std::net::SocketAddr,
@@ -77,6 +80,7 @@ impl Config {
             format!("SIGHTLINE_METRICS_ADDR is {metrics_addr:?}: expected address:port")
         })?;
         Ok(Config {
+            webhook: get("SIGHTLINE_RUNTIME_WEBHOOK").filter(|v| !v.is_empty()),
             metrics_addr,
             node,
             sensor,
@@ -132,6 +136,7 @@ struct Reporting {
     attributor: Mutex<Attributor>,
     all_events: bool,
     metrics: Metrics,
+    webhook: Option<Webhook>,
     pending: Mutex<HashMap<PolicyRef, (i64, jiff::Timestamp)>>,
     asset_counts: Mutex<HashMap<String, i64>>,
 }
@@ -179,6 +184,12 @@ pub async fn run(
     let mut changes = futures::stream::select(pod_changes, policy_changes).boxed();
 
     let metrics = Metrics::default();
+    let webhook = match cfg.webhook.clone() {
+        Some(url) => {
+            Some(Webhook::start(url, metrics.webhook_dropped.clone()).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
     let server = tokio::spawn(crate::metrics::serve(cfg.metrics_addr, metrics.clone()));
     let reporting = Arc::new(Reporting {
         client: client.clone(),
@@ -195,6 +206,7 @@ pub async fn run(
         attributor: Mutex::new(Attributor::new(cgroup_root.clone())),
         all_events: cfg.all_events,
         metrics: metrics.clone(),
+        webhook,
         pending: Mutex::new(HashMap::new()),
         asset_counts: Mutex::new(HashMap::new()),
     });
@@ -478,9 +490,9 @@ async fn drain(sensor: &Mutex<Sensor>, r: &Reporting) {
             Report::Event(ev) if r.all_events => {
                 count_event(r, &ev);
                 let owner = owner_of(r, ev.common().cgroup_id).0;
-                println!(
-                    "{}",
-                    ocsf::activity(&ev, &owner, &r.node, jiff::Timestamp::now())
+                emit(
+                    r,
+                    ocsf::activity(&ev, &owner, &r.node, jiff::Timestamp::now()),
                 );
             }
             Report::Event(ev) => count_event(r, &ev),
@@ -488,6 +500,14 @@ async fn drain(sensor: &Mutex<Sensor>, r: &Reporting) {
     }
     for v in violations {
         report(r, &v).await;
+    }
+}
+
+/// An OCSF event to stdout and, when configured, the webhook.
+fn emit(r: &Reporting, event: serde_json::Value) {
+    println!("{event}");
+    if let Some(w) = &r.webhook {
+        w.send(event);
     }
 }
 
@@ -540,7 +560,7 @@ fn owner_of(r: &Reporting, cgroup_id: u64) -> (Owner, Option<ObjectReference>) {
 async fn report(r: &Reporting, v: &Violation) {
     let now = jiff::Timestamp::now();
     let (owner, reference) = owner_of(r, v.cgroup_id);
-    println!("{}", ocsf::event(v, &owner, &r.node, now));
+    emit(r, ocsf::event(v, &owner, &r.node, now));
     if let Ok(mut p) = r.pending.lock() {
         let e = p.entry(v.rule.policy.clone()).or_insert((0, now));
         e.0 += 1;

@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod ocsf;
 pub mod rules;
 pub mod sensor;
+pub mod webhook;

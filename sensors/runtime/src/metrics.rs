@@ -37,6 +37,8 @@ pub struct Metrics {
     pub violations: Family<OutcomeLabel, Counter>,
     /// Workloads with rules.
     pub workloads: Gauge,
+    /// Events the webhook could not take or deliver.
+    pub webhook_dropped: Counter,
     registry: Arc<Registry>,
     last_drops: Arc<std::sync::Mutex<[u64; kind::COUNT as usize]>>,
 }
@@ -48,6 +50,7 @@ impl Default for Metrics {
         let dropped = Family::<KindLabel, Counter>::default();
         let violations = Family::<OutcomeLabel, Counter>::default();
         let workloads = Gauge::default();
+        let webhook_dropped = Counter::default();
         registry.register("events", "Records delivered to userspace", events.clone());
         registry.register(
             "dropped",
@@ -60,6 +63,11 @@ impl Default for Metrics {
             "Containers with rules applied",
             workloads.clone(),
         );
+        registry.register(
+            "webhook_dropped",
+            "Events the webhook output could not queue or deliver",
+            webhook_dropped.clone(),
+        );
         // Every kind shows up from the start, at zero.
         for k in KINDS {
             let _ = dropped.get_or_create(&KindLabel { kind: (*k).into() });
@@ -70,6 +78,7 @@ impl Default for Metrics {
             dropped,
             violations,
             workloads,
+            webhook_dropped,
             registry: Arc::new(registry),
             last_drops: Arc::default(),
         }

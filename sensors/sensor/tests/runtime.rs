@@ -4,6 +4,7 @@
 //! id, the way containerd names them, with a Pod in the API whose status
 //! carries that id.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -83,6 +84,30 @@ async fn until_echo(jail: &Jail, refused: bool) -> Result<String> {
     .await?)
 }
 
+/// A loopback HTTP server keeping every event POSTed to it.
+async fn webhook_receiver() -> Result<(String, Arc<Mutex<Vec<Value>>>)> {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let store = received.clone();
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |axum::Json(batch): axum::Json<Vec<Value>>| {
+            let store = store.clone();
+            async move {
+                if let Ok(mut s) = store.lock() {
+                    s.extend(batch);
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/events", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, received))
+}
+
 /// GET /metrics over a plain socket (loopback, HTTP/1.0).
 async fn scrape(port: u16) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -127,6 +152,7 @@ async fn enforces_a_policy_on_a_pods_container_and_reports_the_violation() -> Re
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    let (webhook_url, received) = webhook_receiver().await?;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sightline-sensor"));
     cmd.arg("runtime")
         .env(
@@ -141,6 +167,7 @@ async fn enforces_a_policy_on_a_pods_container_and_reports_the_violation() -> Re
             r#"{"enforcers":["lsm","fanotify","signal"]}"#,
         )
         .env("SIGHTLINE_RUNTIME_EVENTS", "all")
+        .env("SIGHTLINE_RUNTIME_WEBHOOK", &webhook_url)
         .env("RUST_LOG", "info");
     let mut sensor = Proc::spawn("sightline-sensor", cmd, &log)?;
     let tail = || sightline_testenv::process::tail(&log, 40);
@@ -231,6 +258,21 @@ async fn enforces_a_policy_on_a_pods_container_and_reports_the_violation() -> Re
     assert_eq!(ocsf[0]["disposition"], "Blocked");
     assert_eq!(ocsf[0]["container"]["uid"], ID);
     assert_eq!(ocsf[0]["unmapped"]["k8s"]["pod"], "web-0");
+
+    // The same violation through the webhook, in a JSON array batch.
+    let hooked = helpers::wait_for(
+        "the violation at the webhook",
+        Duration::from_secs(30),
+        || async {
+            let got = received.lock().ok()?;
+            got.iter()
+                .find(|v| v["class_uid"] == 1007 && v["disposition"] == "Blocked")
+                .cloned()
+        },
+    )
+    .await
+    .with_context(tail)?;
+    assert_eq!(hooked["container"]["uid"], ID);
 
     // The metrics: the violation, events delivered, nothing dropped.
     let metrics = helpers::wait_for("the metrics", Duration::from_secs(30), || async {
