@@ -449,14 +449,15 @@ async fn publish_node_status(
             continue;
         }
         let api: Api<RuntimePolicy> = Api::namespaced(r.client.clone(), &p.namespace);
+        // No enforcer (nothing to enforce here) is an absent field: the
+        // schema has no null.
+        let mut node = json!({"node": r.node, "ready": entry.1, "reason": entry.2});
+        if let Some(e) = entry.0 {
+            node["enforcer"] = json!(enforcer_name(e));
+        }
         let body = json!({
             "apiVersion": "sightline.dev/v1alpha1", "kind": "RuntimePolicy",
-            "status": {"nodes": [{
-                "node": r.node,
-                "enforcer": entry.0.map(enforcer_name),
-                "ready": entry.1,
-                "reason": entry.2,
-            }]},
+            "status": {"nodes": [node]},
         });
         let params = PatchParams::apply(&format!("sightline-runtime-{}", r.node)).force();
         if let Err(e) = api

@@ -185,6 +185,30 @@ async fn enforces_a_policy_on_a_pods_container_and_reports_the_violation() -> Re
     assert!(reason.contains("exec rules: fanotify"), "{reason}");
     assert!(reason.contains("lsm: "), "the LSM probe's result: {reason}");
 
+    // A policy selecting no pod on this node: ready, nothing to enforce.
+    let mut other = policy(&ns);
+    other["metadata"]["name"] = json!("elsewhere");
+    other["spec"]["podSelector"] = json!({"matchLabels": {"app": "none"}});
+    policies
+        .patch("elsewhere", &apply, &Patch::Apply(&other))
+        .await?;
+    let elsewhere = helpers::wait_for(
+        "the other policy's node status",
+        Duration::from_secs(60),
+        || async {
+            let p = policies.get_opt("elsewhere").await.ok()??;
+            let n = p.status?.nodes.first()?.clone();
+            Some(n)
+        },
+    )
+    .await
+    .with_context(tail)?;
+    assert!(
+        elsewhere.ready && elsewhere.enforcer.is_none(),
+        "{elsewhere:?}"
+    );
+    assert_eq!(elsewhere.reason, "no selected pod runs on this node");
+
     let out = until_echo(&jail, true).await.with_context(tail)?;
     assert!(!out.contains("ran\n"), "{out}");
     assert!(out.contains("Operation not permitted"), "{out}");
