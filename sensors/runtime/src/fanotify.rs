@@ -73,6 +73,10 @@ struct Prepared {
     prefix: String,
     /// Device of the root filesystem (the mark).
     dev: u64,
+    /// The files the rules' exec paths name, by device and inode, with the
+    /// path the rule used: `/bin/sh` is often a link to `/usr/bin/dash`,
+    /// and the event's descriptor shows the file the link leads to.
+    aliases: HashMap<(u64, u64), String>,
 }
 
 #[derive(Default)]
@@ -166,6 +170,7 @@ impl FanEnforcer {
             .map_err(|e| root_err(e.to_string()))?
             .to_string_lossy()
             .into_owned();
+        let aliases = exec_aliases(&work);
         let mut mask = MaskFlags::empty();
         if work.exec {
             mask |= MaskFlags::FAN_OPEN_EXEC_PERM;
@@ -178,9 +183,15 @@ impl FanEnforcer {
             .state
             .write()
             .map_err(|_| root_err("the enforcer's state is poisoned".into()))?;
-        state
-            .workloads
-            .insert(cgroup_id, Prepared { work, prefix, dev });
+        state.workloads.insert(
+            cgroup_id,
+            Prepared {
+                work,
+                prefix,
+                dev,
+                aliases,
+            },
+        );
         self.remark(&mut state, dev, Some(&dir)).map_err(root_err)
     }
 
@@ -325,7 +336,27 @@ impl Shared {
             } else {
                 None
             };
-            (p.work.rules.exec_hit(&path, sum.as_ref()), false)
+            let rules = &p.work.rules;
+            let by_path = rules.exec_hit(&path, sum.as_ref());
+            let alias = nix::sys::stat::fstat(fd)
+                .ok()
+                .and_then(|st| p.aliases.get(&(st.st_dev, st.st_ino)));
+            let hit = match alias {
+                None => by_path,
+                Some(name) => {
+                    let by_name = rules.exec_hit(name, sum.as_ref());
+                    if rules.allowlists.is_empty() {
+                        // Denied under either name.
+                        Hit::max(by_path, by_name)
+                    } else if by_path.is_none() || by_name.is_none() {
+                        // Allowed under either name.
+                        None
+                    } else {
+                        by_path
+                    }
+                }
+            };
+            (hit, false)
         } else {
             if !p.work.file {
                 return None;
@@ -385,6 +416,26 @@ impl Shared {
         cache.insert(key, sum);
         Some(sum)
     }
+}
+
+/// Every exec path the rules name, resolved in the workload's root (links
+/// followed), by device and inode.
+fn exec_aliases(work: &FanWorkload) -> HashMap<(u64, u64), String> {
+    let mut out = HashMap::new();
+    if !work.exec {
+        return out;
+    }
+    let rules = &work.rules;
+    let named = rules
+        .exec_paths
+        .keys()
+        .chain(rules.allowlists.iter().flat_map(|a| a.paths.iter()));
+    for path in named {
+        if let Ok(m) = std::fs::metadata(work.root.join(path.trim_start_matches('/'))) {
+            out.insert((m.dev(), m.ino()), path.clone());
+        }
+    }
+    out
 }
 
 /// The path of `full` (as this process's descriptors show it) inside a

@@ -422,3 +422,37 @@ fn the_lsm_enforcer_is_probed_and_its_refusal_reported() {
         }
     }
 }
+
+#[test]
+fn a_rule_on_a_link_denies_the_program_it_leads_to() {
+    // Debian's /bin/sh is a link to dash; the kernel opens the file the
+    // link leads to, and that is what fanotify reports.
+    let jail = jail();
+    std::os::unix::fs::symlink("echo", jail.path("/bin/link")).expect("symlink");
+    let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
+    let spec = RuntimePolicySpec {
+        action: PolicyAction::Block,
+        process: Some(ProcessRules {
+            deny: Some(vec![ProcessMatch {
+                path: Some("/bin/link".into()),
+                sha256: None,
+            }]),
+            allow: None,
+        }),
+        ..Default::default()
+    };
+    let applied = sensor
+        .apply(&workload(&jail, vec![(policy("link"), spec)]))
+        .expect("apply");
+    assert_eq!(applied.exec, Some(Enforcer::Fanotify));
+    let out = sh(
+        &jail,
+        "/bin/link via-link; echo rc=$?; /bin/echo direct; echo rc=$?; /bin/busybox echo other",
+    );
+    assert!(
+        !out.contains("via-link") && !out.contains("direct\n"),
+        "{out}"
+    );
+    assert_eq!(out.matches("rc=126").count(), 2, "{out}");
+    assert!(out.contains("other"), "{out}");
+}
