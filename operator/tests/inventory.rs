@@ -297,7 +297,11 @@ async fn sensors_facts_become_a_normalized_tagged_searchable_inventory() -> Resu
         };
         let scratch = wait_asset(&env.client, &names["image-scratch"], "scratch normalized", |a| stage_of(a).is_some()).await?;
         assert_eq!(stage_of(&scratch), Some(LifecycleStage::Unidentified));
-        let foo = wait_asset(&env.client, &names["host-foo"], "host normalized", |a| stage_of(a).is_some()).await?;
+        // The lifecycle label follows the status in a separate write.
+        let foo = wait_asset(&env.client, &names["host-foo"], "host normalized and labelled", |a| {
+            stage_of(a).is_some() && label(a, "sightline.dev/lifecycle").is_some()
+        })
+        .await?;
         assert_eq!(stage_of(&foo), Some(LifecycleStage::Unknown));
         assert_eq!(label(&foo, "sightline.dev/lifecycle"), Some("Unknown"));
         let img = wait_asset(&env.client, &names["image-debian12"], "image labelled", |a| {
