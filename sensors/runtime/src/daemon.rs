@@ -24,7 +24,7 @@ use sightline_crds::sensor::{Enforcement, Enforcer, RuntimeSensor};
 
 use crate::attribution::{Attributor, Origin};
 use crate::metrics::{KindLabel, Metrics, OutcomeLabel, kind_name};
-use crate::ocsf::{self, Owner};
+use crate::ocsf::{self, Owner, enforcer_name};
 use crate::rules::PolicyRef;
 use crate::sensor::{Applied, Options, Report, Sensor, Violation, WorkloadSpec};
 use crate::webhook::Webhook;
@@ -427,14 +427,6 @@ fn record_status(
         }
         parts.extend(applied.notes.iter().cloned());
         status.insert(p.clone(), (enforcer, true, parts.join("; ")));
-    }
-}
-
-fn enforcer_name(e: Enforcer) -> &'static str {
-    match e {
-        Enforcer::Lsm => "lsm",
-        Enforcer::Fanotify => "fanotify",
-        Enforcer::Signal => "signal",
     }
 }
 

@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -528,10 +527,9 @@ pub fn open_access(flags: u32) -> (bool, bool) {
 }
 
 fn read_u64(tid: i32, addr: u64) -> Option<u64> {
-    let mut f = File::open(format!("/proc/{tid}/mem")).ok()?;
+    let f = File::open(format!("/proc/{tid}/mem")).ok()?;
     let mut b = [0u8; 8];
     f.read_exact_at(&mut b, addr).ok()?;
-    let _ = f.read(&mut []);
     Some(u64::from_ne_bytes(b))
 }
 

@@ -23,37 +23,33 @@ pub struct Owner {
     pub pod_uid: Option<String>,
 }
 
-/// The OCSF event of a violation seen on `node` at `time`.
-pub fn event(v: &Violation, owner: &Owner, node: &str, time: jiff::Timestamp) -> Value {
-    let (class_uid, class_name, category_uid, category_name, activity_id, activity_name) = match &v
-        .activity
-    {
-        Activity::Exec { .. } => (1007, "Process Activity", 1, "System Activity", 1, "Launch"),
-        Activity::Open { write: true, .. } => {
-            (1001, "File Activity", 1, "System Activity", 14, "Open")
-        }
-        Activity::Open { write: false, .. } => {
-            (1001, "File Activity", 1, "System Activity", 14, "Open")
-        }
-        Activity::Connect { .. } => (4001, "Network Activity", 4, "Network Activity", 1, "Open"),
-    };
-    let (disposition_id, disposition, status_id, status, action_id, action) = match v.outcome {
-        Outcome::Reported => (1, "Allowed", 1, "Success", 1, "Allowed"),
-        Outcome::Denied => (2, "Blocked", 2, "Failure", 2, "Denied"),
-        // The process was ended: OCSF's "Terminated" disposition.
-        Outcome::Killed => (13, "Terminated", 2, "Failure", 2, "Denied"),
-    };
-    let severity_id = if v.rule.action == PolicyAction::Block {
-        4
-    } else {
-        3
-    };
-    let verb = match v.outcome {
-        Outcome::Reported => "reported",
-        Outcome::Denied => "denied",
-        Outcome::Killed => "killed",
-    };
-    let mut e = json!({
+/// An OCSF class and activity.
+#[derive(Clone, Copy)]
+enum Class {
+    ProcessLaunch,
+    ProcessTerminate,
+    FileOpen,
+    NetworkOpen,
+}
+
+/// The fields every event has: class, category, activity, time, product,
+/// device.
+fn base(class: Class, node: &str, time: jiff::Timestamp) -> Value {
+    let (class_uid, class_name, category_uid, category_name, activity_id, activity_name) =
+        match class {
+            Class::ProcessLaunch => (1007, "Process Activity", 1, "System Activity", 1, "Launch"),
+            Class::ProcessTerminate => (
+                1007,
+                "Process Activity",
+                1,
+                "System Activity",
+                2,
+                "Terminate",
+            ),
+            Class::FileOpen => (1001, "File Activity", 1, "System Activity", 14, "Open"),
+            Class::NetworkOpen => (4001, "Network Activity", 4, "Network Activity", 1, "Open"),
+        };
+    json!({
         "class_uid": class_uid,
         "class_name": class_name,
         "category_uid": category_uid,
@@ -62,58 +58,103 @@ pub fn event(v: &Violation, owner: &Owner, node: &str, time: jiff::Timestamp) ->
         "activity_name": activity_name,
         "type_uid": class_uid * 100 + activity_id,
         "time": time.as_millisecond(),
-        "severity_id": severity_id,
-        "severity": if severity_id == 4 { "High" } else { "Medium" },
-        "status_id": status_id,
-        "status": status,
-        "action_id": action_id,
-        "action": action,
-        "disposition_id": disposition_id,
-        "disposition": disposition,
-        "message": message(v),
         "metadata": {
             "version": "1.1.0",
             "product": {"name": "Sightline runtime sensor", "vendor_name": "Sightline", "version": env!("CARGO_PKG_VERSION")},
-            "labels": [verb],
         },
         "device": {"hostname": node, "type_id": 0},
-        "actor": {"process": {"pid": v.pid}},
-        "policy": {
-            "name": v.rule.policy.to_string(),
-            "desc": format!("{} {}", kind_word(v.rule.kind), v.rule.target),
-        },
-        "enrichments": [{"name": "enforcer", "value": format!("{:?}", v.enforcer).to_lowercase(), "data": {}}],
-    });
-    match &v.activity {
-        Activity::Exec { path } => {
-            e["process"] = json!({"pid": v.pid, "file": {"path": path, "name": file_name(path), "type_id": 1}});
+    })
+}
+
+/// The container and pod an event came from, or the host.
+fn attach_owner(e: &mut Value, owner: &Owner) {
+    match &owner.container_id {
+        Some(id) => {
+            let mut cont = json!({"uid": id});
+            if let Some(n) = &owner.container {
+                cont["name"] = json!(n);
+            }
+            e["container"] = cont;
         }
-        Activity::Open { path, write } => {
-            e["file"] = json!({"path": path, "name": file_name(path), "type_id": 1});
-            e["access_mask"] = json!(if *write { 2 } else { 1 });
-        }
-        Activity::Connect { addr, port } => {
-            e["dst_endpoint"] = json!({"ip": addr.to_string(), "port": port});
-            e["connection_info"] = json!({"direction_id": 2, "direction": "Outbound"});
-        }
-    }
-    if let Some(id) = &owner.container_id {
-        let mut c = json!({"uid": id});
-        if let Some(n) = &owner.container {
-            c["name"] = json!(n);
-        }
-        e["container"] = c;
+        None => e["device"]["type"] = json!("host"),
     }
     if let (Some(ns), Some(pod)) = (&owner.namespace, &owner.pod) {
-        e["unmapped"] = json!({"k8s": {"namespace": ns, "pod": pod, "pod_uid": owner.pod_uid}});
+        e["unmapped"]["k8s"] = json!({"namespace": ns, "pod": pod, "pod_uid": owner.pod_uid});
     }
+}
+
+fn file(path: &str, write: bool) -> (Value, Value) {
+    (
+        json!({"path": path, "name": file_name(path), "type_id": 1}),
+        json!(if write { 2 } else { 1 }),
+    )
+}
+
+fn outbound(e: &mut Value, addr: std::net::IpAddr, port: u16) {
+    e["dst_endpoint"] = json!({"ip": addr.to_string(), "port": port});
+    e["connection_info"] = json!({"direction_id": 2, "direction": "Outbound"});
+}
+
+/// The OCSF event of a violation seen on `node` at `time`.
+pub fn event(v: &Violation, owner: &Owner, node: &str, time: jiff::Timestamp) -> Value {
+    let class = match &v.activity {
+        Activity::Exec { .. } => Class::ProcessLaunch,
+        Activity::Open { .. } => Class::FileOpen,
+        Activity::Connect { .. } => Class::NetworkOpen,
+    };
+    let (disposition_id, disposition, status_id, status, action_id, action, verb) = match v.outcome
+    {
+        Outcome::Reported => (1, "Allowed", 1, "Success", 1, "Allowed", "reported"),
+        Outcome::Denied => (2, "Blocked", 2, "Failure", 2, "Denied", "denied"),
+        // The process was ended: OCSF's "Terminated" disposition.
+        Outcome::Killed => (13, "Terminated", 2, "Failure", 2, "Denied", "killed"),
+    };
+    let (severity_id, severity) = if v.rule.action == PolicyAction::Block {
+        (4, "High")
+    } else {
+        (3, "Medium")
+    };
+    let mut e = base(class, node, time);
+    for (k, val) in [
+        ("severity_id", json!(severity_id)),
+        ("severity", json!(severity)),
+        ("status_id", json!(status_id)),
+        ("status", json!(status)),
+        ("action_id", json!(action_id)),
+        ("action", json!(action)),
+        ("disposition_id", json!(disposition_id)),
+        ("disposition", json!(disposition)),
+        ("message", json!(message(v))),
+        ("actor", json!({"process": {"pid": v.pid}})),
+        (
+            "policy",
+            json!({"name": v.rule.policy.to_string(), "desc": format!("{} {}", kind_word(v.rule.kind), v.rule.target)}),
+        ),
+        (
+            "enrichments",
+            json!([{"name": "enforcer", "value": enforcer_name(v.enforcer), "data": {}}]),
+        ),
+    ] {
+        e[k] = val;
+    }
+    e["metadata"]["labels"] = json!([verb]);
+    match &v.activity {
+        Activity::Exec { path } => {
+            e["process"] = json!({"pid": v.pid, "file": file(path, false).0});
+        }
+        Activity::Open { path, write } => {
+            (e["file"], e["access_mask"]) = file(path, *write);
+        }
+        Activity::Connect { addr, port } => outbound(&mut e, *addr, *port),
+    }
+    attach_owner(&mut e, owner);
     e
 }
 
 /// The OCSF event of something the programs saw (with
 /// `SIGHTLINE_RUNTIME_EVENTS=all`): Process Activity Launch and Terminate,
 /// File Activity Open (for writing, and reads of paths a rule names),
-/// Network Activity Open. `origin` says host or container.
+/// Network Activity Open, attributed to a container or the host.
 pub fn activity(
     ev: &crate::event::Event,
     owner: &Owner,
@@ -122,45 +163,23 @@ pub fn activity(
 ) -> Value {
     use crate::event::Event;
     let c = ev.common();
-    let (class_uid, class_name, category_uid, category_name, activity_id, activity_name) = match ev
-    {
-        Event::Exec(_) => (1007, "Process Activity", 1, "System Activity", 1, "Launch"),
-        Event::Exit(_) => (
-            1007,
-            "Process Activity",
-            1,
-            "System Activity",
-            2,
-            "Terminate",
-        ),
-        Event::Open(_) => (1001, "File Activity", 1, "System Activity", 14, "Open"),
-        Event::Connect(_) => (4001, "Network Activity", 4, "Network Activity", 1, "Open"),
+    let class = match ev {
+        Event::Exec(_) => Class::ProcessLaunch,
+        Event::Exit(_) => Class::ProcessTerminate,
+        Event::Open(_) => Class::FileOpen,
+        Event::Connect(_) => Class::NetworkOpen,
     };
-    let mut e = json!({
-        "class_uid": class_uid,
-        "class_name": class_name,
-        "category_uid": category_uid,
-        "category_name": category_name,
-        "activity_id": activity_id,
-        "activity_name": activity_name,
-        "type_uid": class_uid * 100 + activity_id,
-        "time": time.as_millisecond(),
-        "severity_id": 1,
-        "severity": "Informational",
-        "metadata": {
-            "version": "1.1.0",
-            "product": {"name": "Sightline runtime sensor", "vendor_name": "Sightline", "version": env!("CARGO_PKG_VERSION")},
-        },
-        "device": {"hostname": node, "type_id": 0},
-        "actor": {"process": {"pid": c.pid, "user": {"uid": c.uid.to_string()}}},
-    });
+    let mut e = base(class, node, time);
+    e["severity_id"] = json!(1);
+    e["severity"] = json!("Informational");
+    e["actor"] = json!({"process": {"pid": c.pid, "user": {"uid": c.uid.to_string()}}});
     match ev {
         Event::Exec(x) => {
             e["process"] = json!({
                 "pid": c.pid,
                 "cmd_line": x.args.join(" "),
                 "name": x.comm,
-                "file": {"path": x.filename, "name": file_name(&x.filename), "type_id": 1},
+                "file": file(&x.filename, false).0,
                 "parent_process": {"pid": x.ppid},
                 "user": {"uid": c.uid.to_string()},
             });
@@ -178,32 +197,22 @@ pub fn activity(
             e["process"] = p;
         }
         Event::Open(x) => {
-            e["file"] = json!({"path": x.path, "name": file_name(&x.path), "type_id": 1});
-            e["access_mask"] = json!(if crate::fanotify::open_access(x.flags).1 {
-                2
-            } else {
-                1
-            });
+            (e["file"], e["access_mask"]) = file(&x.path, crate::fanotify::open_access(x.flags).1);
         }
-        Event::Connect(x) => {
-            e["dst_endpoint"] = json!({"ip": x.addr.to_string(), "port": x.port});
-            e["connection_info"] = json!({"direction_id": 2, "direction": "Outbound"});
-        }
+        Event::Connect(x) => outbound(&mut e, x.addr, x.port),
     }
-    match &owner.container_id {
-        Some(id) => {
-            let mut cont = json!({"uid": id});
-            if let Some(n) = &owner.container {
-                cont["name"] = json!(n);
-            }
-            e["container"] = cont;
-        }
-        None => e["device"]["type"] = json!("host"),
-    }
-    if let (Some(ns), Some(pod)) = (&owner.namespace, &owner.pod) {
-        e["unmapped"]["k8s"] = json!({"namespace": ns, "pod": pod, "pod_uid": owner.pod_uid});
-    }
+    attach_owner(&mut e, owner);
     e
+}
+
+/// The name an enforcer has in the API (`lsm`, `fanotify`, `signal`).
+pub fn enforcer_name(e: sightline_crds::sensor::Enforcer) -> &'static str {
+    use sightline_crds::sensor::Enforcer;
+    match e {
+        Enforcer::Lsm => "lsm",
+        Enforcer::Fanotify => "fanotify",
+        Enforcer::Signal => "signal",
+    }
 }
 
 fn file_name(path: &str) -> &str {
@@ -234,16 +243,13 @@ pub fn message(v: &Violation) -> String {
         Outcome::Killed => "blocked: the process was killed (SIGKILL)",
     };
     format!(
-        "{what} {outcome} by RuntimePolicy {} ({} {}, {:?} enforcer, pid {})",
+        "{what} {outcome} by RuntimePolicy {} ({} {}, {} enforcer, pid {})",
         v.rule.policy,
         kind_word(v.rule.kind),
         v.rule.target,
-        v.enforcer,
+        enforcer_name(v.enforcer),
         v.pid
     )
-    .replace("Fanotify enforcer", "fanotify enforcer")
-    .replace("Signal enforcer", "signal enforcer")
-    .replace("Lsm enforcer", "lsm enforcer")
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ pub fn cgroup2_root() -> Option<PathBuf> {
 }
 
 /// A workload to enforce rules on.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WorkloadSpec {
     /// Its cgroup v2 directory (under [`Options::cgroup_root`]).
     pub cgroup: PathBuf,
@@ -151,6 +151,10 @@ struct Tracked {
     written: Written,
     cgroups: Vec<u64>,
     fan: bool,
+    /// What was applied, and how: applying the same spec again (every
+    /// resync) changes nothing and returns this.
+    spec: WorkloadSpec,
+    applied: Applied,
 }
 
 /// The sensor's kernel side and enforcement state. Dropping it detaches the
@@ -244,6 +248,11 @@ impl Sensor {
         let meta = std::fs::metadata(&spec.cgroup)
             .map_err(|e| format!("the cgroup {}: {e}", spec.cgroup.display()))?;
         let cgroup_id = meta.ino();
+        if let Some(t) = self.tracked.get(&cgroup_id)
+            && t.spec == *spec
+        {
+            return Ok(t.applied.clone());
+        }
         let (set, errors) = rules::compile(&spec.policies, self.opts.audit_only, &mut self.table);
         let mut applied = Applied {
             cgroup_id,
@@ -345,6 +354,8 @@ impl Sensor {
                 written,
                 cgroups: cgroups.clone(),
                 fan: fan_exec || fan_file,
+                spec: spec.clone(),
+                applied: applied.clone(),
             },
         ) {
             for id in old.cgroups.iter().filter(|id| !cgroups.contains(id)) {

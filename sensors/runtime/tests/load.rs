@@ -3,12 +3,11 @@
 use std::time::{Duration, Instant};
 
 use sightline_runtime_sensor::event::{Event, decode};
-use sightline_runtime_sensor::loader::{Limits, LsmStatus, load};
+use sightline_runtime_sensor::loader::{Limits, load};
 
 #[test]
 fn programs_load_and_report_an_exec() {
     let mut loaded = load(Limits::default()).expect("loading the eBPF programs");
-    eprintln!("lsm: {:?}", loaded.lsm);
     let child = std::process::Command::new("/bin/true")
         .spawn()
         .expect("spawn");
@@ -32,8 +31,4 @@ fn programs_load_and_report_an_exec() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(seen, "no exec record for pid {pid}");
-    assert!(matches!(
-        loaded.lsm,
-        LsmStatus::Unavailable(_) | LsmStatus::Attached
-    ));
 }

@@ -10,27 +10,17 @@ use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use sightline_crds::Asset;
 use sightline_crds::asset::asset_name;
 use sightline_crds::runtime_policy::RuntimePolicy;
 use sightline_testenv::archive::{LayerTar, RunConfig, docker_archive};
 
+use crate::sensor::apply;
 use crate::support::{Env, eventually};
 
 /// The namespace of the runtime test.
 pub const NS: &str = "e2e-runtime";
-
-fn apply(env: &Env, doc: &Value) -> Result<()> {
-    let file = env.work.join(format!(
-        "runtime-{}-{}.json",
-        doc["kind"].as_str().unwrap_or("object"),
-        doc["metadata"]["name"].as_str().unwrap_or("x")
-    ));
-    std::fs::write(&file, serde_json::to_vec(doc)?)?;
-    env.kubectl(&["apply", "--server-side", "-f", &file.display().to_string()])
-        .map(drop)
-}
 
 /// A busybox image: `/bin/busybox`, `/bin/sh`, and `/bin/echo` (the program
 /// the policy denies), imported into the node's containerd.

@@ -20,7 +20,8 @@ pub const NS: &str = "e2e-nodes";
 /// The Sensor.
 pub const SENSOR: &str = "nodes";
 
-fn apply(env: &Env, doc: &Value) -> Result<()> {
+/// Applies `doc` with `kubectl apply --server-side` (as a user would).
+pub fn apply(env: &Env, doc: &Value) -> Result<()> {
     let file = env.work.join(format!(
         "{}-{}.json",
         doc["kind"].as_str().unwrap_or("object"),
