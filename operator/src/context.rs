@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use kube::runtime::reflector::Store;
 use sightline_crds::{ActivationKey, Sensor};
 
+use crate::controllers::Synced;
 use crate::controllers::sensor::render::Defaults;
 use crate::metrics::Metrics;
 
@@ -22,8 +23,12 @@ pub struct Context {
     pub metrics: Metrics,
     /// Every ActivationKey, as watched.
     pub keys: Store<ActivationKey>,
+    /// Open once `keys` has listed.
+    pub keys_synced: Synced,
     /// Every Sensor, as watched.
     pub sensors: Store<Sensor>,
+    /// Open once `sensors` has listed.
+    pub sensors_synced: Synced,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Per Sensor UID: fingerprint of what was last applied, the workload's
@@ -38,8 +43,8 @@ impl Context {
         namespace: String,
         defaults: Defaults,
         metrics: Metrics,
-        keys: Store<ActivationKey>,
-        sensors: Store<Sensor>,
+        (keys, keys_synced): (Store<ActivationKey>, Synced),
+        (sensors, sensors_synced): (Store<Sensor>, Synced),
     ) -> Self {
         Self {
             client,
@@ -47,7 +52,9 @@ impl Context {
             defaults,
             metrics,
             keys,
+            keys_synced,
             sensors,
+            sensors_synced,
             failures: Mutex::default(),
             applied: Mutex::default(),
         }

@@ -64,6 +64,12 @@ pub enum Error {
         /// The missing field.
         field: &'static str,
     },
+    /// A watch store that a reconcile reads stopped before it first listed.
+    #[error("the {kind} store stopped before it listed every {kind}")]
+    StoreClosed {
+        /// Kind the store holds.
+        kind: &'static str,
+    },
     /// Leader election failed.
     #[error("leader election on lease {lease}: {source}")]
     Lease {
@@ -85,6 +91,7 @@ impl Error {
             Error::Get { .. } => "get",
             Error::Status { .. } => "status",
             Error::MissingField { .. } => "missing_field",
+            Error::StoreClosed { .. } => "store_closed",
             Error::Lease { .. } => "lease",
         }
     }

@@ -52,8 +52,12 @@ pub struct InventoryContext {
     pub catalog: Catalog,
     /// Every ActivationKey (for static tags).
     pub keys: Store<ActivationKey>,
+    /// Open once `keys` has listed.
+    pub keys_synced: super::Synced,
     /// Every TagRule.
     pub rules: Store<TagRule>,
+    /// Open once `rules` has listed.
+    pub rules_synced: super::Synced,
     /// How long an Asset no sensor sees is kept; `None` keeps it forever.
     pub retention: Option<Duration>,
     /// The search index (for rule match counts).
@@ -294,6 +298,9 @@ pub async fn reconcile(asset: Arc<Asset>, ctx: Arc<InventoryContext>) -> Result<
         return Ok(Action::await_change());
     }
 
+    // Tags from stores still loading would strip every key's and rule's tags.
+    ctx.keys_synced.wait("ActivationKey").await?;
+    ctx.rules_synced.wait("TagRule").await?;
     let key_tags = |key: &str| {
         ctx.keys
             .get(&kube::runtime::reflector::ObjectRef::new(key))

@@ -39,6 +39,8 @@ pub async fn reconcile(key: Arc<ActivationKey>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::await_change());
     }
     let secret = ensure_token(&key, &ctx).await?;
+    // A count from a store still loading would write a wrong count.
+    ctx.sensors_synced.wait("Sensor").await?;
     let now = Timestamp::now();
     let sensors = ctx
         .sensors

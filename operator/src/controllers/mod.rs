@@ -46,7 +46,7 @@ pub struct InventoryOptions {
 fn store_with_changes<K>(
     api: Api<K>,
     fingerprint: impl Fn(&K) -> u64 + Send + Sync + 'static,
-) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
+) -> (Store<K>, Synced, impl Stream<Item = ()> + Send + 'static)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -57,6 +57,7 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
+    let (listed, synced) = tokio::sync::watch::channel(false);
     let seen: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let changes = reflector::reflector(
         writer,
@@ -71,11 +72,15 @@ where
                 seen.insert(name(&o), fingerprint(&o)) != Some(fingerprint(&o))
             }
             Ok(watcher::Event::Delete(o)) => seen.remove(&name(&o)).is_some(),
-            Ok(watcher::Event::Init | watcher::Event::InitDone) | Err(_) => false,
+            Ok(watcher::Event::InitDone) => {
+                let _ = listed.send(true);
+                false
+            }
+            Ok(watcher::Event::Init) | Err(_) => false,
         };
         futures::future::ready(changed.then_some(()))
     });
-    (store, changes)
+    (store, Synced(synced), changes)
 }
 
 /// Longest a shutdown waits for a controller's store to fill.
@@ -101,6 +106,61 @@ where
     }
 }
 
+/// Whether a store this operator keeps has listed everything once.
+///
+/// Every reconcile that reads another controller's store waits on this
+/// first: a store that has not listed yet answers "no such object" for
+/// objects that exist, and a reconcile acting on that answer (a Sensor
+/// whose key looks deleted) would remove what it should keep. Any number
+/// of reconciles may wait at once (a store's own `wait_until_ready` wakes
+/// only the last of several concurrent waiters).
+#[derive(Clone, Debug)]
+pub struct Synced(tokio::sync::watch::Receiver<bool>);
+
+impl Synced {
+    /// Waits until the store has listed; fails if its watch stopped first.
+    pub async fn wait(&self, kind: &'static str) -> crate::error::Result<()> {
+        let mut rx = self.0.clone();
+        rx.wait_for(|listed| *listed)
+            .await
+            .map(drop)
+            .map_err(|_| crate::error::Error::StoreClosed { kind })
+    }
+}
+
+/// A store kept by a watch of `api`, the gate that opens once it has
+/// listed, and the stream of changed objects (for a controller to own).
+fn reflected<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+) -> (
+    Store<K>,
+    Synced,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let (listed, synced) = tokio::sync::watch::channel(false);
+    let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff())
+        .inspect(move |event| {
+            // The reflector has applied the event to the store before
+            // passing it on, so the gate opens on a complete store.
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                let _ = listed.send(true);
+            }
+        })
+        .applied_objects();
+    (store, Synced(synced), stream)
+}
+
 fn hash_of(value: &impl Hash) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     value.hash(&mut h);
@@ -121,18 +181,20 @@ pub async fn run(
     let keys_api: Api<ActivationKey> = Api::all(client.clone());
     let sensors_api: Api<Sensor> = Api::all(client.clone());
 
-    let sensor_controller = Controller::new(sensors_api.clone(), cfg.clone())
+    // The Sensor and key stores are kept here rather than inside their
+    // controllers, so each reconcile can wait for the other's to list.
+    let (sensors, sensors_synced, sensor_objects) = reflected(sensors_api.clone(), cfg.clone());
+    let (keys, keys_synced, key_objects) = reflected(keys_api.clone(), cfg.clone());
+    let sensor_controller = Controller::for_stream(sensor_objects, sensors.clone())
         .owns(Api::<DaemonSet>::all(client.clone()), cfg.clone())
         .owns(Api::<CronJob>::all(client.clone()), cfg.clone())
         .owns(Api::<ServiceAccount>::all(client.clone()), cfg.clone())
         .owns(Api::<Role>::all(client.clone()), cfg.clone())
         .owns(Api::<RoleBinding>::all(client.clone()), cfg.clone());
-    let key_controller = Controller::new(keys_api.clone(), cfg.clone()).owns(
+    let key_controller = Controller::for_stream(key_objects, keys.clone()).owns(
         Api::<Secret>::namespaced(client.clone(), &namespace),
         cfg.clone(),
     );
-    let sensors = sensor_controller.store();
-    let keys = key_controller.store();
 
     // A key change re-reconciles every Sensor that uses it; a Sensor change
     // recounts its key's sensors.
@@ -158,20 +220,21 @@ pub async fn run(
         namespace,
         defaults,
         metrics.clone(),
-        keys.clone(),
-        sensors.clone(),
+        (keys.clone(), keys_synced),
+        (sensors.clone(), sensors_synced),
     ));
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
 
     // Every Asset is looked at again when some key's tags or some rule's
     // spec change; status-only updates (sensor counts, match counts) do not.
-    let (tag_keys, key_changes) =
+    let (tag_keys, tag_keys_synced, key_changes) =
         store_with_changes(Api::<ActivationKey>::all(client.clone()), |k| {
             hash_of(&k.spec.tags)
         });
-    let (rules, rule_changes) = store_with_changes(Api::<TagRule>::all(client.clone()), |r| {
-        hash_of(&(r.metadata.generation, &r.spec.query))
-    });
+    let (rules, rules_synced, rule_changes) =
+        store_with_changes(Api::<TagRule>::all(client.clone()), |r| {
+            hash_of(&(r.metadata.generation, &r.spec.query))
+        });
     let asset_controller = Controller::new(Api::<Asset>::all(client.clone()), cfg.clone())
         .with_config(controller::Config::default().concurrency(8))
         .reconcile_all_on(futures::stream::select(key_changes, rule_changes));
@@ -184,7 +247,9 @@ pub async fn run(
         client,
         catalog: inventory.catalog,
         keys: tag_keys,
+        keys_synced: tag_keys_synced,
         rules,
+        rules_synced,
         retention: inventory.retention,
         index: inventory.index,
         metrics,
