@@ -94,9 +94,15 @@ pub struct ActivationKeySpec {
     #[schemars(extend("maxProperties" = 64))]
     pub tags: BTreeMap<String, String>,
 
-    /// Where the key applies; everywhere when omitted.
+    /// Where the key applies. Without `scope.namespaceSelector` the key
+    /// serves only Sensors in the operator's own namespace; set
+    /// `namespaceSelector: {}` to let Sensors of every namespace use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<KeyScope>,
+
+    /// Powers a Sensor may use only when its key grants them; none by default.
+    #[serde(default, skip_serializing_if = "KeyAllow::is_empty")]
+    pub allow: KeyAllow,
 
     /// Limits on the key's use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,13 +120,38 @@ pub struct KeyScope {
     /// Nodes on which sensors under this key may run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
-    /// Namespaces in which Sensors may use this key.
+    /// Namespaces in which Sensors may use this key: `{}` for every
+    /// namespace; only the operator's own namespace when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     /// Networks (CIDRs) this key's passive and network sensors may cover.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub networks: Vec<Cidr>,
+}
+
+/// Powers a key grants its Sensors. Whoever may create a Sensor in a
+/// namespace the key serves gets them, so each is off unless set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyAllow {
+    /// Sensors that run with host privileges on every node they select:
+    /// `runtime` (host PID, BPF, SYS_ADMIN) and `passive` (host network,
+    /// NET_RAW, NET_ADMIN).
+    #[serde(default)]
+    pub privileged_sensors: bool,
+    /// Tolerations that let a Sensor's pods onto control-plane nodes (the
+    /// `node-role.kubernetes.io/control-plane` or `master` taints, or a
+    /// toleration of every taint).
+    #[serde(default)]
+    pub control_plane_nodes: bool,
+}
+
+impl KeyAllow {
+    /// True when the key grants nothing (the default).
+    pub fn is_empty(&self) -> bool {
+        *self == KeyAllow::default()
+    }
 }
 
 /// Limits on a key's use.

@@ -36,6 +36,13 @@ impl SensorType {
         }
     }
 
+    /// True for types whose pods hold host privileges (host PID or host
+    /// network and kernel capabilities): only keys that allow
+    /// `privilegedSensors` run them.
+    pub fn is_privileged(self) -> bool {
+        matches!(self, SensorType::Runtime | SensorType::Passive)
+    }
+
     /// The key modules of which at least one must be enabled for this type.
     pub fn required_modules(self) -> &'static [Module] {
         match self {
@@ -91,13 +98,16 @@ pub struct SensorSpec {
     /// Nodes the sensor's pods may run on (node sensors) or be scheduled to.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
-    /// Tolerations of the sensor's pods, e.g. to also run on control-plane nodes.
+    /// Tolerations of the sensor's pods. Tolerating control-plane taints
+    /// needs a key that allows `controlPlaneNodes`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
     /// Compute resources of the sensor container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Sensor image; the operator's default when omitted.
+    /// Sensor image; the operator's default when omitted. Only images from
+    /// the repositories the operator allows (`--allowed-sensor-image`, by
+    /// default the default image's repository) are run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
@@ -140,8 +150,12 @@ pub struct RuntimeEndpoint {
     #[serde(rename = "type")]
     pub type_: RuntimeKind,
     /// Its API socket on the node; the runtime's usual socket when omitted.
+    /// The operator mounts only sockets on its allowlist (the runtimes'
+    /// usual paths, extended by the operator's `--allowed-runtime-socket`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^unix:///[^\\\\s]+$')").message("endpoint must be a unix socket URL such as unix:///run/containerd/containerd.sock"))]
+    #[x_kube(validation = Rule::new("!self.matches('/\\\\.\\\\.?(/|$)') && !self.matches('^unix://.*//')").message("endpoint must be a plain path: no '..', '.' or empty segments"))]
+    #[schemars(length(max = 256))]
     pub endpoint: Option<String>,
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use sightline_inventory::catalog::Catalog;
+use sightline_operator::controllers::sensor::policy::SensorPolicy;
 use sightline_operator::controllers::{self, InventoryOptions, sensor::render::Defaults};
 use sightline_operator::http::{self, Health};
 use sightline_operator::leader::{LeaderElector, LeaseConfig};
@@ -65,6 +66,24 @@ struct Args {
     /// refreshes), set in their pods; the sensors' default (300) when unset.
     #[arg(long, env = "SIGHTLINE_SENSOR_REFRESH_SECONDS")]
     sensor_refresh_seconds: Option<u64>,
+    /// A runtime socket container sensors may mount besides the usual
+    /// Docker and containerd paths (repeat the flag, or separate by commas).
+    /// Sensors can never add to this list.
+    #[arg(
+        long = "allowed-runtime-socket",
+        env = "SIGHTLINE_ALLOWED_RUNTIME_SOCKETS",
+        value_delimiter = ','
+    )]
+    allowed_runtime_sockets: Vec<String>,
+    /// An image repository Sensors may run (`registry.example.com/sightline-sensor`),
+    /// or, ending in `/`, every repository below a prefix; repeat or separate
+    /// by commas. Only the default sensor image's repository when unset.
+    #[arg(
+        long = "allowed-sensor-image",
+        env = "SIGHTLINE_ALLOWED_SENSOR_IMAGES",
+        value_delimiter = ','
+    )]
+    allowed_sensor_images: Vec<String>,
     /// Apply the sensor types' ClusterRoles at start-up (the chart installs
     /// them and passes `false`, so the operator needs no right to create
     /// ClusterRoles).
@@ -87,6 +106,13 @@ fn parse_retention(s: &str) -> std::result::Result<Retention, String> {
 async fn main() -> Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format);
+    // Checked before anything starts, so a bad flag is a clear exit.
+    let policy = SensorPolicy::new(
+        &args.allowed_runtime_sockets,
+        &args.allowed_sensor_images,
+        &args.sensor_image,
+    )
+    .map_err(anyhow::Error::msg)?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
@@ -188,6 +214,7 @@ async fn main() -> Result<()> {
         image: args.sensor_image.clone(),
         vuln_db_url: args.sensor_vuln_db_url.clone(),
         refresh_seconds: args.sensor_refresh_seconds,
+        policy,
     };
     let run = controllers::run(
         client.clone(),

@@ -118,9 +118,27 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         "role.rbac.authorization.k8s.io/sightline-operator",
         "service/sightline-operator",
         "customresourcedefinition.apiextensions.k8s.io/assets.sightline.dev",
+        "clusterrole.rbac.authorization.k8s.io/sightline-view",
+        "clusterrole.rbac.authorization.k8s.io/sightline-edit",
     ] {
         ensure!(said.contains(object), "{object} missing from:\n{said}");
     }
+    // People's roles aggregate into the built-in ones, and editing never
+    // reaches ActivationKeys (a key decides where sensors run, and with
+    // what privileges).
+    ensure!(defaults.contains("rbac.authorization.k8s.io/aggregate-to-edit: \"true\""));
+    let edit = defaults
+        .split("\n---")
+        .find(|doc| doc.contains("name: sightline-edit"))
+        .context("the sightline-edit ClusterRole")?;
+    ensure!(
+        !edit.contains("activationkeys"),
+        "sightline-edit must not grant keys:\n{edit}"
+    );
+    ensure!(
+        !defaults.contains("- --allowed-sensor-image="),
+        "no image allowlist flag by default"
+    );
     ensure!(
         !defaults.contains("kind: NetworkPolicy") && !defaults.contains("kind: ServiceMonitor")
     );
@@ -144,7 +162,11 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         "networkPolicy.allowNamespaces[0]=monitoring",
         "serviceMonitor.enabled=true",
         "serviceMonitor.labels.release=prometheus",
+        "sensorPolicy.allowedImages[0]=mirror.example/sightline/",
+        "sensorPolicy.runtimeSockets[0]=/run/crio/crio.sock",
+        "rbac.aggregateToDefaultRoles=false",
     ])?;
+    ensure!(!full.contains("aggregate-to-"), "aggregation off");
     let said = dry_run(&cp, &full)?;
     for object in [
         "networkpolicy.networking.k8s.io/sightline-operator",
@@ -157,6 +179,8 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         "--sensor-vuln-db-url=http://sightline-operator.sightline-system.svc:8080/api/v1/vulndb",
         "--sensor-refresh-seconds=60",
         "--asset-retention=forever",
+        "--allowed-sensor-image=mirror.example/sightline/",
+        "--allowed-runtime-socket=/run/crio/crio.sock",
     ] {
         ensure!(full.contains(arg), "{arg} not rendered");
     }
@@ -176,6 +200,10 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         (&["operator.assetRetention=soon"][..], "assetRetention"),
         (&["operator.replcas=2"][..], "replcas"),
         (&["operator.logFormat=xml"][..], "logFormat"),
+        (
+            &["sensorPolicy.runtimeSockets[0]=relative.sock"][..],
+            "runtimeSockets",
+        ),
         (
             &["vulnerabilityDatabase.enabled=true"][..],
             "vulnerabilityDatabase.existingClaim is required",

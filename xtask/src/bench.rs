@@ -269,7 +269,8 @@ async fn wait_seen(seen: &Seen, name: &str, start: Instant) -> Result<Duration> 
 
 async fn key(client: &kube::Client, name: &str, modules: &[&str]) -> Result<()> {
     let api: Api<sightline_crds::ActivationKey> = Api::all(client.clone());
-    let obj = json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "ActivationKey", "metadata": {"name": name}, "spec": {"modules": modules}});
+    let obj = json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "ActivationKey", "metadata": {"name": name},
+        "spec": {"modules": modules, "scope": {"namespaceSelector": {}}}});
     apply(&api, name, &obj).await
 }
 

@@ -134,7 +134,7 @@ pub async fn run() -> Result<()> {
         &key_and_sensor,
         format!(
             "apiVersion: sightline.dev/v1alpha1\nkind: ActivationKey\nmetadata: {{name: bench}}\n\
-             spec: {{modules: [inventory, containerSecurity]}}\n---\n\
+             spec: {{modules: [inventory, containerSecurity], scope: {{namespaceSelector: {{}}}}}}\n---\n\
              apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {{name: nodes, namespace: default}}\n\
              spec:\n  type: container\n  activationKeyRef: {{name: bench}}\n  container:\n    runtimes: [{{type: containerd, endpoint: \"{socket}\"}}]\n"
         ),
@@ -158,7 +158,7 @@ pub async fn run() -> Result<()> {
                 &format!(
                     "operator.image.repository=sightline.local/sightline-operator,operator.image.tag={SIGHTLINE_VERSION},\
                      operator.image.pullPolicy=Never,sensorDefaults.image.repository=sightline.local/sightline-sensor,\
-                     sensorDefaults.image.tag={SIGHTLINE_VERSION}"
+                     sensorDefaults.image.tag={SIGHTLINE_VERSION},sensorPolicy.runtimeSockets[0]={socket}"
                 ),
             ]),
     )?;

@@ -102,7 +102,8 @@ pub async fn run() -> Result<()> {
 
     let ns = helpers::namespace(&client, "bench").await?;
     let key: ActivationKey = serde_json::from_value(json!({
-        "metadata": {"name": "bench"}, "spec": {"modules": ["inventory", "containerSecurity"]},
+        "metadata": {"name": "bench"},
+        "spec": {"modules": ["inventory", "containerSecurity"], "scope": {"namespaceSelector": {}}},
     }))?;
     Api::<ActivationKey>::all(client.clone())
         .create(&PostParams::default(), &key)

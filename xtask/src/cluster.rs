@@ -184,6 +184,10 @@ pub async fn demo() -> Result<()> {
             &format!("sensorDefaults.image.repository={sensor_repo},sensorDefaults.image.tag={tag}"),
             "--set",
             "operator.logFormat=text",
+            // This node's containerd listens in the cluster's directory, not
+            // at one of the usual paths container sensors may mount.
+            "--set",
+            &format!("sensorPolicy.runtimeSockets[0]=unix://{}", socket.display()),
         ]))?;
     let _ = Command::new(state.bin_dir.join("kubectl"))
         .env("KUBECONFIG", &state.kubeconfig)

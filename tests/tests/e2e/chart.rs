@@ -13,8 +13,19 @@ use sightline_testenv::images::{SIGHTLINE_VERSION, sightline_image};
 
 use crate::support::{Env, OPERATOR, RELEASE, RELEASE_NS, chart, eventually};
 
+/// `--set` values that run the images imported into the node and let
+/// container sensors mount this node's containerd socket (it lives in the
+/// cluster's own directory, not at one of the usual paths).
+pub fn local_values(env: &Env) -> Result<String> {
+    let socket = env.cluster.node.containerd()?.endpoint();
+    Ok(format!(
+        "{},sensorPolicy.runtimeSockets[0]={socket}",
+        local_images()
+    ))
+}
+
 /// `--set` values that run the images imported into the node.
-pub fn local_images() -> String {
+fn local_images() -> String {
     let repo = |name: &str| {
         sightline_image(name)
             .rsplit_once(':')
@@ -62,7 +73,7 @@ pub async fn install(env: &Env) -> Result<()> {
         RELEASE_NS,
         "--create-namespace",
         "--set",
-        &local_images(),
+        &local_values(env)?,
         "--set",
         "operator.logFormat=text",
     ])?;

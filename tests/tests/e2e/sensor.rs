@@ -94,7 +94,15 @@ pub async fn reports_the_node(env: &Env) -> Result<()> {
         &json!({
             "apiVersion": "sightline.dev/v1alpha1", "kind": "ActivationKey",
             "metadata": {"name": "e2e"},
-            "spec": {"modules": ["inventory", "containerSecurity", "runtimeSecurity"], "tags": {"site": "e2e"}},
+            "spec": {
+                "modules": ["inventory", "containerSecurity", "runtimeSecurity"],
+                "tags": {"site": "e2e"},
+                "scope": {"namespaceSelector": {"matchExpressions": [{
+                    "key": "kubernetes.io/metadata.name", "operator": "In",
+                    "values": [NS, crate::runtime::NS, crate::registry::NS],
+                }]}},
+                "allow": {"privilegedSensors": true},
+            },
         }),
     )?;
     let socket = env.cluster.node.containerd()?.endpoint();

@@ -3,6 +3,7 @@
 //! and reports status.
 
 pub mod names;
+pub mod policy;
 pub mod rbac;
 pub mod render;
 mod status;
@@ -80,6 +81,9 @@ pub fn error_policy(
 }
 
 async fn apply(sensor: &Sensor, ctx: &Context) -> Result<Action> {
+    // A key missing from a store that has not listed yet is no missing key:
+    // acting on it would prune every Sensor's workload at each restart.
+    ctx.keys_synced.wait("ActivationKey").await?;
     let now = Timestamp::now();
     let key = ctx
         .keys
@@ -93,6 +97,10 @@ async fn apply(sensor: &Sensor, ctx: &Context) -> Result<Action> {
     } else {
         Default::default()
     };
+    let namespace = status::SensorNamespace {
+        labels: &namespace_labels,
+        operator: &ctx.namespace,
+    };
     // Only a limited key needs the other Sensors (to rank by age); copying
     // the whole store on every reconcile would be quadratic work.
     let limited = key
@@ -104,8 +112,9 @@ async fn apply(sensor: &Sensor, ctx: &Context) -> Result<Action> {
     } else {
         Vec::new()
     };
-    let verdict = status::check_key(sensor, key.as_deref(), &peers, &namespace_labels, now)
-        .and_then(|key| status::check_spec(sensor).map(|()| key));
+    let verdict = status::check_key(sensor, key.as_deref(), &peers, &namespace, now)
+        .and_then(|key| status::check_spec(sensor).map(|()| key))
+        .and_then(|key| ctx.defaults.policy.check(sensor, key).map(|()| key));
 
     let key = match verdict {
         Ok(key) => key.clone(),

@@ -29,6 +29,8 @@ pub struct Defaults {
     /// How often node sensors list everything again and refresh `lastSeen`
     /// (`SIGHTLINE_REFRESH_SECONDS`); the sensor's own default when `None`.
     pub refresh_seconds: Option<u64>,
+    /// What a Sensor's spec may ask of the nodes.
+    pub policy: super::policy::SensorPolicy,
 }
 
 /// The workload a Sensor runs as.
@@ -490,6 +492,8 @@ mod tests {
                 "http://sightline-operator.sightline-system:8080/api/v1/vulndb".into(),
             ),
             refresh_seconds: Some(60),
+            policy: super::super::policy::SensorPolicy::new(&[], &[], "sightline/sensor:test")
+                .unwrap(),
         }
     }
 

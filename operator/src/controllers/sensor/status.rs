@@ -33,12 +33,21 @@ fn reject(reason: &'static str, message: String) -> Rejection {
     }
 }
 
+/// The namespace a Sensor is in, as a key's scope sees it.
+pub struct SensorNamespace<'a> {
+    /// The namespace's labels (read only when the key has a selector).
+    pub labels: &'a BTreeMap<String, String>,
+    /// The operator's own namespace, the only one a key without a
+    /// namespace selector serves.
+    pub operator: &'a str,
+}
+
 /// Checks the Sensor against its key; returns the key when it may run.
 pub fn check_key<'a>(
     sensor: &Sensor,
     key: Option<&'a ActivationKey>,
     peers: &[Arc<Sensor>],
-    namespace_labels: &BTreeMap<String, String>,
+    namespace: &SensorNamespace<'_>,
     now: Timestamp,
 ) -> Result<&'a ActivationKey, Rejection> {
     let name = &sensor.spec.activation_key_ref.name;
@@ -74,19 +83,26 @@ pub fn check_key<'a>(
             ),
         ));
     }
-    if let Some(sel) = key
+    let ns = sensor.namespace().unwrap_or_default();
+    let selector = key
         .spec
         .scope
         .as_ref()
-        .and_then(|s| s.namespace_selector.as_ref())
-        && !sightline_crds::selector::matches(sel, namespace_labels)
-    {
+        .and_then(|s| s.namespace_selector.as_ref());
+    let in_scope = match selector {
+        Some(sel) => sightline_crds::selector::matches(sel, namespace.labels),
+        None => ns == namespace.operator,
+    };
+    if !in_scope {
+        let how = if selector.is_some() {
+            "its spec.scope.namespaceSelector does not select it"
+        } else {
+            "it has no spec.scope.namespaceSelector, so it serves only the operator's namespace \
+             (namespaceSelector: {} serves every namespace)"
+        };
         return Err(reject(
             "NamespaceNotInScope",
-            format!(
-                "ActivationKey {name} does not apply to namespace {}",
-                sensor.namespace().unwrap_or_default()
-            ),
+            format!("ActivationKey {name} does not apply to namespace {ns}: {how}"),
         ));
     }
     if let Some(max) = key.spec.limits.as_ref().and_then(|l| l.max_sensors) {
@@ -330,22 +346,67 @@ mod tests {
         )
     }
 
+    fn in_ns() -> SensorNamespace<'static> {
+        static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+        SensorNamespace {
+            labels: &NO_LABELS,
+            operator: "ns",
+        }
+    }
+
+    #[test]
+    fn a_key_serves_the_operator_namespace_unless_its_selector_says_more() {
+        let s = sensor("a", 1);
+        let now = Timestamp::now();
+        let mut k = key(vec![Module::RuntimeSecurity]);
+        let elsewhere = SensorNamespace {
+            labels: in_ns().labels,
+            operator: "sightline-system",
+        };
+        let r = check_key(&s, Some(&k), &[], &elsewhere, now).unwrap_err();
+        assert_eq!(r.reason, "NamespaceNotInScope");
+        assert!(r.message.contains("namespaceSelector"), "{}", r.message);
+        assert!(check_key(&s, Some(&k), &[], &in_ns(), now).is_ok());
+        // `{}` selects every namespace.
+        k.spec.scope = Some(sightline_crds::activation_key::KeyScope {
+            namespace_selector: Some(Default::default()),
+            ..Default::default()
+        });
+        assert!(check_key(&s, Some(&k), &[], &elsewhere, now).is_ok());
+        // A selector selects by the namespace's labels.
+        k.spec.scope = Some(sightline_crds::activation_key::KeyScope {
+            namespace_selector: Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                    match_labels: Some([("team".to_owned(), "a".to_owned())].into()),
+                    ..Default::default()
+                },
+            ),
+            ..Default::default()
+        });
+        let r = check_key(&s, Some(&k), &[], &elsewhere, now).unwrap_err();
+        assert_eq!(r.reason, "NamespaceNotInScope");
+        let labels: BTreeMap<String, String> = [("team".to_owned(), "a".to_owned())].into();
+        let team_a = SensorNamespace {
+            labels: &labels,
+            operator: "sightline-system",
+        };
+        assert!(check_key(&s, Some(&k), &[], &team_a, now).is_ok());
+    }
+
     #[test]
     fn missing_key_and_missing_module_are_rejected_with_reasons() {
         let s = sensor("a", 1);
         let now = Timestamp::now();
         assert_eq!(
-            check_key(&s, None, &[], &Default::default(), now)
-                .unwrap_err()
-                .reason,
+            check_key(&s, None, &[], &in_ns(), now).unwrap_err().reason,
             "KeyNotFound"
         );
         let k = key(vec![Module::Inventory]);
-        let r = check_key(&s, Some(&k), &[], &Default::default(), now).unwrap_err();
+        let r = check_key(&s, Some(&k), &[], &in_ns(), now).unwrap_err();
         assert_eq!(r.reason, "ModuleNotEnabled");
         assert!(r.message.contains("runtimeSecurity"));
         let k = key(vec![Module::RuntimeSecurity]);
-        assert!(check_key(&s, Some(&k), &[], &Default::default(), now).is_ok());
+        assert!(check_key(&s, Some(&k), &[], &in_ns(), now).is_ok());
     }
 
     #[test]
@@ -358,9 +419,9 @@ mod tests {
         let (old, new) = (sensor("old", 1), sensor("new", 2));
         let peers = vec![Arc::new(old.clone()), Arc::new(new.clone())];
         let now = Timestamp::now();
-        assert!(check_key(&old, Some(&k), &peers, &Default::default(), now).is_ok());
+        assert!(check_key(&old, Some(&k), &peers, &in_ns(), now).is_ok());
         assert_eq!(
-            check_key(&new, Some(&k), &peers, &Default::default(), now)
+            check_key(&new, Some(&k), &peers, &in_ns(), now)
                 .unwrap_err()
                 .reason,
             "SensorLimitReached"
