@@ -63,6 +63,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "layer",
     "lang",
     "rpm",
+    "rpm_sqlite",
     "elf",
 ];
 

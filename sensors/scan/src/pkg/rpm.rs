@@ -4,7 +4,16 @@
 //! values. The file is opened from memory (never written anywhere).
 //! BerkeleyDB (`Packages`) and NDB (`Packages.db`) databases are not read:
 //! analysis says so instead of reporting no packages.
+//!
+//! The database comes from an image, so from whoever built it: a view or a
+//! generated column named like rpm's table could make one SELECT loop
+//! forever or build a gigabyte value. The connection is hardened before the
+//! file is loaded (defensive mode, no trusted schema, a length limit, an
+//! instruction budget), and `Packages` must be a plain table whose columns
+//! are stored, not computed, before anything is read from it.
 
+use rusqlite::config::DbConfig;
+use rusqlite::limits::Limit;
 use rusqlite::{Connection, MAIN_DB};
 
 use super::{Package, PackageKind, SourcePackage, warn};
@@ -107,6 +116,82 @@ fn source_name(src: &str) -> Option<(String, String)> {
     Some((name.to_owned(), format!("{version}-{release}")))
 }
 
+/// Largest string or blob SQLite may hold while reading: real headers are
+/// a few kB to a few hundred kB.
+const MAX_VALUE_BYTES: i32 = 16 << 20;
+/// Longest SQL statement (ours are one line; the schema's are parsed, not run).
+const MAX_SQL_BYTES: i32 = 64 << 10;
+/// Virtual-machine instructions between two checks of the budget.
+const BUDGET_STEP: i32 = 10_000;
+/// Checks before a read is interrupted: 50 million instructions, well under
+/// a second of CPU; reading a real database of 2,000 packages takes well
+/// under a hundredth of that.
+const BUDGET_CHECKS: u32 = 5_000;
+
+/// An in-memory, read-only connection to the database bytes `db`, with
+/// SQLite's defences on before a byte of the image's schema is parsed.
+fn guarded_connection(db: &[u8]) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open_in_memory()?;
+    // Defensive: no writable schema, no corrupting pragmas. Untrusted
+    // schema: functions with side effects may not run from views,
+    // triggers or generated columns.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_BYTES)?;
+    let mut checks = 0u32;
+    conn.progress_handler(
+        BUDGET_STEP,
+        Some(move || {
+            checks += 1;
+            checks > BUDGET_CHECKS
+        }),
+    );
+    conn.deserialize_read_exact(MAIN_DB, db, db.len(), true)?;
+    Ok(conn)
+}
+
+/// Refuses a `Packages` that is not a plain table of stored columns: a
+/// view, a virtual table, or a generated column would run the image's SQL
+/// when read.
+fn check_packages_table(conn: &Connection) -> Result<(), String> {
+    let kind: Option<String> = conn
+        .query_row(
+            "SELECT type FROM pragma_table_list WHERE schema = 'main' AND name = 'Packages'",
+            [],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e.to_string()),
+        })?;
+    match kind.as_deref() {
+        Some("table") => {}
+        Some(other) => return Err(format!("Packages is a {other}, not a table")),
+        None => return Err("no Packages table".into()),
+    }
+    let mut stmt = conn
+        .prepare("SELECT name, hidden FROM pragma_table_xinfo('Packages')")
+        .map_err(|e| e.to_string())?;
+    let columns = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    for want in ["hnum", "blob"] {
+        match columns
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(want))
+        {
+            Some((_, 0)) => {}
+            Some(_) => return Err(format!("Packages.{want} is computed, not stored")),
+            None => return Err(format!("Packages has no {want} column")),
+        }
+    }
+    Ok(())
+}
+
 /// The installed packages in an `rpmdb.sqlite`, and a warning for each
 /// header that could not be read (the others are kept).
 pub fn parse_sqlite(data: &[u8], path: &str) -> (Vec<Package>, Vec<String>) {
@@ -128,27 +213,27 @@ pub fn parse_sqlite(data: &[u8], path: &str) -> (Vec<Package>, Vec<String>) {
             copy[i] = 1;
         }
     }
-    let fail = |e: rusqlite::Error| {
+    let fail = |e: &dyn std::fmt::Display| {
         (
             Vec::new(),
             vec![format!("{path}: unreadable rpm database: {e}")],
         )
     };
-    let mut conn = match Connection::open_in_memory() {
+    let conn = match guarded_connection(&copy) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(e) => return fail(&e),
     };
-    if let Err(e) = conn.deserialize_read_exact(MAIN_DB, &copy[..], copy.len(), true) {
-        return fail(e);
-    }
     drop(copy);
+    if let Err(why) = check_packages_table(&conn) {
+        return fail(&why);
+    }
     let mut stmt = match conn.prepare("SELECT hnum, blob FROM Packages ORDER BY hnum") {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(e) => return fail(&e),
     };
     let rows = match stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))) {
         Ok(r) => r,
-        Err(e) => return fail(e),
+        Err(e) => return fail(&e),
     };
     let mut out = Vec::new();
     for row in rows {
@@ -243,6 +328,89 @@ mod tests {
         assert_eq!(
             source_name(h.source_rpm.as_deref().expect("src")),
             Some(("openssl".into(), "3.0.7-24.el9".into()))
+        );
+    }
+
+    /// An SQLite database made by running `sql`, as bytes.
+    fn database(sql: &str) -> Vec<u8> {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(sql).unwrap();
+        conn.serialize(MAIN_DB).unwrap().to_vec()
+    }
+
+    fn rpm_table(blobs: &[Vec<u8>]) -> Vec<u8> {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL)",
+        )
+        .unwrap();
+        for b in blobs {
+            conn.execute("INSERT INTO Packages (blob) VALUES (?1)", [b])
+                .unwrap();
+        }
+        conn.serialize(MAIN_DB).unwrap().to_vec()
+    }
+
+    #[test]
+    fn reads_packages_from_rpms_table() {
+        let blob = header(&[
+            (TAG_NAME, TYPE_STRING, s("bash")),
+            (TAG_VERSION, TYPE_STRING, s("5.1.8")),
+            (TAG_RELEASE, TYPE_STRING, s("9.el9")),
+        ]);
+        let (pkgs, warnings) = parse_sqlite(&rpm_table(&[blob]), "var/lib/rpm/rpmdb.sqlite");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(pkgs.len(), 1);
+        assert_eq!(
+            (pkgs[0].name.as_str(), pkgs[0].version.as_str()),
+            ("bash", "5.1.8-9.el9")
+        );
+    }
+
+    #[test]
+    fn a_packages_table_that_runs_the_images_sql_is_refused() {
+        let endless = "CREATE TABLE t (x); CREATE VIEW Packages AS \
+            WITH RECURSIVE c(hnum) AS (SELECT 1 UNION ALL SELECT hnum + 1 FROM c) \
+            SELECT hnum, zeroblob(16) AS blob FROM c;";
+        let huge = "CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, \
+            blob BLOB GENERATED ALWAYS AS (zeroblob(1000000000)) VIRTUAL);";
+        let missing = "CREATE TABLE Other (hnum INTEGER PRIMARY KEY, blob BLOB);";
+        for (sql, says) in [
+            (endless, "Packages is a view, not a table"),
+            (huge, "Packages.blob is computed, not stored"),
+            (missing, "no Packages table"),
+        ] {
+            let (pkgs, warnings) = parse_sqlite(&database(sql), "var/lib/rpm/rpmdb.sqlite");
+            assert!(pkgs.is_empty());
+            assert!(
+                warnings.len() == 1 && warnings[0].contains(says),
+                "{sql}: {warnings:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_guarded_connection_interrupts_endless_work_and_refuses_huge_values() {
+        let db = rpm_table(&[]);
+        let conn = guarded_connection(&db).unwrap();
+        let endless = conn.query_row(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+            [],
+            |r| r.get::<_, i64>(0),
+        );
+        let e = endless.expect_err("the budget must interrupt an endless query");
+        assert!(e.to_string().contains("interrupt"), "{e}");
+        let conn = guarded_connection(&db).unwrap();
+        let huge = conn.query_row("SELECT length(zeroblob(1000000000))", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        let e = huge.expect_err("a gigabyte value is over the length limit");
+        assert!(e.to_string().contains("too big"), "{e}");
+        // Read-only and defensive: the image's database cannot be changed.
+        assert!(conn.execute("DELETE FROM Packages", []).is_err());
+        assert!(
+            conn.execute_batch("PRAGMA writable_schema = ON; DELETE FROM sqlite_master")
+                .is_err()
         );
     }
 
