@@ -9,6 +9,7 @@ pub mod asset;
 pub mod conditions;
 pub mod connector;
 pub mod crdgen;
+pub mod duration;
 pub mod net;
 pub mod rbac;
 pub mod runtime_policy;

@@ -192,7 +192,7 @@ pub struct ContainerSensor {
     pub scan_on: Vec<ScanTrigger>,
     /// How often everything is rescanned, as a Go-style duration (`24h`, `90m`).
     #[serde(default = "default_rescan_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(h|m|s))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(h|m|s))+$"), length(max = 32))]
     pub rescan_interval: String,
 }
 
@@ -250,6 +250,19 @@ pub struct RegistrySensor {
     #[serde(default = "default_tags_per_repository")]
     #[schemars(range(min = 1, max = 1000))]
     pub tags_per_repository: i32,
+    /// Longest one scan may run, as a Go-style duration (`2h`, `45m`): the
+    /// scan's Job is stopped then (`activeDeadlineSeconds`), so a scan that
+    /// hangs on an image never holds back the next schedule.
+    #[serde(default = "default_scan_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(h|m|s))+$"), length(max = 32))]
+    pub scan_timeout: String,
+}
+
+/// The registry sensor's default `scanTimeout`.
+pub const DEFAULT_SCAN_TIMEOUT: &str = "2h";
+
+fn default_scan_timeout() -> String {
+    DEFAULT_SCAN_TIMEOUT.to_owned()
 }
 
 fn default_schedule() -> String {

@@ -151,7 +151,11 @@ spec:
             .await?;
         let cjs: Api<CronJob> = Api::namespaced(env.client.clone(), &env.ns);
         let cj = wait_object(&cjs, "sightline-sensor-nodes", T, "the CronJob", |_| true).await?;
-        assert_eq!(cj.spec.context("cronjob spec")?.schedule, "*/30 * * * *");
+        let cj = cj.spec.context("cronjob spec")?;
+        assert_eq!(cj.schedule, "*/30 * * * *");
+        // A hung scan is stopped at the default two hours, so it cannot hold
+        // back the next schedule (concurrencyPolicy Forbid) for ever.
+        assert_eq!(cj.job_template.spec.and_then(|j| j.active_deadline_seconds), Some(2 * 3600));
         wait_gone(&dss, "sightline-sensor-nodes", T).await.context("old DaemonSet")?;
         wait_gone(&crbs, &crb_name, T).await?;
         let crb_name = format!("sightline-sensor-registry-{}-nodes", env.ns);
@@ -245,6 +249,15 @@ async fn key_rules_decide_whether_a_sensor_runs() -> Result<()> {
         .await?;
         let msg = find(&s.status.unwrap().conditions, "Degraded").map(|c| c.message.clone()).unwrap_or_default();
         assert!(msg.contains("spec.registry.schedule") && msg.contains("hour"), "{msg}");
+        // A scan timeout of nothing is refused the same way.
+        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: forever}\nspec: {type: registry, activationKeyRef: {name: reg}, registry: {url: 'http://127.0.0.1:5000', scanTimeout: 0s}}\n").await?;
+        let s = wait_object(&sensors, "forever", T, "InvalidScanTimeout", |s| {
+            s.status.as_ref().and_then(|st| find(&st.conditions, "Degraded")).is_some_and(|c| c.reason == "InvalidScanTimeout")
+        })
+        .await?;
+        let msg = find(&s.status.unwrap().conditions, "Degraded").map(|c| c.message.clone()).unwrap_or_default();
+        assert!(msg.contains("spec.registry.scanTimeout"), "{msg}");
+        assert!(Api::<CronJob>::namespaced(env.client.clone(), &env.ns).get_opt("sightline-sensor-forever").await?.is_none());
         let failures = failures_but_the_finalizer_race(&op)?;
         assert!(failures.is_empty(), "an invalid object must not be retried as a failure: {failures:?}");
         anyhow::Ok(())

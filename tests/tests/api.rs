@@ -147,6 +147,22 @@ fn invalid_objects() -> Vec<(&'static str, Value, &'static str)> {
             "spec.container.runtimes[0].endpoint",
         ),
         (
+            "socket endpoint climbing out of its directory",
+            sensor(
+                "bad-climb",
+                json!({"type": "container", "activationKeyRef": k, "container": {"runtimes": [{"type": "containerd", "endpoint": "unix:///run/containerd/../../etc/kubernetes/pki/x"}]}}),
+            ),
+            "endpoint must be a plain path",
+        ),
+        (
+            "registry scan timeout not a duration",
+            sensor(
+                "bad-timeout",
+                json!({"type": "registry", "activationKeyRef": k, "registry": {"url": "https://r.example", "scanTimeout": "soon"}}),
+            ),
+            "spec.registry.scanTimeout",
+        ),
+        (
             "passive network not a CIDR",
             sensor(
                 "bad-pass",
@@ -315,5 +331,23 @@ async fn crds_install_examples_apply_and_invalid_objects_are_rejected() -> Resul
     let c = s.spec.container.context("container block")?;
     assert_eq!(c.runtimes.len(), 2);
     assert_eq!(c.rescan_interval, "24h");
+    // A registry sensor's scans are bounded unless it says otherwise: the
+    // API server itself fills in the timeout.
+    create(
+        &client,
+        &ns,
+        sensor(
+            "reg-defaults",
+            json!({"type": "registry", "activationKeyRef": {"name": "lab"}, "registry": {"url": "https://r.example"}}),
+        ),
+    )
+    .await?;
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &resource_for("Sensor"));
+    let stored = raw.get("reg-defaults").await?;
+    assert_eq!(
+        stored.data["spec"]["registry"]["scanTimeout"],
+        sightline_crds::sensor::DEFAULT_SCAN_TIMEOUT
+    );
     Ok(())
 }

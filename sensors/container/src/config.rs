@@ -75,7 +75,7 @@ impl Config {
             .iter()
             .map(|rt| (rt.type_, rt.endpoint().to_owned()))
             .collect();
-        let rescan = parse_duration(&spec.rescan_interval).ok_or_else(|| {
+        let rescan = sightline_crds::duration::parse(&spec.rescan_interval).ok_or_else(|| {
             ConfigError(format!(
                 "rescanInterval '{}' is not a duration such as 90m, 12h or 1h30m",
                 spec.rescan_interval
@@ -141,28 +141,6 @@ impl Config {
             self.node
         )
     }
-}
-
-/// A Go-style duration as the CRD allows it: `90m`, `24h`, `1h30m`, `45s`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut rest = text.trim();
-    let mut secs: u64 = 0;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        let n: u64 = rest[..digits].parse().ok()?;
-        let unit = match rest[digits..].chars().next()? {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            _ => return None,
-        };
-        secs = secs.checked_add(n.checked_mul(unit)?)?;
-        rest = &rest[digits + 1..];
-    }
-    (secs > 0).then(|| Duration::from_secs(secs))
 }
 
 #[cfg(test)]
@@ -234,9 +212,6 @@ mod tests {
             !c.vulnerabilities(),
             "no matching without the vulnerability module"
         );
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("0s"), None);
-        assert_eq!(parse_duration("5"), None);
         assert!(c.on_pull && c.on_start);
     }
 }

@@ -68,12 +68,14 @@ pub fn workload(
 }
 
 fn cron_job(sensor: &Sensor, mut pod: PodTemplateSpec, meta: ObjectMeta) -> CronJob {
-    let schedule = sensor
-        .spec
-        .registry
-        .as_ref()
-        .map(|r| r.schedule.clone())
-        .unwrap_or_default();
+    let registry = sensor.spec.registry.as_ref();
+    let schedule = registry.map(|r| r.schedule.clone()).unwrap_or_default();
+    // `check_spec` refuses a timeout that does not parse before anything
+    // is rendered; the default covers a Sensor read without the field.
+    let deadline = registry
+        .and_then(|r| sightline_crds::duration::parse(&r.scan_timeout))
+        .or_else(|| sightline_crds::duration::parse(sightline_crds::sensor::DEFAULT_SCAN_TIMEOUT))
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     if let Some(spec) = pod.spec.as_mut() {
         spec.restart_policy = Some("OnFailure".into());
     }
@@ -82,6 +84,8 @@ fn cron_job(sensor: &Sensor, mut pod: PodTemplateSpec, meta: ObjectMeta) -> Cron
         spec: Some(CronJobSpec {
             schedule,
             // A scan still running when the next one is due is left to finish.
+            // A scan still running when the next one is due is left to
+            // finish, and the Job's deadline bounds how long that can be.
             concurrency_policy: Some("Forbid".into()),
             successful_jobs_history_limit: Some(3),
             failed_jobs_history_limit: Some(3),
@@ -89,6 +93,7 @@ fn cron_job(sensor: &Sensor, mut pod: PodTemplateSpec, meta: ObjectMeta) -> Cron
                 metadata: None,
                 spec: Some(JobSpec {
                     backoff_limit: Some(2),
+                    active_deadline_seconds: deadline,
                     template: pod,
                     ..JobSpec::default()
                 }),
@@ -446,6 +451,7 @@ mod tests {
                     repositories: None,
                     schedule: "0 * * * *".into(),
                     tags_per_repository: 3,
+                    scan_timeout: "45m".into(),
                 }),
                 runtime: (type_ == SensorType::Runtime).then(RuntimeSensor::default),
                 passive: None,
@@ -591,6 +597,19 @@ mod tests {
             panic!("expected a CronJob")
         };
         assert_eq!(cj.spec.as_ref().unwrap().schedule, "0 * * * *");
+        let job = cj
+            .spec
+            .as_ref()
+            .unwrap()
+            .job_template
+            .spec
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            job.active_deadline_seconds,
+            Some(45 * 60),
+            "a hung scan is stopped at its timeout"
+        );
         let p = pod(&w);
         assert_eq!(p.restart_policy.as_deref(), Some("OnFailure"));
         let sc = p.containers[0].security_context.clone().unwrap();

@@ -145,6 +145,18 @@ pub fn check_spec(sensor: &Sensor) -> Result<(), Rejection> {
             message: format!("spec.registry.schedule: {e}"),
         });
     }
+    if let Some(r) = &sensor.spec.registry
+        && sightline_crds::duration::parse(&r.scan_timeout).is_none()
+    {
+        return Err(Rejection {
+            condition: "Degraded",
+            reason: "InvalidScanTimeout",
+            message: format!(
+                "spec.registry.scanTimeout: {:?} is not a duration above zero such as 45m or 2h",
+                r.scan_timeout
+            ),
+        });
+    }
     Ok(())
 }
 
