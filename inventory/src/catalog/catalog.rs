@@ -175,6 +175,9 @@ struct ProductDoc {
     name: String,
     stages: String,
     source: Vec<String>,
+    /// Per date kind, the page that states that kind of date for the cycles.
+    #[serde(default)]
+    sources: BTreeMap<String, String>,
     retrieved: String,
     cycles: Vec<CycleDoc>,
 }
@@ -193,6 +196,30 @@ struct CycleDoc {
     eo_service_date: Option<String>,
     #[serde(default)]
     estimated: Vec<String>,
+    /// Per date kind, a page for this cycle's date other than the product's.
+    #[serde(default)]
+    sources: BTreeMap<String, String>,
+}
+
+/// Checks a `sources:` map: keys are date kinds, values https:// URLs.
+fn check_sources(entry: &str, sources: &BTreeMap<String, String>) -> Result<(), CatalogError> {
+    for (kind, url) in sources {
+        if !DATE_FIELDS.contains(&kind.as_str()) {
+            return Err(invalid(
+                LIFECYCLE_FILE,
+                entry.to_owned(),
+                format!("sources `{kind}` is not one of gaDate, eosDate, eolDate, eoServiceDate"),
+            ));
+        }
+        if !url.starts_with("https://") || url.contains(char::is_whitespace) {
+            return Err(invalid(
+                LIFECYCLE_FILE,
+                entry.to_owned(),
+                format!("sources `{kind}`: `{url}` is not an https:// URL"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 // ---- compiled rules --------------------------------------------------------
@@ -681,6 +708,7 @@ fn compile_lifecycles(
                 "`source` must list at least one https:// URL, and only URLs",
             ));
         }
+        check_sources(&entry, &p.sources)?;
         let retrieved = p.retrieved.parse::<Date>().map_err(|e| {
             invalid(
                 LIFECYCLE_FILE,
@@ -719,6 +747,32 @@ fn compile_lifecycles(
             }
             if dates.iter().all(Option::is_none) {
                 return Err(invalid(LIFECYCLE_FILE, entry, "has no dates"));
+            }
+            // Every date says where it comes from: the cycle's own page for
+            // that kind of date, or the product's.
+            check_sources(&entry, &c.sources)?;
+            let mut sources = BTreeMap::new();
+            for (i, kind) in DATE_FIELDS.iter().enumerate() {
+                if dates[i].is_none() {
+                    if c.sources.contains_key(*kind) {
+                        return Err(invalid(
+                            LIFECYCLE_FILE,
+                            entry,
+                            format!("sources `{kind}` but there is no {kind}"),
+                        ));
+                    }
+                    continue;
+                }
+                let Some(url) = c.sources.get(*kind).or_else(|| p.sources.get(*kind)) else {
+                    return Err(invalid(
+                        LIFECYCLE_FILE,
+                        entry,
+                        format!(
+                            "{kind} has no source: add `sources: {{ {kind}: https://… }}` to the cycle or the product"
+                        ),
+                    ));
+                };
+                sources.insert((*kind).to_owned(), url.clone());
             }
             for i in 0..4 {
                 for j in i + 1..4 {
@@ -766,6 +820,7 @@ fn compile_lifecycles(
                 eol: dates[2],
                 eo_service: dates[3],
                 estimated: est.into_iter().map(|i| DATE_FIELDS[i].to_owned()).collect(),
+                sources,
             });
         }
         out.insert(

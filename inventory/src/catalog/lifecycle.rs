@@ -34,6 +34,8 @@ pub struct Cycle {
     pub eo_service: Option<Date>,
     /// Which dates are estimates (`gaDate`, `eosDate`, `eolDate`, `eoServiceDate`).
     pub estimated: Vec<String>,
+    /// Where each date comes from: date kind → the URL that states it.
+    pub sources: std::collections::BTreeMap<String, String>,
 }
 
 impl Cycle {
@@ -147,6 +149,7 @@ mod tests {
             eol: Some(date(2022, 1, 1)),
             eo_service: Some(date(2023, 1, 1)),
             estimated: vec![],
+            sources: Default::default(),
         };
         assert_eq!(c.stage(date(2019, 12, 31)), LifecycleStage::Unknown);
         assert_eq!(

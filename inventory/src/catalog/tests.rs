@@ -63,7 +63,7 @@ fn stage(p: &Product) -> LifecycleStage {
 #[test]
 fn builtin_loads_and_is_consistent() {
     let c = cat();
-    assert_eq!(c.version(), "2026.11.26");
+    assert_eq!(c.version(), "2026.12.07");
     // Every lifecycle product is used by some rule, and every rule's
     // lifecycle exists (the latter is also enforced at load).
     assert_eq!(c.lifecycle_ids(), c.referenced_lifecycles());
@@ -201,12 +201,12 @@ fn bad_lifecycle_documents_are_rejected_with_file_and_entry() {
     assert_life_err(
         r#"{ cycle: "12", gaDate: 2023-06-10,"#,
         r#"{ cycle: "12", gaDate: 2027-01-01,"#,
-        "lifecycle.yaml: product `debian` cycle `12`: eolDate 2026-06-10 is before gaDate 2027-01-01",
+        "lifecycle.yaml: product `debian` cycle `12`: eolDate 2026-07-12 is before gaDate 2027-01-01",
     );
     assert_life_err(
-        "eoServiceDate: 2028-06-10 }",
-        "eoServiceDate: 2026-01-10 }",
-        "lifecycle.yaml: product `debian` cycle `12`: eoServiceDate 2026-01-10 is before eolDate 2026-06-10",
+        "eoServiceDate: 2028-06-30,",
+        "eoServiceDate: 2026-01-10,",
+        "lifecycle.yaml: product `debian` cycle `12`: eoServiceDate 2026-01-10 is before eolDate 2026-07-12",
     );
     assert_life_err(
         "gaDate: 2023-06-10",
@@ -219,8 +219,8 @@ fn bad_lifecycle_documents_are_rejected_with_file_and_entry() {
         "lifecycle.yaml: product `debian` cycle `10`: duplicate cycle",
     );
     assert_life_err(
-        "estimated: [gaDate, eolDate, eoServiceDate] }",
-        "estimated: [gaDate, eolDate, endDate] }",
+        "estimated: [eolDate, eoServiceDate] }",
+        "estimated: [eolDate, endDate] }",
         "lifecycle.yaml: product `debian` cycle `13`: estimated `endDate` is not one of",
     );
     assert_life_err(
@@ -234,14 +234,30 @@ fn bad_lifecycle_documents_are_rejected_with_file_and_entry() {
         "lifecycle.yaml: product `debian`: `source` must list",
     );
     assert_life_err(
-        "version: \"2026.11.26\"",
+        "version: \"2026.12.07\"",
         "version: \"2026.01.01\"",
         "lifecycle.yaml: version: `2026.01.01` differs",
     );
     assert_life_err(
-        "    retrieved: 2026-11-26\n",
+        "    retrieved: 2026-12-07\n",
         "    retrieved: yesterday\n",
         "lifecycle.yaml: product `debian`: retrieved `yesterday`",
+    );
+    // Every date says where it comes from.
+    assert_life_err(
+        "      eoServiceDate: \"https://wiki.debian.org/LTS\"\n",
+        "",
+        "lifecycle.yaml: product `debian` cycle `10`: eoServiceDate has no source",
+    );
+    assert_life_err(
+        "      eoServiceDate: \"https://wiki.debian.org/LTS\"\n",
+        "      eoServiceDate: \"wiki.debian.org/LTS\"\n",
+        "lifecycle.yaml: product `debian`: sources `eoServiceDate`: `wiki.debian.org/LTS` is not an https:// URL",
+    );
+    assert_life_err(
+        "sources: { eolDate: \"https://www.debian.org/News/2026/20260712\" }",
+        "sources: { endDate: \"https://www.debian.org/News/2026/20260712\" }",
+        "lifecycle.yaml: product `debian` cycle `12`: sources `endDate` is not one of",
     );
     let msg = load_err(TAXONOMY, NORMALIZATION, "version: x\nproducts: {}\n");
     assert!(msg.starts_with("lifecycle.yaml: invalid document"), "{msg}");
@@ -510,7 +526,7 @@ fn os_release_of_real_images() {
     let table: [(&str, Row); 12] = [
         (
             DEBIAN_12,
-            ("Debian", "Debian Linux", "12", "2026-06-10", EndOfLife),
+            ("Debian", "Debian Linux", "12", "2026-07-12", EndOfLife),
         ),
         (
             DEBIAN_11,
@@ -570,7 +586,7 @@ fn os_release_of_real_images() {
                 "AlmaLinux OS Foundation",
                 "AlmaLinux",
                 "8.9",
-                "2024-05-01",
+                "2024-05-31",
                 EndOfLife,
             ),
         ),
@@ -590,7 +606,7 @@ fn os_release_of_real_images() {
         ),
         (
             DISTROLESS_DEBIAN_12,
-            ("Debian", "Debian Linux", "12", "2026-06-10", EndOfLife),
+            ("Debian", "Debian Linux", "12", "2026-07-12", EndOfLife),
         ),
     ];
     for (text, (vendor, product, version, eol, want)) in table {
@@ -1326,15 +1342,19 @@ fn lifecycle_stages_on_fixed_dates() {
         EndOfLife
     );
     assert_eq!(
-        os_stage("Debian GNU/Linux 12 (bookworm)", date(2026, 6, 9)).0,
+        os_stage("Debian GNU/Linux 12 (bookworm)", date(2026, 7, 11)).0,
         GeneralAvailability
     );
     assert_eq!(
-        os_stage("Debian GNU/Linux 12 (bookworm)", date(2026, 6, 10)).0,
+        os_stage("Debian GNU/Linux 12 (bookworm)", date(2026, 7, 12)).0,
         EndOfLife
     );
     assert_eq!(
-        os_stage("Debian GNU/Linux 12 (bookworm)", date(2028, 6, 10)).0,
+        os_stage("Debian GNU/Linux 12 (bookworm)", date(2028, 6, 29)).0,
+        EndOfLife
+    );
+    assert_eq!(
+        os_stage("Debian GNU/Linux 12 (bookworm)", date(2028, 6, 30)).0,
         EndOfService
     );
     assert_eq!(
@@ -1399,6 +1419,47 @@ fn lifecycle_stages_on_fixed_dates() {
 }
 
 #[test]
+fn every_date_in_the_catalog_carries_its_source() {
+    let c = cat();
+    let mut dates = 0;
+    for id in c.lifecycle_ids() {
+        let p = c.lifecycle(id).expect("listed product");
+        for cycle in &p.cycles {
+            let present = [
+                ("gaDate", cycle.ga),
+                ("eosDate", cycle.eos),
+                ("eolDate", cycle.eol),
+                ("eoServiceDate", cycle.eo_service),
+            ];
+            for (kind, date) in present {
+                let source = cycle.sources.get(kind);
+                match date {
+                    Some(_) => {
+                        dates += 1;
+                        assert!(
+                            source.is_some_and(|u| u.starts_with("https://")),
+                            "{id} {} {kind} has no source",
+                            cycle.cycle
+                        );
+                    }
+                    None => assert!(source.is_none(), "{id} {} {kind}", cycle.cycle),
+                }
+            }
+        }
+    }
+    assert!(dates > 200, "only {dates} dates in the catalog");
+    // A corrected date points at the page that corrected it.
+    let debian12 = c
+        .lifecycle("debian")
+        .and_then(|p| p.cycles.iter().find(|c| c.cycle == "12"))
+        .expect("Debian 12");
+    assert_eq!(
+        debian12.sources.get("eoServiceDate").map(String::as_str),
+        Some("https://wiki.debian.org/LTS")
+    );
+}
+
+#[test]
 fn lifecycle_dates_and_estimates_are_reported() {
     let (st, os) = os_stage("Debian GNU/Linux 13 (trixie)", TODAY);
     assert_eq!(st, LifecycleStage::GeneralAvailability);
@@ -1407,7 +1468,8 @@ fn lifecycle_dates_and_estimates_are_reported() {
     assert_eq!(l.eol_date.as_deref(), Some("2028-08-09"));
     assert_eq!(l.eo_service_date.as_deref(), Some("2030-06-30"));
     assert_eq!(l.eos_date, None);
-    assert_eq!(l.estimated, ["gaDate", "eolDate", "eoServiceDate"]);
+    // Trixie was released on its date; its end dates are still the plan.
+    assert_eq!(l.estimated, ["eolDate", "eoServiceDate"]);
     let (_, os) = os_stage("Debian GNU/Linux 12 (bookworm)", TODAY);
     assert!(os.lifecycle.expect("lifecycle").estimated.is_empty());
 }
@@ -1627,7 +1689,7 @@ fn normalized_serializes_in_the_api_shape() {
     );
     let v = serde_json::to_value(&n).expect("serializes");
     assert_eq!(v["os"]["lifecycle"]["stage"], "EndOfLife");
-    assert_eq!(v["os"]["lifecycle"]["eoServiceDate"], "2028-06-10");
+    assert_eq!(v["os"]["lifecycle"]["eoServiceDate"], "2028-06-30");
     assert_eq!(v["hardware"]["lifecycle"]["stage"], "Unidentified");
 }
 
