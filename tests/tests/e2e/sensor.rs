@@ -166,6 +166,35 @@ pub async fn reports_the_node(env: &Env) -> Result<()> {
         "{}",
         node["normalized"]
     );
+    // Every element of a list is searchable, not only the first: the node's
+    // second software entry is containerd (issue 16, defect 1).
+    let name = assets(env)
+        .await?
+        .into_iter()
+        .find(|(_, s)| s["kind"] == "Node" && s["observed"]["nodeName"] == NODE_NAME)
+        .map(|(n, _)| n)
+        .context("the Node Asset's name")?;
+    for query in [
+        "software:(product:Kubernetes)",
+        "software:(product:containerd)",
+        "software:(vendor:CNCF AND version:1.6.20)",
+        "software.subcategory:\"Container Runtime\"",
+        "sources.type:container",
+    ] {
+        let out =
+            std::process::Command::new(sightline_testenv::binaries::workspace_binary("sightline")?)
+                .env("KUBECONFIG", &env.cluster.cp.kubeconfig)
+                .args(["search", "--client-side", "-o", "name", query])
+                .output()
+                .context("running sightline search")?;
+        let found = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success() && found.lines().any(|l| l.ends_with(&name)),
+            "sightline search --client-side '{query}' did not find {name}: {found}{}\nsoftware: {}",
+            String::from_utf8_lossy(&out.stderr),
+            node["normalized"]["software"]
+        );
+    }
 
     // The images on the node and the containers running on it.
     let images = [
