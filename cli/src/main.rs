@@ -47,8 +47,11 @@ enum Cmd {
     },
     /// Counts by kind, hardware category, lifecycle stage and severity.
     Inventory {
-        /// Print JSON.
-        #[arg(long)]
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: search::SummaryOutput,
+        /// The old spelling of `-o json`.
+        #[arg(long, hide = true)]
         json: bool,
         #[command(flatten)]
         target: TargetArgs,
@@ -63,13 +66,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DbCmd,
     },
-    /// An image's SBOM: `sightline sbom docker-archive:debian.tar --format spdx-json`.
+    /// An image's SBOM: `sightline sbom docker-archive:debian.tar -o spdx-json`.
     Sbom {
         /// The image: `docker-archive:PATH[:TAG]`, `oci-layout:DIR[:REF]` or `docker:IMAGE`.
         image: String,
         /// Document format.
-        #[arg(long, value_enum, default_value = "cyclonedx-json")]
-        format: image::SbomFormat,
+        // `--format`: the old spelling, hidden.
+        #[arg(
+            short,
+            long,
+            alias = "format",
+            value_enum,
+            default_value = "cyclonedx-json"
+        )]
+        output: image::SbomFormat,
+        /// Write the document to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output_file: Option<std::path::PathBuf>,
     },
     /// An image's vulnerabilities: `sightline vulns docker-archive:debian.tar`.
     Vulns {
@@ -81,6 +94,9 @@ enum Cmd {
         /// Output format.
         #[arg(short, long, value_enum, default_value = "table")]
         output: image::VulnsOutput,
+        /// Write the output to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output_file: Option<std::path::PathBuf>,
     },
     /// Scan an image in CI and gate the build (exit codes: 0 passed, 1 the
     /// gate failed, 2 wrong use, 3 the scan could not be done).
@@ -93,6 +109,25 @@ enum Cmd {
         #[command(subcommand)]
         cmd: RegistryCmd,
     },
+    /// Print a shell completion script: `source <(sightline completion bash)`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Writes `bytes` to `file`, or to standard output when there is none.
+pub fn write_output(file: Option<&std::path::Path>, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match file {
+        Some(path) => {
+            std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+        }
+        None => std::io::stdout()
+            .lock()
+            .write_all(bytes)
+            .context("writing to standard output"),
+    }
 }
 
 #[derive(Subcommand)]
@@ -122,8 +157,9 @@ enum DbCmd {
         /// The directory or zip.
         source: std::path::PathBuf,
         /// Where to write the database.
-        #[arg(short, long, env = "SIGHTLINE_DB", default_value_os_t = image::default_db())]
-        output: std::path::PathBuf,
+        // `-o`/`--output`: the old spellings, hidden.
+        #[arg(long, value_name = "FILE", alias = "output", short_alias = 'o', env = "SIGHTLINE_DB", default_value_os_t = image::default_db())]
+        output_file: std::path::PathBuf,
     },
     /// What a database holds.
     Info {
@@ -207,18 +243,52 @@ async fn run(cli: Cli) -> Result<()> {
             let query = query.unwrap_or_default();
             search::search(&query, limit, output, target.into(), &mut stdout).await
         }
-        Cmd::Inventory { json, target } => {
-            search::inventory(target.into(), json, &mut stdout).await
+        Cmd::Inventory {
+            output,
+            json,
+            target,
+        } => {
+            let output = if json {
+                search::SummaryOutput::Json
+            } else {
+                output
+            };
+            search::inventory(target.into(), output, &mut stdout).await
         }
         Cmd::Keys { cmd } => keys(cmd).await,
         Cmd::Db {
-            cmd: DbCmd::Import { source, output },
-        } => image::db_import(&source, &output, &mut stdout),
+            cmd: DbCmd::Import {
+                source,
+                output_file,
+            },
+        } => image::db_import(&source, &output_file, &mut stdout),
         Cmd::Db {
             cmd: DbCmd::Info { path },
         } => image::db_info(&path, &mut stdout),
-        Cmd::Vulns { image, db, output } => image::vulns(&image, &db, output, &mut stdout).await,
-        Cmd::Sbom { image, format } => image::sbom(&image, format, &mut stdout).await,
+        Cmd::Vulns {
+            image,
+            db,
+            output,
+            output_file,
+        } => {
+            let mut text = Vec::new();
+            image::vulns(&image, &db, output, &mut text).await?;
+            write_output(output_file.as_deref(), &text)
+        }
+        Cmd::Sbom {
+            image,
+            output,
+            output_file,
+        } => {
+            let mut text = Vec::new();
+            image::sbom(&image, output, &mut text).await?;
+            write_output(output_file.as_deref(), &text)
+        }
+        Cmd::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "sightline", &mut stdout);
+            Ok(())
+        }
         Cmd::Scan { .. } => Ok(()),
         Cmd::Registry {
             cmd: RegistryCmd::Scan { sensor, namespace },

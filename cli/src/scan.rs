@@ -8,7 +8,7 @@
 //! wrong (a bad reference, option or policy file), 3 the scan could not
 //! be done (the image, registry or database could not be read).
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -36,10 +36,12 @@ pub enum Format {
     Json,
     /// SARIF 2.1.0, for code-scanning tools.
     Sarif,
-    /// A CycloneDX 1.5 SBOM.
-    Cyclonedx,
-    /// An SPDX 2.3 SBOM.
-    Spdx,
+    /// A CycloneDX 1.5 SBOM, JSON.
+    #[value(name = "cyclonedx-json", alias = "cyclonedx")]
+    CyclonedxJson,
+    /// An SPDX 2.3 SBOM, JSON.
+    #[value(name = "spdx-json", alias = "spdx")]
+    SpdxJson,
     /// JUnit XML, for CI test reports.
     Junit,
 }
@@ -71,11 +73,19 @@ pub struct ImageArgs {
     #[arg(long)]
     pub policy: Option<PathBuf>,
     /// Output format.
-    #[arg(short, long, value_enum, default_value = "table")]
-    pub format: Format,
-    /// Write the output here instead of standard output.
-    #[arg(long)]
-    pub output: Option<PathBuf>,
+    // `-f`/`--format`: the old spellings, hidden.
+    #[arg(
+        short = 'o',
+        long = "output",
+        alias = "format",
+        short_alias = 'f',
+        value_enum,
+        default_value = "table"
+    )]
+    pub output: Format,
+    /// Write the output to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
     /// Report the result to a cluster's inventory: the operator's API URL
     /// (`http://…:8080`); authenticated with an activation key's token.
     #[arg(long, env = "SIGHTLINE_API")]
@@ -222,25 +232,20 @@ pub async fn image(args: ImageArgs) -> Result<i32> {
     let now = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
-    let text = match args.format {
+    let text = match args.output {
         Format::Table => formats::table(&report),
         Format::Json => serde_json::to_string_pretty(&formats::json(&report))? + "\n",
         Format::Sarif => serde_json::to_string_pretty(&formats::sarif(&report))? + "\n",
-        Format::Cyclonedx => {
+        Format::CyclonedxJson => {
             serde_json::to_string_pretty(&sightline_scan::sbom::cyclonedx(&image, &tool, &now))?
                 + "\n"
         }
-        Format::Spdx => {
+        Format::SpdxJson => {
             serde_json::to_string_pretty(&sightline_scan::sbom::spdx(&image, &tool, &now))? + "\n"
         }
         Format::Junit => formats::junit(&report),
     };
-    match &args.output {
-        Some(path) => {
-            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?
-        }
-        None => std::io::stdout().lock().write_all(text.as_bytes())?,
-    }
+    crate::write_output(args.output_file.as_deref(), text.as_bytes())?;
     for w in image.analysis.warnings.iter().chain(&matches.warnings) {
         eprintln!("warning: {w}");
     }

@@ -273,8 +273,19 @@ fn print_table(rows: &[Vec<String>], out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
+/// Output formats of `inventory`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SummaryOutput {
+    /// Counts, for people.
+    Table,
+    /// The summary as JSON.
+    Json,
+    /// The summary as YAML.
+    Yaml,
+}
+
 /// Prints the inventory summary.
-pub async fn inventory(target: Target, json: bool, out: &mut impl Write) -> Result<()> {
+pub async fn inventory(target: Target, output: SummaryOutput, out: &mut impl Write) -> Result<()> {
     let config = kube::Config::infer()
         .await
         .context("reading the kubeconfig (is KUBECONFIG set?)")?;
@@ -296,9 +307,16 @@ pub async fn inventory(target: Target, json: bool, out: &mut impl Write) -> Resu
             list_assets(client).await?.summary()
         }
     };
-    if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
-        return Ok(());
+    match output {
+        SummaryOutput::Json => {
+            writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
+            return Ok(());
+        }
+        SummaryOutput::Yaml => {
+            write!(out, "{}", serde_yaml::to_string(&summary)?)?;
+            return Ok(());
+        }
+        SummaryOutput::Table => {}
     }
     writeln!(out, "{} Assets", summary.total)?;
     let groups = [

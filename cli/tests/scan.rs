@@ -76,7 +76,7 @@ fn import_db(dir: &Path) -> Result<PathBuf> {
             "db",
             "import",
             &osv().display().to_string(),
-            "-o",
+            "--output-file",
             &db.display().to_string(),
         ],
         &[],
@@ -232,7 +232,7 @@ fn gates_exit_codes_and_formats() -> Result<()> {
     let load = |name: &str| -> Result<Value> {
         Ok(serde_json::from_slice(&std::fs::read(schemas.join(name))?)?)
     };
-    let o = scan(&["--fail-on", "high", "-f", "sarif"])?;
+    let o = scan(&["--fail-on", "high", "-o", "sarif"])?;
     let sarif: Value = serde_json::from_slice(&o.stdout)?;
     let validator = jsonschema::validator_for(&load("sarif-2.1.0-rtm.5.json")?)?;
     let errors: Vec<String> = validator
@@ -258,8 +258,11 @@ fn gates_exit_codes_and_formats() -> Result<()> {
         "{results:?}"
     );
 
-    // CycloneDX against its schema.
+    // CycloneDX against its schema (`-f cyclonedx`: the old spellings still work).
     let o = scan(&["-f", "cyclonedx"])?;
+    let old: Value = serde_json::from_slice(&o.stdout)?;
+    ensure!(old["bomFormat"] == "CycloneDX", "{old}");
+    let o = scan(&["-o", "cyclonedx-json"])?;
     let bom: Value = serde_json::from_slice(&o.stdout)?;
     let cdx = jsonschema::options()
         .with_resource(
@@ -276,7 +279,12 @@ fn gates_exit_codes_and_formats() -> Result<()> {
 
     // SPDX with the SPDX project's validator.
     let spdx = dir.path().join("app.spdx.json");
-    let o = scan(&["-f", "spdx", "--output", &spdx.display().to_string()])?;
+    let o = scan(&[
+        "-o",
+        "spdx-json",
+        "--output-file",
+        &spdx.display().to_string(),
+    ])?;
     ensure!(code(&o) == 0);
     let v = Command::new(sightline_testenv::binaries::spdx_validator()?)
         .arg("-i")
@@ -306,7 +314,7 @@ fn gates_exit_codes_and_formats() -> Result<()> {
     );
 
     // JUnit, parsed back.
-    let o = scan(&["--fail-on", "high", "-f", "junit"])?;
+    let o = scan(&["--fail-on", "high", "-o", "junit"])?;
     ensure!(code(&o) == 1);
     let xml = text(&o.stdout);
     let doc = roxmltree::Document::parse(&xml)?;
@@ -395,7 +403,7 @@ async fn scans_a_registry_image_and_reports_it_to_the_cluster() -> Result<()> {
 
     let o = sightline(
         &[
-            "scan", "image", &reference, "--db", &db_s, "-f", "json", "--report", &api,
+            "scan", "image", &reference, "--db", &db_s, "-o", "json", "--report", &api,
         ],
         &[("SIGHTLINE_KEY_TOKEN", &token)],
     )?;

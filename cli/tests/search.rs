@@ -181,8 +181,14 @@ async fn search_and_inventory_from_the_command_line() -> Result<()> {
     );
 
     // The inventory summary.
-    let o = sightline(&kc, &["inventory", "--json"])?;
+    let o = sightline(&kc, &["inventory", "-o", "json"])?;
     let v: Value = serde_json::from_str(&stdout(&o))?;
+    // The old `--json` and `-o yaml` say the same.
+    let old: Value = serde_json::from_str(&stdout(&sightline(&kc, &["inventory", "--json"])?))?;
+    assert_eq!(old, v);
+    let yaml: Value =
+        serde_yaml::from_str(&stdout(&sightline(&kc, &["inventory", "-o", "yaml"])?))?;
+    assert_eq!(yaml, v);
     assert_eq!(v["total"], 3);
     assert_eq!(v["byKind"]["Node"], 1);
     assert_eq!(v["byCategory"]["Network Device / Switch"], 1);

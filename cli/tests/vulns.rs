@@ -34,6 +34,7 @@ fn import_then_list_an_images_vulnerabilities() -> Result<()> {
         "db",
         "import",
         &osv_records().display().to_string(),
+        // The old spelling of --output-file, still accepted.
         "-o",
         &db_s,
     ])?;
@@ -144,7 +145,7 @@ fn import_then_list_an_images_vulnerabilities() -> Result<()> {
 
     // SBOMs of the same image: CycloneDX validated against its official
     // schema, SPDX checked for what the SPDX 2.3 specification requires.
-    let out = sightline(&["sbom", &image, "--format", "cyclonedx-json"])?;
+    let out = sightline(&["sbom", &image, "-o", "cyclonedx-json"])?;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let bom: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let schema_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/schema");
@@ -188,7 +189,22 @@ fn import_then_list_an_images_vulnerabilities() -> Result<()> {
     assert_eq!(bom["components"][0]["type"], "operating-system");
     assert_eq!(bom["metadata"]["component"]["name"], "cli-test/alpine:old");
 
-    let out = sightline(&["sbom", &image, "--format", "spdx-json"])?;
+    // `--format` is the old spelling; `--output-file` writes the document.
+    let written = tempfile::NamedTempFile::new()?;
+    let out = sightline(&[
+        "sbom",
+        &image,
+        "--format",
+        "spdx-json",
+        "--output-file",
+        &written.path().display().to_string(),
+    ])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "the document goes to the file only");
+    let out = std::process::Output {
+        stdout: std::fs::read(written.path())?,
+        ..out
+    };
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(doc["spdxVersion"], "SPDX-2.3");
     assert_eq!(doc["dataLicense"], "CC0-1.0");

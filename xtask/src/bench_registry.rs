@@ -159,7 +159,7 @@ pub async fn run() -> Result<()> {
         Command::new(release.join("sightline"))
             .args(["db", "import"])
             .arg(crate::root().join("sensors/scan/tests/data/osv"))
-            .arg("-o")
+            .arg("--output-file")
             .arg(&db),
     )?;
     let debian = dir.join("debian.tar");
@@ -174,7 +174,7 @@ pub async fn run() -> Result<()> {
         .arg(format!("docker-archive:{}", debian.display()))
         .arg("--db")
         .arg(&db)
-        .args(["-f", "json"])
+        .args(["-o", "json"])
         .env("CI", "true");
     let (scan_time, scan_rss, _) = measure(scan)?;
     let t = Instant::now();
