@@ -187,10 +187,11 @@ pub fn helm() -> Result<PathBuf> {
         .try_clone()
         .map_err(io("duplicating the build log handle"))?;
     eprintln!(
-        "building helm {HELM_VERSION} from Go modules into {}",
-        helm.display()
+        "building helm {HELM_VERSION} from Go modules into {}; a cold build takes 2-5 minutes, log: {}",
+        helm.display(),
+        log.display()
     );
-    let status = Command::new(go_command())
+    let child = Command::new(go_command())
         .env("GOBIN", &staging)
         .env("CGO_ENABLED", "0")
         .env("GOFLAGS", "-buildvcs=false")
@@ -200,8 +201,9 @@ pub fn helm() -> Result<PathBuf> {
         ])
         .stdout(log_file)
         .stderr(log_err)
-        .status()
+        .spawn()
         .map_err(io("running `go install` (is Go installed?)"))?;
+    let status = wait_saying_so(child, "helm", &log)?;
     if !status.success() {
         return Err(Error::GoBuild {
             what: "helm".into(),
@@ -328,6 +330,48 @@ pub fn go_command() -> PathBuf {
     }
 }
 
+/// How often a long build says it is still going.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits for a build, saying every [`HEARTBEAT`] how long it has run and
+/// how much its log has grown, so nobody takes a cold build for a hang.
+fn wait_saying_so(
+    mut child: std::process::Child,
+    what: &str,
+    log: &Path,
+) -> Result<std::process::ExitStatus> {
+    let started = std::time::Instant::now();
+    let mut said = started;
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(io(format!("waiting for the {what} build")))?
+        {
+            eprintln!("built {what} in {}", elapsed(started.elapsed()));
+            return Ok(status);
+        }
+        if said.elapsed() >= HEARTBEAT {
+            said = std::time::Instant::now();
+            let lines = std::fs::read(log).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count());
+            eprintln!(
+                "  still building {what}: {} so far, {lines} lines of build log",
+                elapsed(started.elapsed())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// A duration as people read it: `45s`, `3m05s`, `1h02m`.
+pub fn elapsed(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 fn go_build(root: &Path, module: &str, out: &Path, extra: &[&str]) -> Result<()> {
     let src = root.join("src").join(module);
     std::fs::create_dir_all(&src).map_err(io(format!("creating {}", src.display())))?;
@@ -352,7 +396,7 @@ fn go_build(root: &Path, module: &str, out: &Path, extra: &[&str]) -> Result<()>
         out.display(),
         log.display()
     );
-    let status = Command::new(go_command())
+    let child = Command::new(go_command())
         .current_dir(&src)
         .env("CGO_ENABLED", "0")
         .env("GOFLAGS", "-mod=mod -buildvcs=false")
@@ -363,8 +407,9 @@ fn go_build(root: &Path, module: &str, out: &Path, extra: &[&str]) -> Result<()>
         .arg(".")
         .stdout(log_file)
         .stderr(log_err)
-        .status()
+        .spawn()
         .map_err(io("running `go build` (is Go installed?)"))?;
+    let status = wait_saying_so(child, module, &log)?;
     if !status.success() {
         return Err(Error::GoBuild {
             what: module.to_owned(),
@@ -407,4 +452,17 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
             other => other,
         }
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::elapsed;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(elapsed(Duration::from_secs(45)), "45s");
+        assert_eq!(elapsed(Duration::from_secs(185)), "3m05s");
+        assert_eq!(elapsed(Duration::from_secs(3720)), "1h02m");
+    }
 }

@@ -110,11 +110,26 @@ const DEMO_EXAMPLES: &[&str] = &[
 /// into the node, the chart installed, the examples applied, the sensors
 /// running, and the inventory printed.
 pub async fn demo() -> Result<()> {
+    let started = Instant::now();
+    let step = |n: u32, what: &str| {
+        eprintln!(
+            "\n==> [{}] step {n}/7: {what}",
+            sightline_testenv::binaries::elapsed(started.elapsed())
+        );
+    };
+    step(
+        1,
+        "the local cluster (a first run installs packages and builds etcd, Kubernetes and helm from Go modules: 15-30 minutes on two cores; later runs: seconds)",
+    );
     let state = up(false).await?;
     let node = state
         .node
         .as_ref()
         .context("the local cluster has no node")?;
+    step(
+        2,
+        "building the operator, sensor and CLI in release mode (a first build takes about 10 minutes)",
+    );
     run(crate::cargo().args([
         "build",
         "--release",
@@ -125,6 +140,10 @@ pub async fn demo() -> Result<()> {
         "-p",
         "sightline",
     ]))?;
+    step(
+        3,
+        "images: Sightline's and a Debian 12 workload, imported into the node's containerd",
+    );
     let release = crate::target_dir().join("release");
     let socket = node.dir.join("containerd/containerd.sock");
     let images = state.dir.join("images");
@@ -163,6 +182,7 @@ pub async fn demo() -> Result<()> {
             .env("KUBECONFIG", &state.kubeconfig)
             .args(args))
     };
+    step(4, "installing the chart with helm, then the examples");
     let (repo, tag) = split_image(&sightline_image("sightline-operator"));
     let (sensor_repo, _) = split_image(&sightline_image("sightline-sensor"));
     run(Command::new(sightline_testenv::binaries::helm()?)
@@ -227,7 +247,10 @@ pub async fn demo() -> Result<()> {
         "sensor/nodes",
         "--timeout=180s",
     ])?;
-    eprintln!("waiting for the sensor to report the node and its images");
+    step(
+        5,
+        "waiting for the container sensor to report the node and its images",
+    );
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let out = Command::new(state.bin_dir.join("kubectl"))
@@ -251,7 +274,10 @@ pub async fn demo() -> Result<()> {
     // The runtime sensor: a policy on the legacy app, and an exec it blocks.
     let policy = root_dir_file(&state.dir, "legacy-app-policy.yaml", LEGACY_APP_POLICY)?;
     kubectl(&["apply", "--server-side", "-f", &policy])?;
-    eprintln!("waiting for the runtime sensor to enforce the policy on the legacy app");
+    step(
+        6,
+        "a Block policy on the legacy app: waiting for the runtime sensor to enforce it",
+    );
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let out = Command::new(state.bin_dir.join("kubectl"))
@@ -295,10 +321,11 @@ pub async fn demo() -> Result<()> {
         exec.status.code().unwrap_or(-1)
     );
     std::thread::sleep(Duration::from_secs(3));
+    step(7, "the inventory");
     kubectl(&["get", "akey,sen,rtp", "-A"])?;
     kubectl(&["get", "assets"])?;
     println!(
-        "\nThe demo cluster is up: a real node ({node}) with containerd, the kubelet and kube-proxy, \
+        "\nThe demo cluster is up ({took} in all): a real node ({node}) with containerd, the kubelet and kube-proxy, \
          the control plane, the operator installed by Helm, a container sensor and a runtime \
          sensor on the node (logs: {dir}).\n\nUse it:\n  eval \"$(cargo xtask cluster env)\"\n  kubectl get assets\n  \
          kubectl get assets -l sightline.dev/kind=ContainerImage -o wide\n  \
@@ -307,6 +334,7 @@ pub async fn demo() -> Result<()> {
          kubectl -n sightline-demo get rtp no-package-manager -o yaml\n  \
          kubectl -n sightline-demo logs ds/sightline-sensor-runtime   # OCSF lines\n\nStop it (every process, the \
          bridge, mounts and iptables rules it added):\n  cargo xtask cluster down",
+        took = sightline_testenv::binaries::elapsed(started.elapsed()),
         node = sightline_testenv::node::NODE_NAME,
         dir = state.dir.display(),
         cli = release.join("sightline").display(),
