@@ -162,6 +162,12 @@ pub struct KeyLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_sensors: Option<i32>,
+    /// How many Assets each source reporting under the key (a Sensor, or
+    /// the key's CI reports) may create; reports of further new Assets are
+    /// refused (`AssetLimit`). Unlimited when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_assets: Option<i64>,
     /// When the key stops working (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<Time>,

@@ -100,6 +100,43 @@ pub struct AssetSource {
     pub activation_key: Option<String>,
     /// When the sensor last saw the asset.
     pub last_seen: Time,
+    /// For node sensors: on how many of the Sensor's nodes the asset is,
+    /// and the latest few. The operator keeps the full list; this stays
+    /// the same size however many nodes there are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<NodeSightings>,
+    /// For CI reports: the image reference the pipeline scanned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub reference: Option<String>,
+}
+
+/// Most nodes named in a source's [`NodeSightings::recent`].
+pub const RECENT_NODES: usize = 8;
+
+/// The nodes of one Sensor on which an asset is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSightings {
+    /// How many nodes.
+    pub count: i64,
+    /// The nodes that reported it most recently, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub recent: Vec<NodeSighting>,
+}
+
+/// One node's sighting.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSighting {
+    /// The node.
+    #[schemars(length(max = 253))]
+    pub node: String,
+    /// The runtime holding the asset there (`containerd`, `docker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub runtime: Option<String>,
 }
 
 /// A normalized hardware, OS or software product.

@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod connector;
 pub mod crdgen;
 pub mod duration;
+pub mod names;
 pub mod net;
 pub mod rbac;
 pub mod runtime_policy;

@@ -103,6 +103,8 @@ fn source() -> impl Strategy<Value = AssetSource> {
             r#type: Some(t.to_owned()),
             activation_key: None,
             last_seen: Time(jiff::Timestamp::UNIX_EPOCH),
+            nodes: None,
+            reference: None,
         })
 }
 

@@ -70,6 +70,8 @@ fn asset(a: A) -> Asset {
             r#type: Some("container".into()),
             activation_key: None,
             last_seen: seen.clone(),
+            nodes: None,
+            reference: None,
         }],
         observed: BTreeMap::from([
             (

@@ -64,6 +64,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "lang",
     "rpm",
     "rpm_sqlite",
+    "report",
     "elf",
 ];
 

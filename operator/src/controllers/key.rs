@@ -318,6 +318,7 @@ mod tests {
             Some(KeyLimits {
                 max_sensors: Some(2),
                 expires: Some(past),
+                max_assets: None,
             }),
         );
         let s = status(&k, 2, token(), now);

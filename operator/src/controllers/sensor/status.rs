@@ -427,6 +427,7 @@ mod tests {
         k.spec.limits = Some(KeyLimits {
             max_sensors: Some(1),
             expires: None,
+            max_assets: None,
         });
         let (old, new) = (sensor("old", 1), sensor("new", 2));
         let peers = vec![Arc::new(old.clone()), Arc::new(new.clone())];

@@ -1,0 +1,538 @@
+//! The ingestion contract: what sensors, the CLI's `--report` and agents
+//! outside the cluster send to the operator (`POST /api/v1/observations`),
+//! what it answers, and the bounds it enforces. Sensors, CLI and operator
+//! all use these types, so no side builds JSON by hand.
+//!
+//! A report names *what was seen*, never *who saw it*: the operator takes
+//! the reporter's Sensor, node and activation key from its credentials
+//! (a ServiceAccount token bound to the sensor's pod, or a key's token),
+//! so no report can speak for another node, Sensor or key.
+
+#![cfg_attr(not(feature = "client"), allow(unused))]
+
+pub mod facts;
+
+#[cfg(feature = "client")]
+pub mod client;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+pub use sightline_crds::asset::{VulnerabilityFindings, VulnerabilityRef};
+
+pub use facts::{ContainerFacts, ImageFacts, NodeFacts, Violation};
+
+/// Where reports go, relative to the operator's API.
+pub const INGEST_PATH: &str = "/api/v1/observations";
+/// The audience of the ServiceAccount tokens sensors present.
+pub const AUDIENCE: &str = "sightline";
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Most observations in one report (the client splits larger ones).
+pub const MAX_OBSERVATIONS: usize = 200;
+/// Most identities in a node's listing.
+pub const MAX_LISTING: usize = 10_000;
+/// Longest string anywhere in a report, in bytes.
+pub const MAX_STRING: usize = 4096;
+/// Most entries of any list or map inside an observation.
+pub const MAX_LIST: usize = 256;
+/// Deepest nesting inside an observation.
+pub const MAX_DEPTH: usize = 8;
+
+/// One request: observations, and for node sensors optionally the full
+/// listing of what is on the node now.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Report {
+    /// What was seen.
+    #[serde(default)]
+    pub observations: Vec<Observation>,
+    /// Everything a node sensor sees on its node now: images it listed
+    /// before and not here have left the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<Listing>,
+}
+
+/// The identities of everything one runtime holds on a node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listing {
+    /// The runtime (`containerd`, `docker`), as the image observations name it.
+    pub runtime: String,
+    /// Image IDs (config digests).
+    #[serde(default)]
+    pub images: Vec<String>,
+}
+
+/// One thing seen.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "kind")]
+pub enum Observation {
+    /// A container image.
+    ContainerImage(ImageObservation),
+    /// A container.
+    Container(ContainerObservation),
+    /// The reporting sensor's own node.
+    Node(NodeObservation),
+    /// Runtime policy violations in a container on the sensor's node.
+    RuntimeViolations(ViolationObservation),
+}
+
+/// A container image, identified by its config digest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageObservation {
+    /// The config digest (`sha256:` and 64 hex digits).
+    pub identity: String,
+    /// Its facts.
+    pub facts: ImageFacts,
+    /// Vulnerability counts and the worst findings, when matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vulnerabilities: Option<VulnerabilityFindings>,
+    /// For node sensors: the runtime holding it (`containerd`, `docker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// For CI reports: the reference scanned (`registry/app:1.2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// A container, identified by its runtime ID.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerObservation {
+    /// The container ID.
+    pub identity: String,
+    /// Its facts.
+    pub facts: ContainerFacts,
+}
+
+/// The sensor's node, identified by the Node's UID.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeObservation {
+    /// The Node's UID; it must be the node the sensor's token is bound to.
+    pub identity: String,
+    /// Its facts.
+    pub facts: NodeFacts,
+}
+
+/// How many violations a runtime sensor has seen in a container, and the
+/// last one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ViolationObservation {
+    /// The container ID.
+    pub identity: String,
+    /// Violations this sensor counted in the container so far.
+    pub count: i64,
+    /// The last one.
+    pub last: Violation,
+    /// The container's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The pod's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The container's name in the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+impl Observation {
+    /// The identity of the thing seen.
+    pub fn identity(&self) -> &str {
+        match self {
+            Observation::ContainerImage(o) => &o.identity,
+            Observation::Container(o) => &o.identity,
+            Observation::Node(o) => &o.identity,
+            Observation::RuntimeViolations(o) => &o.identity,
+        }
+    }
+
+    /// The kind of Asset it becomes.
+    pub fn asset_kind(&self) -> sightline_crds::AssetKind {
+        use sightline_crds::AssetKind;
+        match self {
+            Observation::ContainerImage(_) => AssetKind::ContainerImage,
+            Observation::Container(_) | Observation::RuntimeViolations(_) => AssetKind::Container,
+            Observation::Node(_) => AssetKind::Node,
+        }
+    }
+
+    /// The Asset's name.
+    pub fn asset_name(&self) -> String {
+        sightline_crds::asset::asset_name(self.asset_kind(), self.identity())
+    }
+}
+
+/// The operator's answer to a report it read: each observation accepted
+/// (with its Asset) or refused (with why).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Receipt {
+    /// Observations written.
+    #[serde(default)]
+    pub accepted: Vec<Accepted>,
+    /// Observations refused.
+    #[serde(default)]
+    pub refused: Vec<Refused>,
+}
+
+/// An observation written.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    /// Its position in the report.
+    pub index: usize,
+    /// The Asset it went into.
+    pub asset: String,
+}
+
+/// An observation refused.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Refused {
+    /// Its position in the report.
+    pub index: usize,
+    /// A machine-readable reason (`NotYourNode`, `AssetLimit`, …).
+    pub reason: String,
+    /// Why, in words.
+    pub message: String,
+}
+
+/// The body of every error response.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiError {
+    /// Why, in words.
+    pub error: String,
+    /// A machine-readable reason (`Unauthenticated`, `TooLarge`, `RateLimited`, …).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// What the operator holds of one image a caller reported before
+/// (`GET /api/v1/observations?kind=ContainerImage`), so a registry sensor
+/// does not analyse again what it analysed last time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Recorded {
+    /// The config digest.
+    pub identity: String,
+    /// The facts on the Asset.
+    pub facts: ImageFacts,
+    /// The vulnerabilities on the Asset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vulnerabilities: Option<VulnerabilityFindings>,
+}
+
+/// The answer to `GET /api/v1/observations`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedList {
+    /// The images.
+    pub images: Vec<Recorded>,
+}
+
+/// A field of a report that breaks the contract.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    /// Where (`observations[3].facts.repoTags`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Whether `s` is `sha256:` and 64 lowercase hex digits.
+pub fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+fn is_container_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn is_uid(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+impl Report {
+    /// Parses and checks a request body: at most [`MAX_BODY_BYTES`], the
+    /// contract's shape, and [`Report::check`].
+    pub fn from_body(body: &[u8]) -> Result<Report, Invalid> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(invalid(
+                "body",
+                format!(
+                    "{} bytes; a report may have at most {MAX_BODY_BYTES}",
+                    body.len()
+                ),
+            ));
+        }
+        let report: Report =
+            serde_json::from_slice(body).map_err(|e| invalid("body", e.to_string()))?;
+        report.check()?;
+        Ok(report)
+    }
+
+    /// Checks the bounds: how many observations, each identity's form,
+    /// and every string, list and nesting inside.
+    pub fn check(&self) -> Result<(), Invalid> {
+        if self.observations.len() > MAX_OBSERVATIONS {
+            return Err(invalid(
+                "observations",
+                format!(
+                    "{} observations; a report may have at most {MAX_OBSERVATIONS}",
+                    self.observations.len()
+                ),
+            ));
+        }
+        for (i, o) in self.observations.iter().enumerate() {
+            let at = format!("observations[{i}]");
+            let id = o.identity();
+            let ok = match o {
+                Observation::ContainerImage(_) => is_digest(id),
+                Observation::Container(_) | Observation::RuntimeViolations(_) => {
+                    is_container_id(id)
+                }
+                Observation::Node(_) => is_uid(id),
+            };
+            if !ok {
+                let expected = match o {
+                    Observation::ContainerImage(_) => "sha256: and 64 lowercase hex digits",
+                    Observation::Node(_) => "a Node UID",
+                    _ => "a container ID (letters, digits, '-', '_', '.'; at most 128)",
+                };
+                return Err(invalid(
+                    format!("{at}.identity"),
+                    format!("must be {expected}"),
+                ));
+            }
+            let value = serde_json::to_value(o).map_err(|e| invalid(&at, e.to_string()))?;
+            bounded(&value, &at, 0)?;
+        }
+        if let Some(l) = &self.listing {
+            if l.runtime.len() > 64 {
+                return Err(invalid("listing.runtime", "at most 64 bytes"));
+            }
+            if l.images.len() > MAX_LISTING {
+                return Err(invalid(
+                    "listing.images",
+                    format!("{} images; at most {MAX_LISTING}", l.images.len()),
+                ));
+            }
+            if let Some((i, _)) = l.images.iter().enumerate().find(|(_, d)| !is_digest(d)) {
+                return Err(invalid(
+                    format!("listing.images[{i}]"),
+                    "must be sha256: and 64 lowercase hex digits",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every string, list and map inside `v` within the bounds.
+fn bounded(v: &Value, at: &str, depth: usize) -> Result<(), Invalid> {
+    if depth > MAX_DEPTH {
+        return Err(invalid(at, format!("nested deeper than {MAX_DEPTH}")));
+    }
+    match v {
+        Value::String(s) if s.len() > MAX_STRING => Err(invalid(
+            at,
+            format!("{} bytes; strings may have at most {MAX_STRING}", s.len()),
+        )),
+        Value::Array(a) => {
+            if a.len() > MAX_LIST {
+                return Err(invalid(
+                    at,
+                    format!("{} entries; lists may have at most {MAX_LIST}", a.len()),
+                ));
+            }
+            a.iter()
+                .enumerate()
+                .try_for_each(|(i, x)| bounded(x, &format!("{at}[{i}]"), depth + 1))
+        }
+        Value::Object(m) => {
+            if m.len() > MAX_LIST {
+                return Err(invalid(
+                    at,
+                    format!("{} keys; maps may have at most {MAX_LIST}", m.len()),
+                ));
+            }
+            m.iter().try_for_each(|(k, x)| {
+                if k.len() > MAX_STRING {
+                    return Err(invalid(at, "a key longer than the string bound"));
+                }
+                bounded(x, &format!("{at}.{k}"), depth + 1)
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+impl ImageFacts {
+    /// The image facts in an Asset's `observed`, ignoring what other
+    /// kinds of fact (from older sensors) sit beside them.
+    pub fn from_observed(observed: &serde_json::Map<String, Value>) -> Option<ImageFacts> {
+        let schema = schemars::schema_for!(ImageFacts);
+        let known = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect::<std::collections::BTreeSet<_>>())
+            .unwrap_or_default();
+        let kept: serde_json::Map<String, Value> = observed
+            .iter()
+            .filter(|(k, _)| known.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        serde_json::from_value(Value::Object(kept)).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(id: &str) -> Observation {
+        Observation::ContainerImage(ImageObservation {
+            identity: id.into(),
+            facts: ImageFacts::default(),
+            vulnerabilities: None,
+            runtime: Some("containerd".into()),
+            reference: None,
+        })
+    }
+
+    fn digest(n: u8) -> String {
+        format!("sha256:{}", format!("{n:02x}").repeat(32))
+    }
+
+    #[test]
+    fn a_report_round_trips_with_its_kind_tag() {
+        let r = Report {
+            observations: vec![image(&digest(1))],
+            listing: Some(Listing {
+                runtime: "containerd".into(),
+                images: vec![digest(1)],
+            }),
+        };
+        let body = serde_json::to_vec(&r).expect("serialize");
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains(r#""kind":"ContainerImage""#), "{text}");
+        assert_eq!(Report::from_body(&body), Ok(r));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_not_dropped() {
+        let body = format!(
+            r#"{{"observations":[{{"kind":"ContainerImage","identity":"{}","facts":{{}},"activationKey":"other"}}]}}"#,
+            digest(1)
+        );
+        let e = Report::from_body(body.as_bytes()).expect_err("unknown field");
+        assert!(e.message.contains("activationKey"), "{e}");
+        let body = format!(
+            r#"{{"observations":[{{"kind":"ContainerImage","identity":"{}","facts":{{"nodes":{{"b":"x"}}}}}}]}}"#,
+            digest(1)
+        );
+        let e = Report::from_body(body.as_bytes()).expect_err("unknown fact");
+        assert!(e.message.contains("nodes"), "{e}");
+        let e = Report::from_body(br#"{"sensor":"ns/other"}"#).expect_err("unknown");
+        assert!(e.message.contains("sensor"), "{e}");
+        let e = Report::from_body(br#"{"observations":[{"kind":"Pod","identity":"x"}]}"#)
+            .expect_err("unknown kind");
+        assert_eq!(e.field, "body");
+    }
+
+    #[test]
+    fn identities_are_checked_by_kind() {
+        for bad in ["sha256:ABC", "sha256:12", "md5:00", ""] {
+            let r = Report {
+                observations: vec![image(bad)],
+                listing: None,
+            };
+            let e = r.check().expect_err(bad);
+            assert_eq!(e.field, "observations[0].identity");
+        }
+        let node = Observation::Node(NodeObservation {
+            identity: "../../x".into(),
+            facts: NodeFacts::default(),
+        });
+        let e = Report {
+            observations: vec![node],
+            listing: None,
+        }
+        .check()
+        .expect_err("node uid");
+        assert_eq!(e.field, "observations[0].identity");
+    }
+
+    #[test]
+    fn bounds_name_the_field() {
+        let mut o = image(&digest(2));
+        if let Observation::ContainerImage(i) = &mut o {
+            i.facts.repo_tags = vec!["t".into(); MAX_LIST + 1];
+        }
+        let e = Report {
+            observations: vec![o.clone()],
+            listing: None,
+        }
+        .check()
+        .expect_err("long list");
+        assert_eq!(e.field, "observations[0].facts.repoTags");
+        if let Observation::ContainerImage(i) = &mut o {
+            i.facts.repo_tags = vec!["x".repeat(MAX_STRING + 1)];
+        }
+        let e = Report {
+            observations: vec![o],
+            listing: None,
+        }
+        .check()
+        .expect_err("long string");
+        assert_eq!(e.field, "observations[0].facts.repoTags[0]");
+        let many = Report {
+            observations: vec![image(&digest(3)); MAX_OBSERVATIONS + 1],
+            listing: None,
+        };
+        assert_eq!(many.check().expect_err("many").field, "observations");
+        let huge = vec![b' '; MAX_BODY_BYTES + 1];
+        assert_eq!(Report::from_body(&huge).expect_err("huge").field, "body");
+        let listing = Report {
+            observations: vec![],
+            listing: Some(Listing {
+                runtime: "containerd".into(),
+                images: vec!["latest".into()],
+            }),
+        };
+        assert_eq!(
+            listing.check().expect_err("listing").field,
+            "listing.images[0]"
+        );
+    }
+
+    #[test]
+    fn image_facts_are_read_back_beside_other_facts() {
+        let observed: serde_json::Map<String, Value> = serde_json::from_str(
+            r#"{"imageId":"sha256:1","packages":{"total":3,"deb":3},"nodes":{"a":"docker"},"ci":{}}"#,
+        )
+        .expect("json");
+        let f = ImageFacts::from_observed(&observed).expect("facts");
+        assert_eq!(f.image_id.as_deref(), Some("sha256:1"));
+        assert_eq!(f.packages.total, 3);
+        assert_eq!(f.packages.by_type.get("deb"), Some(&3));
+    }
+}
