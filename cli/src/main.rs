@@ -139,13 +139,16 @@ enum ScanCmd {
 #[derive(Subcommand)]
 enum RegistryCmd {
     /// Run a registry Sensor's scan now, as its CronJob would, with your
-    /// credentials: `sightline registry scan -n team registry`.
+    /// credentials: `sightline registry scan -n team registry --api URL`.
     Scan {
         /// The Sensor's name.
         sensor: String,
         /// Its namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
+        /// The operator's API, which takes the reports.
+        #[arg(long, env = "SIGHTLINE_API")]
+        api: String,
     },
 }
 
@@ -291,8 +294,13 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Scan { .. } => Ok(()),
         Cmd::Registry {
-            cmd: RegistryCmd::Scan { sensor, namespace },
-        } => registry::scan(&namespace, &sensor, &mut stdout).await,
+            cmd:
+                RegistryCmd::Scan {
+                    sensor,
+                    namespace,
+                    api,
+                },
+        } => registry::scan(&namespace, &sensor, &api, &mut stdout).await,
     }
 }
 

@@ -1,20 +1,24 @@
 //! `sightline registry scan SENSOR`: a registry Sensor's scan, now, with
 //! the user's credentials: the Sensor's spec and key from the cluster, its
-//! credentials Secret read into a private temporary directory, then the
-//! same scan the CronJob runs, writing the same Assets under the Sensor's
-//! field manager.
+//! credentials Secret read into a private temporary directory, a
+//! ten-minute token of the Sensor's ServiceAccount (audience `sightline`;
+//! minting it needs `create serviceaccounts/token` in the namespace), then
+//! the same scan the CronJob runs, reported to the operator's API as the
+//! Sensor.
 
 use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::{Api, PostParams};
 use sightline_crds::{ActivationKey, Sensor};
 use sightline_registry::sensor::{self, Config};
 
-/// Runs the scan of Sensor `namespace/name` and prints what it did.
-pub async fn scan(namespace: &str, name: &str, out: &mut impl Write) -> Result<()> {
+/// Runs the scan of Sensor `namespace/name`, reporting to the operator at
+/// `api`, and prints what it did.
+pub async fn scan(namespace: &str, name: &str, api: &str, out: &mut impl Write) -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the cluster (is KUBECONFIG set?)")?;
@@ -46,6 +50,26 @@ pub async fn scan(namespace: &str, name: &str, out: &mut impl Write) -> Result<(
         }
         None => None,
     };
+    let account = sightline_crds::names::sensor_workload(name);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![sightline_report::AUDIENCE.to_owned()],
+            expiration_seconds: Some(600),
+            bound_object_ref: None,
+        },
+        ..TokenRequest::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(&account, &PostParams::default(), &request)
+        .await
+        .with_context(|| {
+            format!("minting a token of the Sensor's ServiceAccount {namespace}/{account}")
+        })?
+        .status
+        .map(|s| s.token)
+        .context("the API server returned no token")?;
+    let token_file = dir.path().join(".sensor-token");
+    std::fs::write(&token_file, token).context("writing the Sensor's token")?;
     let cfg = Config {
         sensor: format!("{namespace}/{name}"),
         activation_key: Some(key_name),
@@ -63,6 +87,8 @@ pub async fn scan(namespace: &str, name: &str, out: &mut impl Write) -> Result<(
         spec,
         credentials_dir,
         page_size: 100,
+        api_url: Some(api.to_owned()),
+        token_file,
     };
     let registry = Arc::new(sensor::client_for(&cfg)?);
     let summary = sensor::scan_once(&cfg, registry, client, None).await?;

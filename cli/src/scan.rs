@@ -250,10 +250,10 @@ pub async fn image(args: ImageArgs) -> Result<i32> {
         eprintln!("warning: {w}");
     }
     if let (Some(api), Some(token)) = (&args.report, &args.key_token) {
-        crate::report::send(api, token, &args.image, &image, &matches)
+        let asset = crate::report::send(api, token, &args.image, &image, &matches)
             .await
             .map_err(exit(EXIT_SCAN))?;
-        eprintln!("reported {} to {api}", image.config_digest);
+        eprintln!("reported {} to {api} (Asset {asset})", image.config_digest);
     }
     if !verdict.passed {
         eprintln!("gate failed: {}", verdict.reasons.join("; "));

@@ -428,7 +428,7 @@ async fn scans_a_registry_image_and_reports_it_to_the_cluster() -> Result<()> {
     ensure!(status["sources"][0]["sensor"] == "ci/pipeline", "{status}");
     ensure!(status["sources"][0]["type"] == "ci");
     ensure!(
-        status["observed"]["ci"]["reference"] == reference.as_str(),
+        status["sources"][0]["reference"] == reference.as_str(),
         "{status}"
     );
     ensure!(

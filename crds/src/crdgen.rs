@@ -72,9 +72,15 @@ pub fn sensor_cluster_roles_template() -> Result<String, serde_yaml::Error> {
     );
     for role in crate::rbac::cluster_roles() {
         let name = role.metadata.name.clone().unwrap_or_default();
-        let rules = serde_yaml::to_string(&role.rules.unwrap_or_default())?;
+        let rules = role.rules.unwrap_or_default();
+        // An empty list on the key's own line: YAML has no empty block list.
+        let rules = if rules.is_empty() {
+            " []\n".to_owned()
+        } else {
+            format!("\n{}", serde_yaml::to_string(&rules)?)
+        };
         out.push_str(&format!(
-            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {name}\n  labels:\n    {{{{- include \"sightline.labels\" . | nindent 4 }}}}\n    app.kubernetes.io/component: sensor\nrules:\n{rules}"
+            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {name}\n  labels:\n    {{{{- include \"sightline.labels\" . | nindent 4 }}}}\n    app.kubernetes.io/component: sensor\nrules:{rules}"
         ));
     }
     Ok(out)

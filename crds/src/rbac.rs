@@ -30,15 +30,9 @@ pub fn cluster_role_name(t: SensorType) -> String {
 
 /// The cluster-wide rules a sensor type needs.
 pub fn cluster_rules(t: SensorType) -> Vec<PolicyRule> {
-    // Every sensor reports into Assets with server-side apply.
-    let mut rules = vec![
-        rule(
-            &["sightline.dev"],
-            &["assets"],
-            &["get", "list", "watch", "create", "patch"],
-        ),
-        rule(&["sightline.dev"], &["assets/status"], &["get", "patch"]),
-    ];
+    // Sensors report through the operator's ingestion API, which writes
+    // the Assets: no sensor may touch an Asset itself.
+    let mut rules = vec![];
     match t {
         SensorType::Container => {
             // Its node (Node asset) and the pods on it (container attribution).

@@ -33,6 +33,11 @@ impl Interner {
         id
     }
 
+    /// The symbol of `s`, if it was ever interned.
+    pub fn lookup(&self, s: &str) -> Option<Sym> {
+        self.ids.get(s).copied()
+    }
+
     /// The string of a symbol.
     pub fn get(&self, sym: Sym) -> &str {
         self.strings.get(sym as usize).map_or("", |s| s)

@@ -157,6 +157,19 @@ impl Index {
         self.slots.is_empty()
     }
 
+    /// Whether an Asset of this name is indexed.
+    pub fn contains(&self, name: &str) -> bool {
+        self.slots.contains_key(name)
+    }
+
+    /// How many Assets list `source` among their sources.
+    pub fn count_source(&self, source: &str) -> usize {
+        let Some(sym) = self.interner.lookup(source) else {
+            return 0;
+        };
+        self.docs().filter(|d| d.sources.contains(&sym)).count()
+    }
+
     /// Every document.
     pub fn docs(&self) -> impl Iterator<Item = &AssetDoc> {
         self.docs.iter().flatten()

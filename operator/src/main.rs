@@ -11,6 +11,7 @@ use sightline_inventory::catalog::Catalog;
 use sightline_operator::controllers::sensor::policy::SensorPolicy;
 use sightline_operator::controllers::{self, InventoryOptions, sensor::render::Defaults};
 use sightline_operator::http::{self, Health};
+use sightline_operator::ingest::{self, limits::Rate};
 use sightline_operator::leader::{LeaderElector, LeaseConfig};
 use sightline_operator::metrics::Metrics;
 use sightline_operator::search::{self, Authorizer, SearchState, SharedIndex};
@@ -58,6 +59,14 @@ struct Args {
     /// pods as `SIGHTLINE_VULN_DB_URL`.
     #[arg(long, env = "SIGHTLINE_SENSOR_VULN_DB_URL")]
     sensor_vuln_db_url: Option<String>,
+    /// The operator's API as sensors reach it (`http://10.96.0.12:8080`),
+    /// set in their pods as `SIGHTLINE_API_URL`.
+    #[arg(long, env = "SIGHTLINE_SENSOR_API_URL")]
+    sensor_api_url: Option<String>,
+    /// This operator's Service (in its namespace): sensors reach the API at
+    /// its cluster IP, unless `--sensor-api-url` says otherwise.
+    #[arg(long, env = "SIGHTLINE_API_SERVICE")]
+    api_service: Option<String>,
     /// The vulnerability database served to container sensors at
     /// `/api/v1/vulndb` (built with `sightline db import`).
     #[arg(long, env = "SIGHTLINE_VULN_DB")]
@@ -89,6 +98,13 @@ struct Args {
     /// ClusterRoles).
     #[arg(long, env = "SIGHTLINE_APPLY_SENSOR_CLUSTER_ROLES", default_value_t = true, action = clap::ArgAction::Set)]
     apply_sensor_cluster_roles: bool,
+    /// Reports each caller (a sensor pod, or a key's CI reports) may send
+    /// per second, sustained.
+    #[arg(long, env = "SIGHTLINE_INGEST_RATE", default_value_t = 5.0)]
+    ingest_rate: f64,
+    /// Reports each caller may send at once after being idle.
+    #[arg(long, env = "SIGHTLINE_INGEST_BURST", default_value_t = 50.0)]
+    ingest_burst: f64,
     /// Remove Assets no sensor has seen for this long (`30d`, `12h`, …), or `forever`.
     #[arg(long, env = "SIGHTLINE_ASSET_RETENTION", default_value = "30d", value_parser = parse_retention)]
     asset_retention: Retention,
@@ -118,6 +134,8 @@ async fn main() -> Result<()> {
         .context("connecting to the Kubernetes API")?;
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
+    // Only the leader takes reports; without an election this replica leads.
+    let leading = Arc::new(AtomicBool::new(!args.leader_election));
     let catalog = Catalog::builtin().context("loading the built-in catalog")?;
     tracing::info!(version = catalog.version(), "catalog loaded");
 
@@ -132,6 +150,17 @@ async fn main() -> Result<()> {
         .with_context(|| format!("listening on {}", args.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz, /metrics and /api/v1");
     let auth = Arc::new(Authorizer::new(client.clone()));
+    let ingest = Arc::new(ingest::IngestState::new(
+        client.clone(),
+        args.namespace.clone(),
+        index.clone(),
+        Rate {
+            per_second: args.ingest_rate,
+            burst: args.ingest_burst,
+        },
+        leading.clone(),
+        metrics.clone(),
+    ));
     let router = http::router(Health {
         ready: ready.clone(),
         metrics: metrics.clone(),
@@ -145,10 +174,9 @@ async fn main() -> Result<()> {
     .merge(vulndb::router(Arc::new(vulndb::VulnDbState::new(
         args.vuln_db.clone(),
         auth,
+        ingest.auth.clone(),
     ))))
-    .merge(sightline_operator::report::router(Arc::new(
-        sightline_operator::report::ReportState::new(client.clone(), args.namespace.clone()),
-    )));
+    .merge(ingest::router(ingest));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "HTTP server stopped");
@@ -203,6 +231,7 @@ async fn main() -> Result<()> {
         tracing::info!(identity, "became leader");
     }
     metrics.leader.set(1);
+    leading.store(true, Ordering::Relaxed);
     if args.apply_sensor_cluster_roles {
         sightline_operator::apply_sensor_cluster_roles(&client)
             .await
@@ -210,9 +239,31 @@ async fn main() -> Result<()> {
     }
     ready.store(true, Ordering::Relaxed);
 
+    let api_url = match (&args.sensor_api_url, &args.api_service) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(service)) => Some(
+            service_url(&client, &args.namespace, service)
+                .await
+                .with_context(|| format!("finding the address of Service {service}"))?,
+        ),
+        (None, None) => None,
+    };
+    match &api_url {
+        Some(url) => tracing::info!(url, "sensors report to this API"),
+        None => tracing::warn!(
+            "neither --sensor-api-url nor --api-service is set: sensors cannot report"
+        ),
+    }
+    let vuln_db_url = args.sensor_vuln_db_url.clone().or_else(|| {
+        args.vuln_db
+            .as_ref()
+            .and(api_url.as_ref())
+            .map(|u| format!("{u}/api/v1/vulndb"))
+    });
     let defaults = Defaults {
         image: args.sensor_image.clone(),
-        vuln_db_url: args.sensor_vuln_db_url.clone(),
+        api_url,
+        vuln_db_url,
         refresh_seconds: args.sensor_refresh_seconds,
         policy,
     };
@@ -261,7 +312,35 @@ async fn main() -> Result<()> {
         tracing::warn!(error = %err, "could not release the leader lease; a standby takes over when it expires");
     }
     metrics.leader.set(0);
+    leading.store(false, Ordering::Relaxed);
     result
+}
+
+/// `http://<cluster IP>:<port>` of this operator's Service: sensors reach
+/// it by address, so they need no cluster DNS (host-network sensors often
+/// have none).
+async fn service_url(client: &kube::Client, namespace: &str, name: &str) -> Result<String> {
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let svc = services.get(name).await?;
+    let spec = svc.spec.unwrap_or_default();
+    let ip = spec
+        .cluster_ip
+        .filter(|ip| !ip.is_empty() && ip != "None")
+        .context("the Service has no cluster IP")?;
+    let ports = spec.ports.unwrap_or_default();
+    let port = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .or(ports.first())
+        .map(|p| p.port)
+        .context("the Service has no port")?;
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip
+    };
+    Ok(format!("http://{host}:{port}"))
 }
 
 /// Longest the controllers may take to drain after SIGTERM.

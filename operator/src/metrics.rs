@@ -35,6 +35,13 @@ pub struct InventoryLabels {
     pub value: String,
 }
 
+/// Labels of a refused report or observation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Why (`RateLimited`, `TooLarge`, `Invalid`, `NotYourNode`, `AssetLimit`, …).
+    pub reason: String,
+}
+
 /// The operator's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -54,6 +61,10 @@ pub struct Metrics {
     pub inventory_total: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Assets removed because no sensor saw them within the retention.
     pub assets_expired: Counter,
+    /// Observations written from reports.
+    pub ingest_accepted: Counter,
+    /// Reports and observations refused, by reason.
+    pub ingest_refusals: Family<RefusalLabels, Counter>,
     /// Registry they are in.
     pub registry: Arc<Registry>,
 }
@@ -108,7 +119,21 @@ impl Default for Metrics {
             "Assets removed because no sensor saw them within the retention",
             assets_expired.clone(),
         );
+        let ingest_accepted = Counter::default();
+        registry.register(
+            "ingest_observations_accepted",
+            "Observations from sensors and CI reports written into Assets",
+            ingest_accepted.clone(),
+        );
+        let ingest_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "ingest_refusals",
+            "Reports and observations the ingestion API refused, by reason",
+            ingest_refusals.clone(),
+        );
         Self {
+            ingest_accepted,
+            ingest_refusals,
             reconciles,
             failures,
             duration,
@@ -134,6 +159,20 @@ impl Metrics {
             metrics: self.clone(),
             labels,
         }
+    }
+
+    /// Counts an observation written.
+    pub fn ingest_accepted(&self) {
+        self.ingest_accepted.inc();
+    }
+
+    /// Counts a refusal by the ingestion API.
+    pub fn ingest_refused(&self, reason: &str) {
+        self.ingest_refusals
+            .get_or_create(&RefusalLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a failed reconcile.

@@ -1,9 +1,10 @@
 //! `GET /api/v1/vulndb`: the vulnerability database file (`--vuln-db`,
 //! built with `sightline db import`) for the container sensors, with an
 //! `ETag` (the file's sha256) so a sensor whose copy is current gets a
-//! `304 Not Modified` and nothing else. Callers authenticate as for search
-//! (a bearer token allowed to list Assets, which every sensor's
-//! ServiceAccount is). The file is checked (read fully as a database) before
+//! `304 Not Modified` and nothing else. Sensors authenticate as they do
+//! to report (their pod's token for audience `sightline`, or a key's
+//! token); users as for search (a bearer token allowed to list Assets).
+//! The file is checked (read fully as a database) before
 //! it is served, and again whenever it changes on disk, so a half-written or
 //! foreign file is never handed out: the last good one is served instead.
 
@@ -20,6 +21,7 @@ use axum::routing::get;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
+use crate::ingest::auth::Authenticator;
 use crate::search::{Authorizer, authorize};
 
 /// The served file, as last read and checked.
@@ -34,15 +36,18 @@ struct Loaded {
 pub struct VulnDbState {
     path: Option<PathBuf>,
     auth: Arc<Authorizer>,
+    sensors: Arc<Authenticator>,
     loaded: Mutex<Option<Loaded>>,
 }
 
 impl VulnDbState {
-    /// Serves `path` (none: the endpoint says so) to callers `auth` admits.
-    pub fn new(path: Option<PathBuf>, auth: Arc<Authorizer>) -> Self {
+    /// Serves `path` (none: the endpoint says so) to the sensors and keys
+    /// `sensors` admits and the users `auth` admits.
+    pub fn new(path: Option<PathBuf>, auth: Arc<Authorizer>, sensors: Arc<Authenticator>) -> Self {
         Self {
             path,
             auth,
+            sensors,
             loaded: Mutex::new(None),
         }
     }
@@ -60,7 +65,14 @@ fn plain(status: StatusCode, message: String) -> Response {
 }
 
 async fn serve(State(state): State<Arc<VulnDbState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&state.auth, &headers).await {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default();
+    let sensor = !token.is_empty() && state.sensors.admit(token).await.is_ok();
+    if !sensor && let Err(r) = authorize(&state.auth, &headers).await {
         return r;
     }
     let Some(path) = state.path.clone() else {

@@ -15,6 +15,7 @@ pub mod containerd;
 pub mod controlplane;
 pub mod docker;
 pub mod helpers;
+pub mod identity;
 pub mod images;
 pub mod jail;
 pub mod node;

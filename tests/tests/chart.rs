@@ -176,7 +176,8 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
     }
     for arg in [
         "--vuln-db=/var/lib/sightline/vulns.db",
-        "--sensor-vuln-db-url=http://sightline-operator.sightline-system.svc:8080/api/v1/vulndb",
+        // Sensors reach the API (reports, the database) at this Service's address.
+        "--api-service=sightline-operator",
         "--sensor-refresh-seconds=60",
         "--asset-retention=forever",
         "--allowed-sensor-image=mirror.example/sightline/",

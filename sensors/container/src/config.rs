@@ -32,10 +32,13 @@ pub struct Config {
     /// How often the sensor lists images and containers to refresh
     /// `lastSeen` and catch events it missed.
     pub refresh: Duration,
+    /// The operator's API, where reports go (`SIGHTLINE_API_URL`).
+    pub api_url: Option<String>,
     /// The operator's vulnerability database endpoint
     /// (`SIGHTLINE_VULN_DB_URL`, `http://…/api/v1/vulndb`).
     pub vuln_db_url: Option<String>,
-    /// The ServiceAccount token sent to it (`SIGHTLINE_TOKEN_FILE`).
+    /// The ServiceAccount token (audience `sightline`) sent to the
+    /// operator's API (`SIGHTLINE_TOKEN_FILE`).
     pub token_file: PathBuf,
     /// Where the fetched database is kept (`SIGHTLINE_VULN_DB_CACHE`).
     pub vuln_db_cache: PathBuf,
@@ -102,13 +105,12 @@ impl Config {
             on_start: triggers.contains(&ScanTrigger::Start),
             rescan,
             refresh: Duration::from_secs(300),
+            api_url: get("SIGHTLINE_API_URL").filter(|v| !v.is_empty()),
             vuln_db_url: get("SIGHTLINE_VULN_DB_URL").filter(|v| !v.is_empty()),
             token_file: get("SIGHTLINE_TOKEN_FILE")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token")
-                }),
+                .unwrap_or_else(|| PathBuf::from("/var/run/secrets/sightline.dev/token")),
             vuln_db_cache: get("SIGHTLINE_VULN_DB_CACHE")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
@@ -130,16 +132,6 @@ impl Config {
     /// Whether the key enables vulnerability matching.
     pub fn vulnerabilities(&self) -> bool {
         self.modules.iter().any(|m| m == "vulnerability")
-    }
-
-    /// The field manager this sensor writes Assets with: one per sensor and
-    /// node, so each node's sensor owns its own facts.
-    pub fn field_manager(&self) -> String {
-        format!(
-            "sightline-sensor/{}.{}",
-            self.sensor.replace('/', "."),
-            self.node
-        )
     }
 }
 
@@ -185,10 +177,6 @@ mod tests {
         assert!(c.on_pull && !c.on_start);
         assert_eq!(c.rescan, Duration::from_secs(12 * 3600));
         assert!(c.vulnerabilities());
-        assert_eq!(
-            c.field_manager(),
-            "sightline-sensor/sightline-system.containers.node-1"
-        );
     }
 
     #[test]

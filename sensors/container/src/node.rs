@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use serde_json::{Value, json};
-use sightline_crds::AssetKind;
+use sightline_report::facts::{Address, Cpu, NameVersion, NodeFacts};
+use sightline_report::{NodeObservation, Observation};
 use tracing::{info, warn};
 
 use crate::report::Reporter;
@@ -152,9 +152,9 @@ fn architecture() -> &'static str {
 }
 
 /// The facts of the host, without the Node object's part.
-pub fn host_facts(paths: &HostPaths) -> serde_json::Map<String, Value> {
-    let mut o = serde_json::Map::new();
+pub fn host_facts(paths: &HostPaths) -> NodeFacts {
     let read = |p: PathBuf| std::fs::read_to_string(p).ok();
+    let mut o = NodeFacts::default();
     let os_release = [
         paths.host_root.join("etc/os-release"),
         paths.host_root.join("usr/lib/os-release"),
@@ -164,101 +164,77 @@ pub fn host_facts(paths: &HostPaths) -> serde_json::Map<String, Value> {
     if let Some((bytes, p)) = os_release {
         let osr = sightline_scan::os::parse_os_release(&bytes, &p.display().to_string());
         if !osr.fields.is_empty() {
-            o.insert("osRelease".into(), json!(osr.fields));
+            o.os_release = Some(osr.fields.into_iter().collect());
         }
     }
-    if let Some(k) = read(paths.proc.join("sys/kernel/osrelease")) {
-        o.insert("kernelVersion".into(), json!(k.trim()));
-    }
-    o.insert("architecture".into(), json!(architecture()));
+    o.kernel_version = read(paths.proc.join("sys/kernel/osrelease")).map(|k| k.trim().to_owned());
+    o.architecture = Some(architecture().to_owned());
     if let Some(text) = read(paths.proc.join("cpuinfo")) {
         let (model, count) = cpu(&text);
-        let mut c = json!({"count": count});
-        if let Some(m) = model {
-            c["model"] = json!(m);
-        }
-        o.insert("cpu".into(), c);
+        o.cpu = Some(Cpu {
+            count: count as u64,
+            model,
+        });
     }
-    if let Some(m) = read(paths.proc.join("meminfo"))
+    o.memory_bytes = read(paths.proc.join("meminfo"))
         .as_deref()
-        .and_then(memory_bytes)
-    {
-        o.insert("memoryBytes".into(), json!(m));
-    }
+        .and_then(memory_bytes);
     let dmi_dir = paths.host_root.join("sys/class/dmi/id");
-    let dmi: serde_json::Map<String, Value> = DMI
+    o.dmi = DMI
         .iter()
         .filter_map(|(file, key)| {
             let v = read(dmi_dir.join(file))?;
             let v = v.trim();
-            (!v.is_empty()).then(|| ((*key).to_owned(), json!(v)))
+            (!v.is_empty()).then(|| ((*key).to_owned(), v.to_owned()))
         })
         .collect();
-    if !dmi.is_empty() {
-        o.insert("dmi".into(), Value::Object(dmi));
-    }
     let (virtualized, signature) = cpuid_hypervisor();
-    o.insert("virtualized".into(), json!(virtualized));
+    o.virtualized = Some(virtualized);
     if let Some(sig) = signature {
         match hypervisor_of(&sig) {
-            Some(h) => {
-                o.insert("hypervisor".into(), json!(h));
-            }
-            None => {
-                o.insert(
-                    "hypervisorSignature".into(),
-                    json!(sig.trim_end_matches('\0')),
-                );
-            }
+            Some(h) => o.hypervisor = Some(h.to_owned()),
+            None => o.hypervisor_signature = Some(sig.trim_end_matches('\0').to_owned()),
         }
     }
     o
 }
 
 /// Adds what the Node object says: identity, kubelet, cloud, addresses.
-pub fn node_facts(
-    o: &mut serde_json::Map<String, Value>,
-    node: &Node,
-    runtimes: &BTreeMap<String, String>,
-) {
-    o.insert("nodeName".into(), json!(node.metadata.name));
+pub fn node_facts(o: &mut NodeFacts, node: &Node, runtimes: &BTreeMap<String, String>) {
+    o.node_name = node.metadata.name.clone().unwrap_or_default();
     let mut software = Vec::new();
     if let Some(info) = node.status.as_ref().and_then(|s| s.node_info.as_ref()) {
-        o.insert("kubeletVersion".into(), json!(info.kubelet_version));
-        software.push(json!({"name": "kubelet", "version": info.kubelet_version}));
-        o.insert("osImage".into(), json!(info.os_image));
+        o.kubelet_version = Some(info.kubelet_version.clone());
+        software.push(NameVersion {
+            name: "kubelet".into(),
+            version: info.kubelet_version.clone(),
+        });
+        o.os_image = Some(info.os_image.clone());
     }
-    for (name, version) in runtimes {
-        software.push(json!({"name": name, "version": version}));
-    }
-    o.insert(
-        "containerRuntimes".into(),
-        json!(
-            runtimes
-                .iter()
-                .map(|(n, v)| json!({"name": n, "version": v}))
-                .collect::<Vec<_>>()
-        ),
-    );
-    o.insert("software".into(), json!(software));
-    if let Some(cloud) = node
+    let runtimes: Vec<NameVersion> = runtimes
+        .iter()
+        .map(|(n, v)| NameVersion {
+            name: n.clone(),
+            version: v.clone(),
+        })
+        .collect();
+    software.extend(runtimes.iter().cloned());
+    o.container_runtimes = runtimes;
+    o.software = software;
+    o.cloud_provider = node
         .spec
         .as_ref()
         .and_then(|s| s.provider_id.as_deref())
         .and_then(cloud_of)
-    {
-        o.insert("cloudProvider".into(), json!(cloud));
-    }
+        .map(str::to_owned);
     if let Some(addrs) = node.status.as_ref().and_then(|s| s.addresses.as_ref()) {
-        o.insert(
-            "addresses".into(),
-            json!(
-                addrs
-                    .iter()
-                    .map(|a| json!({"type": a.type_, "address": a.address}))
-                    .collect::<Vec<_>>()
-            ),
-        );
+        o.addresses = addrs
+            .iter()
+            .map(|a| Address {
+                type_: a.type_.clone(),
+                address: a.address.clone(),
+            })
+            .collect();
     }
 }
 
@@ -273,7 +249,7 @@ pub async fn report_loop(
     refresh: Duration,
 ) {
     let nodes: Api<Node> = Api::all(client);
-    let mut last: Option<(Value, Instant)> = None;
+    let mut last: Option<(NodeFacts, Instant)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(60).min(refresh));
     loop {
         tick.tick().await;
@@ -290,24 +266,28 @@ pub async fn report_loop(
         let mut facts = host_facts(&paths);
         let versions = runtimes.lock().map(|m| m.clone()).unwrap_or_default();
         node_facts(&mut facts, &node, &versions);
-        let facts = Value::Object(facts);
         let due = last
             .as_ref()
             .is_none_or(|(f, at)| *f != facts || at.elapsed() >= refresh);
         if !due {
             continue;
         }
-        match reporter
-            .report(AssetKind::Node, &uid, facts.clone(), None)
-            .await
-        {
-            Ok(name) => {
-                if last.is_none() {
-                    info!(asset = %name, node = %node_name, "reported the node");
+        let observation = Observation::Node(NodeObservation {
+            identity: uid,
+            facts: facts.clone(),
+        });
+        match reporter.send(vec![observation], None).await {
+            Ok(receipt) if receipt.refused.is_empty() => {
+                if last.is_none()
+                    && let Some(a) = receipt.accepted.first()
+                {
+                    info!(asset = %a.asset, node = %node_name, "reported the node");
                 }
                 last = Some((facts, Instant::now()));
             }
-            Err(e) => warn!(node = %node_name, error = %e, "cannot write the node's Asset"),
+            // Refusals are logged by the reporter; the next minute tries again.
+            Ok(_) => {}
+            Err(e) => warn!(node = %node_name, error = %e, "cannot report the node"),
         }
     }
 }
@@ -361,13 +341,25 @@ mod tests {
             host_root: root.to_path_buf(),
             proc,
         });
-        assert_eq!(o["osRelease"]["VERSION_ID"], "12");
-        assert_eq!(o["kernelVersion"], "6.1.0-18-amd64");
-        assert_eq!(o["cpu"], json!({"count": 1, "model": "Intel Xeon"}));
-        assert_eq!(o["memoryBytes"], 1024 * 1024);
         assert_eq!(
-            o["dmi"],
-            json!({"sysVendor": "Amazon EC2", "productName": "m5.large"})
+            o.os_release.as_ref().and_then(|r| r.get("VERSION_ID")),
+            Some(&"12".to_owned())
+        );
+        assert_eq!(o.kernel_version.as_deref(), Some("6.1.0-18-amd64"));
+        assert_eq!(
+            o.cpu,
+            Some(Cpu {
+                count: 1,
+                model: Some("Intel Xeon".into())
+            })
+        );
+        assert_eq!(o.memory_bytes, Some(1024 * 1024));
+        assert_eq!(
+            o.dmi,
+            BTreeMap::from([
+                ("sysVendor".to_owned(), "Amazon EC2".to_owned()),
+                ("productName".to_owned(), "m5.large".to_owned())
+            ])
         );
     }
 }

@@ -1,73 +1,75 @@
-//! Assets from what the sensor found: one `ContainerImage` per image (by
-//! config digest) and one `Container` per container, each written with
-//! server-side apply under this sensor's own field manager, so several
-//! nodes and sensors can report the same image without overwriting each
-//! other's facts. Only the sensor's own parts are written: the source
-//! entry, `observed`, `findings`; the operator's inventory controller does
-//! the rest.
+//! Reports from what the sensor found: one `ContainerImage` observation
+//! per image (by config digest), one `Container` per container, and the
+//! node itself, sent to the operator's ingestion API, which writes the
+//! Assets. The sensor holds no permission on Assets: the operator takes
+//! its Sensor, node and key from its token, never from the report.
 
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::{Value, json};
 use sightline_crds::asset::{TOP_VULNERABILITIES, VulnerabilityFindings, VulnerabilityRef};
-use sightline_crds::{Asset, AssetKind, asset::asset_name};
+use sightline_crds::{AssetKind, asset::asset_name};
+use sightline_report::client::{Client, Credentials, Error};
+use sightline_report::facts::{ContainerFacts, ImageFacts, PackageCounts};
+use sightline_report::{Listing, Observation, Receipt};
 use sightline_scan::source::Image;
 use sightline_scan::vuln::{Level, Matches};
+use tracing::warn;
 
 use crate::config::Config;
 use crate::runtime::{ContainerRef, ImageRef};
 
-/// Most layer digests listed in `observed.layers`.
+/// Most layer digests listed in `layers`.
 const MAX_LAYERS_LISTED: usize = 64;
 /// Most tags or digests listed.
 const MAX_NAMES_LISTED: usize = 32;
+/// Most analysis warnings listed.
+const MAX_WARNINGS_LISTED: usize = 10;
 
-/// `observed` of an image's Asset, as a node's runtime holds it: the
-/// image's facts and, under `nodes`, this node and its runtime.
-pub fn image_observed(image_ref: &ImageRef, image: &Image, node: &str, runtime: &str) -> Value {
-    let mut observed = image_facts(image_ref, image);
-    // A map, so each node's sensor owns its own key.
-    observed["nodes"] = json!({ node: runtime });
-    observed
+/// An image's facts, wherever the image was found: OS, package counts,
+/// layers, tags and digests, platform and warnings.
+pub fn image_facts(image_ref: &ImageRef, image: &Image) -> ImageFacts {
+    let a = &image.analysis;
+    let mut packages = PackageCounts {
+        total: a.packages.len() as u64,
+        ..PackageCounts::default()
+    };
+    for p in &a.packages {
+        *packages
+            .by_type
+            .entry(p.kind.purl_type().to_owned())
+            .or_default() += 1;
+    }
+    ImageFacts {
+        image_id: Some(image_ref.id.clone()),
+        repo_tags: bounded(&image_ref.repo_tags),
+        repo_digests: bounded(&image_ref.repo_digests),
+        packages,
+        layers: a
+            .layers
+            .iter()
+            .take(MAX_LAYERS_LISTED)
+            .map(|l| l.diff_id.clone())
+            .collect(),
+        layer_count: a.layers.len() as u64,
+        size: a.layers.iter().map(|l| l.size).sum(),
+        os_release: a
+            .os
+            .as_ref()
+            .map(|os| os.fields.clone().into_iter().collect()),
+        architecture: image.architecture.clone(),
+        os: image.os.clone(),
+        created: image.created.clone(),
+        analysis_warnings: a
+            .warnings
+            .iter()
+            .take(MAX_WARNINGS_LISTED)
+            .cloned()
+            .collect(),
+        registry: None,
+    }
 }
 
-/// `observed` of an image's Asset, wherever the image was found: OS,
-/// package counts, layers, tags and digests, platform and warnings.
-pub fn image_facts(image_ref: &ImageRef, image: &Image) -> Value {
-    let a = &image.analysis;
-    let mut packages = serde_json::Map::new();
-    packages.insert("total".into(), json!(a.packages.len()));
-    let mut by_kind: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for p in &a.packages {
-        *by_kind.entry(p.kind.purl_type()).or_default() += 1;
-    }
-    for (kind, n) in by_kind {
-        packages.insert(kind.into(), json!(n));
-    }
-    let mut observed = json!({
-        "imageId": image_ref.id,
-        "repoTags": image_ref.repo_tags.iter().take(MAX_NAMES_LISTED).collect::<Vec<_>>(),
-        "repoDigests": image_ref.repo_digests.iter().take(MAX_NAMES_LISTED).collect::<Vec<_>>(),
-        "packages": packages,
-        "layers": a.layers.iter().take(MAX_LAYERS_LISTED).map(|l| l.diff_id.as_str()).collect::<Vec<_>>(),
-        "layerCount": a.layers.len(),
-        "size": a.layers.iter().map(|l| l.size).sum::<u64>(),
-    });
-    if let Some(os) = &a.os {
-        observed["osRelease"] = json!(os.fields);
-    }
-    for (key, value) in [
-        ("architecture", &image.architecture),
-        ("os", &image.os),
-        ("created", &image.created),
-    ] {
-        if let Some(v) = value {
-            observed[key] = json!(v);
-        }
-    }
-    if !a.warnings.is_empty() {
-        observed["analysisWarnings"] = json!(a.warnings.iter().take(10).collect::<Vec<_>>());
-    }
-    observed
+/// At most [`MAX_NAMES_LISTED`] names.
+pub fn bounded(names: &[String]) -> Vec<String> {
+    names.iter().take(MAX_NAMES_LISTED).cloned().collect()
 }
 
 /// `findings.vulnerabilities`: counts by severity and the worst
@@ -98,129 +100,69 @@ pub fn vulnerability_findings(m: &Matches) -> VulnerabilityFindings {
     f
 }
 
-/// `observed` of a container's Asset.
-pub fn container_observed(c: &ContainerRef, node: &str, runtime: &str) -> Value {
-    let mut observed = json!({
-        "containerId": c.id,
-        "name": c.name,
-        "image": c.image,
-        "imageId": c.image_id,
-        "imageAsset": asset_name(AssetKind::ContainerImage, &c.image_id),
-        "state": c.state,
-        "node": node,
-        "runtime": runtime,
-    });
-    if let Some(s) = &c.started {
-        observed["started"] = json!(s);
+/// A container's facts.
+pub fn container_facts(c: &ContainerRef, node: &str, runtime: &str) -> ContainerFacts {
+    let label = |k: &str| c.labels.get(k).cloned();
+    ContainerFacts {
+        container_id: c.id.clone(),
+        name: c.name.clone(),
+        image: c.image.clone(),
+        image_id: c.image_id.clone(),
+        image_asset: Some(asset_name(AssetKind::ContainerImage, &c.image_id)),
+        state: c.state.clone(),
+        node: node.to_owned(),
+        runtime: runtime.to_owned(),
+        started: c.started.clone(),
+        // Set by the kubelet on the containers of pods.
+        pod: label("io.kubernetes.pod.name"),
+        namespace: label("io.kubernetes.pod.namespace"),
+        container: label("io.kubernetes.container.name"),
     }
-    // Set by the kubelet on the containers of pods.
-    for (label, key) in [
-        ("io.kubernetes.pod.name", "pod"),
-        ("io.kubernetes.pod.namespace", "namespace"),
-        ("io.kubernetes.container.name", "container"),
-    ] {
-        if let Some(v) = c.labels.get(label) {
-            observed[key] = json!(v);
-        }
-    }
-    observed
 }
 
-/// Writes Assets for one sensor (on one node, for node sensors).
-#[derive(Clone)]
+/// Sends a sensor's reports to the operator.
+#[derive(Clone, Debug)]
 pub struct Reporter {
-    api: Api<Asset>,
-    params: PatchParams,
-    sensor: String,
-    sensor_type: &'static str,
-    key: Option<String>,
+    client: Client,
 }
+
+/// The operator's API is not configured.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "SIGHTLINE_API_URL is not set (the operator's DaemonSet sets it): the sensor has nowhere to report"
+)]
+pub struct NoApi;
 
 impl Reporter {
     /// A reporter for the container sensor `cfg` describes.
-    pub fn new(client: kube::Client, cfg: &Config) -> Reporter {
-        Self::for_sensor(
-            client,
-            &cfg.field_manager(),
-            &cfg.sensor,
-            "container",
-            cfg.activation_key.clone(),
-        )
+    pub fn new(cfg: &Config) -> anyhow::Result<Reporter> {
+        let url = cfg.api_url.as_deref().ok_or(NoApi)?;
+        Self::to(url, &cfg.token_file)
     }
 
-    /// A reporter writing under `field_manager` for the Sensor `sensor`
-    /// (`<namespace>/<name>`) of type `sensor_type`.
-    pub fn for_sensor(
-        client: kube::Client,
-        field_manager: &str,
-        sensor: &str,
-        sensor_type: &'static str,
-        key: Option<String>,
-    ) -> Reporter {
-        Reporter {
-            api: Api::all(client),
-            // Forced: several nodes of one Sensor share its source entry.
-            params: PatchParams::apply(field_manager).force(),
-            sensor: sensor.to_owned(),
-            sensor_type,
-            key,
-        }
+    /// A reporter to the operator at `url`, with the token in `token_file`.
+    pub fn to(url: &str, token_file: &std::path::Path) -> anyhow::Result<Reporter> {
+        let client = Client::new(url, Credentials::TokenFile(token_file.to_owned()), None)?;
+        Ok(Reporter { client })
     }
 
-    /// Creates the Asset if needed and applies this sensor's parts of its
-    /// status. Returns the Asset's name.
-    pub async fn report(
+    /// Sends `observations` (and the node's `listing`); logs each refused
+    /// observation. Returns the receipt.
+    pub async fn send(
         &self,
-        kind: AssetKind,
-        identity: &str,
-        observed: Value,
-        findings: Option<VulnerabilityFindings>,
-    ) -> Result<String, kube::Error> {
-        let name = asset_name(kind, identity);
-        let mut source = json!({
-            "sensor": self.sensor,
-            "type": self.sensor_type,
-            "lastSeen": jiff::Timestamp::now().to_string(),
-        });
-        if let Some(k) = &self.key {
-            source["activationKey"] = json!(k);
+        observations: Vec<Observation>,
+        listing: Option<Listing>,
+    ) -> Result<Receipt, Error> {
+        let receipt = self.client.send(observations, listing).await?;
+        for r in &receipt.refused {
+            warn!(index = r.index, reason = %r.reason, "the operator refused an observation: {}", r.message);
         }
-        let mut status = json!({
-            "kind": kind.as_str(),
-            "identity": identity,
-            "sources": [source],
-            "observed": observed,
-            "managed": true,
-        });
-        if let Some(f) = findings {
-            status["findings"] = json!({ "vulnerabilities": f });
-        }
-        let body =
-            json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "Asset", "status": status});
-        // Most reports refresh an Asset that exists: one request. The object
-        // is created only when the status patch finds none.
-        match self
-            .api
-            .patch_status(&name, &self.params, &Patch::Apply(&body))
-            .await
-        {
-            Err(kube::Error::Api(e)) if e.code == 404 => {
-                let object = json!({
-                    "apiVersion": "sightline.dev/v1alpha1", "kind": "Asset",
-                    "metadata": {"name": name}, "spec": {},
-                });
-                self.api
-                    .patch(&name, &self.params, &Patch::Apply(&object))
-                    .await?;
-                self.api
-                    .patch_status(&name, &self.params, &Patch::Apply(&body))
-                    .await?;
-            }
-            other => {
-                other?;
-            }
-        }
-        Ok(name)
+        Ok(receipt)
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 }
 
@@ -283,13 +225,13 @@ mod tests {
             .collect(),
             started: Some("2026-11-26T10:00:00Z".into()),
         };
-        let o = container_observed(&c, "node-1", "docker");
-        assert_eq!(o["pod"], "web-1");
-        assert_eq!(o["namespace"], "shop");
+        let o = container_facts(&c, "node-1", "docker");
+        assert_eq!(o.pod.as_deref(), Some("web-1"));
+        assert_eq!(o.namespace.as_deref(), Some("shop"));
         assert_eq!(
-            o["imageAsset"],
-            asset_name(AssetKind::ContainerImage, "sha256:1")
+            o.image_asset,
+            Some(asset_name(AssetKind::ContainerImage, "sha256:1"))
         );
-        assert!(o.get("container").is_none());
+        assert!(o.container.is_none());
     }
 }

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use sightline_crds::AssetKind;
+use sightline_report::facts::ImageFacts;
+use sightline_report::{ContainerObservation, ImageObservation, Listing, Observation};
 use sightline_scan::Limits;
 use sightline_scan::vuln::{Database, match_analysis};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::report::{Reporter, container_observed, image_observed, vulnerability_findings};
+use crate::report::{Reporter, bounded, container_facts, image_facts, vulnerability_findings};
 use crate::runtime::{Change, Engine, ImageRef};
 use crate::vulndb::Fetcher;
 
@@ -29,7 +30,7 @@ const CACHE_ENTRIES: usize = 1024;
 /// be matched without analysing the image again.
 struct Analyzed {
     at: Instant,
-    observed: serde_json::Value,
+    facts: ImageFacts,
     packages: sightline_scan::Analysis,
 }
 
@@ -76,14 +77,27 @@ impl Watch {
     /// image an event or a container names.
     async fn image(&mut self, engine: &Engine, id: &str) {
         match engine.image(id).await {
-            Ok(image_ref) => self.report_image(engine, image_ref).await,
+            Ok(image_ref) => {
+                if let Some(o) = self.observe_image(engine, image_ref).await {
+                    self.send(vec![o], None).await;
+                }
+            }
             Err(e) => warn!(image = id, error = %e, "cannot inspect image"),
         }
     }
 
-    /// Analyses (or takes from the cache) and reports an image whose tags
-    /// and digests are already known (from the list or an inspection).
-    async fn report_image(&mut self, engine: &Engine, image_ref: ImageRef) {
+    /// Sends observations (and a listing) to the operator, logging failures:
+    /// what was not sent goes again at the next refresh.
+    async fn send(&self, observations: Vec<Observation>, listing: Option<Listing>) {
+        let n = observations.len();
+        if let Err(e) = self.reporter.send(observations, listing).await {
+            warn!(observations = n, reason = e.reason(), error = %e, "cannot report; trying again at the next refresh");
+        }
+    }
+
+    /// Analyses (or takes from the cache) an image whose tags and digests
+    /// are already known (from the list or an inspection): its observation.
+    async fn observe_image(&mut self, engine: &Engine, image_ref: ImageRef) -> Option<Observation> {
         let analyzed = match self.cache.get(&image_ref.id, self.cfg.rescan) {
             Some(a) => a,
             None => {
@@ -92,7 +106,7 @@ impl Watch {
                     Ok(i) => i,
                     Err(e) => {
                         warn!(image = %image_ref.id, error = %e, "image analysis failed; retrying at the next refresh");
-                        return;
+                        return None;
                     }
                 };
                 info!(
@@ -102,7 +116,7 @@ impl Watch {
                     seconds = started.elapsed().as_secs_f64(),
                     "analysed image"
                 );
-                let observed = image_observed(&image_ref, &image, &self.cfg.node, engine.kind());
+                let facts = image_facts(&image_ref, &image);
                 let packages = sightline_scan::Analysis {
                     os: image.analysis.os,
                     packages: image.analysis.packages,
@@ -112,26 +126,26 @@ impl Watch {
                     image_ref.id.clone(),
                     Analyzed {
                         at: Instant::now(),
-                        observed,
+                        facts,
                         packages,
                     },
                 )
             }
         };
         // Tags change without the image changing: report what the engine says now.
-        let mut observed = analyzed.observed.clone();
-        observed["repoTags"] = serde_json::json!(image_ref.repo_tags);
-        observed["repoDigests"] = serde_json::json!(image_ref.repo_digests);
+        let mut facts = analyzed.facts.clone();
+        facts.repo_tags = bounded(&image_ref.repo_tags);
+        facts.repo_digests = bounded(&image_ref.repo_digests);
         let db = self.db.borrow().clone();
-        let findings =
+        let vulnerabilities =
             db.map(|db| vulnerability_findings(&match_analysis(&analyzed.packages, &db)));
-        if let Err(e) = self
-            .reporter
-            .report(AssetKind::ContainerImage, &image_ref.id, observed, findings)
-            .await
-        {
-            warn!(image = %image_ref.id, error = %e, "cannot write the image's Asset");
-        }
+        Some(Observation::ContainerImage(ImageObservation {
+            identity: image_ref.id,
+            facts,
+            vulnerabilities,
+            runtime: Some(engine.kind().to_owned()),
+            reference: None,
+        }))
     }
 
     /// Reports every running container, and analyses their images when the
@@ -156,29 +170,36 @@ impl Watch {
                 _ => break list,
             }
         };
+        let mut observations = Vec::new();
         for c in list.iter().filter(|c| only.is_none_or(|id| c.id == id)) {
             if self.cfg.on_start && !c.image_id.is_empty() {
                 self.image(engine, &c.image_id).await;
             }
-            let observed = container_observed(c, &self.cfg.node, engine.kind());
-            if let Err(e) = self
-                .reporter
-                .report(AssetKind::Container, &c.id, observed, None)
-                .await
-            {
-                warn!(container = %c.id, error = %e, "cannot write the container's Asset");
-            }
+            observations.push(Observation::Container(ContainerObservation {
+                identity: c.id.clone(),
+                facts: container_facts(c, &self.cfg.node, engine.kind()),
+            }));
+        }
+        if !observations.is_empty() {
+            self.send(observations, None).await;
         }
     }
 
-    /// Every image and running container.
+    /// Every image and running container; the images go with the
+    /// runtime's full listing, so the operator sees which left the node.
     async fn full_scan(&mut self, engine: &Engine) {
         match engine.images().await {
             Ok(images) => {
+                let listing = Listing {
+                    runtime: engine.kind().to_owned(),
+                    images: images.iter().map(|i| i.id.clone()).collect(),
+                };
                 // The list already carries tags and digests: no inspection per image.
+                let mut observations = Vec::new();
                 for i in images {
-                    self.report_image(engine, i).await;
+                    observations.extend(self.observe_image(engine, i).await);
                 }
+                self.send(observations, Some(listing)).await;
             }
             Err(e) => warn!(error = %e, "cannot list images"),
         }
@@ -229,7 +250,7 @@ pub async fn run(
         None
     };
     let (db_tx, db_rx) = tokio::sync::watch::channel(db);
-    let reporter = Reporter::new(client.clone(), &cfg);
+    let reporter = Reporter::new(&cfg)?;
     let runtimes = crate::node::Runtimes::default();
     let loops = futures::future::join_all(cfg.runtimes.iter().map(|(kind, endpoint)| {
         let watch = Watch {

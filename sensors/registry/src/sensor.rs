@@ -5,22 +5,27 @@
 //! `ContainerImage` Assets, one per platform, with the registry, the
 //! repository and the tags.
 //!
-//! What was analysed before is kept in the Assets themselves: an image
-//! whose manifest digest an Asset of this sensor already records is not
-//! analysed again — its recorded facts are reported anew (so `lastSeen`
-//! and the tags move) without fetching a blob.
+//! Reports go to the operator's ingestion API, which writes the Assets.
+//! What was analysed before is kept in the Assets themselves, and the
+//! operator hands this sensor back what it reported: an image whose
+//! manifest digest it already records is not analysed again — its
+//! recorded facts are reported anew (so `lastSeen` and the tags move)
+//! without fetching a blob.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use sightline_container_sensor::report::{Reporter, image_facts, vulnerability_findings};
 use sightline_container_sensor::runtime::ImageRef;
+use sightline_crds::Sensor;
+use sightline_crds::asset::VulnerabilityFindings;
 use sightline_crds::sensor::RegistrySensor;
-use sightline_crds::{Asset, AssetKind, Sensor};
+use sightline_report::facts::{ImageFacts, RegistryFacts, RepositoryEntry};
+use sightline_report::{ImageObservation, Observation};
 use sightline_scan::Limits;
 use sightline_scan::source::Descriptor;
 use sightline_scan::vuln::{Database, match_analysis};
@@ -53,6 +58,10 @@ pub struct Config {
     /// Entries per catalog and tags page (`SIGHTLINE_REGISTRY_PAGE_SIZE`,
     /// 100; registries cap it themselves).
     pub page_size: usize,
+    /// The operator's API, where reports go (`SIGHTLINE_API_URL`).
+    pub api_url: Option<String>,
+    /// The token (audience `sightline`) for it (`SIGHTLINE_TOKEN_FILE`).
+    pub token_file: PathBuf,
 }
 
 /// A setting that could not be read, named.
@@ -94,6 +103,11 @@ impl Config {
                 .collect(),
             spec,
             credentials_dir: credentials_dir.is_dir().then_some(credentials_dir),
+            api_url: get("SIGHTLINE_API_URL").filter(|v| !v.is_empty()),
+            token_file: get("SIGHTLINE_TOKEN_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/var/run/secrets/sightline.dev/token")),
             page_size: match get("SIGHTLINE_REGISTRY_PAGE_SIZE") {
                 Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                     ConfigError(format!(
@@ -110,7 +124,7 @@ impl Config {
         self.modules.iter().any(|m| m == "vulnerability")
     }
 
-    /// The field manager of this sensor's writes.
+    /// The field manager of this sensor's writes to its own Sensor's status.
     pub fn field_manager(&self) -> String {
         format!("sightline-sensor/{}", self.sensor.replace('/', "."))
     }
@@ -146,46 +160,29 @@ pub fn selected(spec: &RegistrySensor, repo: &str) -> bool {
 #[derive(Clone, Debug)]
 struct Known {
     identity: String,
-    observed: Value,
-    findings: Option<Value>,
+    facts: ImageFacts,
+    findings: Option<VulnerabilityFindings>,
 }
 
-/// This sensor's ContainerImage Assets, by the manifest digests they
-/// record (a platform manifest's, and the index's when there is one).
-async fn known_images(
-    kube: &kube::Client,
-    sensor: &str,
-) -> Result<HashMap<String, Vec<Known>>, kube::Error> {
-    let api: Api<Asset> = Api::all(kube.clone());
+/// The images this sensor reported before, as the operator holds them,
+/// by the manifest digests they record (a platform manifest's, and the
+/// index's when there is one).
+async fn known_images(reporter: &Reporter) -> Result<HashMap<String, Vec<Known>>, ScanError> {
     let mut out: HashMap<String, Vec<Known>> = HashMap::new();
-    let list = api.list(&ListParams::default()).await?;
-    for a in list {
-        let Some(status) = a.status else { continue };
-        if status.kind != Some(AssetKind::ContainerImage) {
-            continue;
-        }
-        if !status.sources.iter().any(|s| s.sensor == sensor) {
-            continue;
-        }
-        let observed = serde_json::to_value(&status.observed).unwrap_or_default();
-        let entries = observed["registry"]["repositories"].clone();
+    for r in reporter.client().recorded_images().await?.images {
         let known = Known {
-            identity: status.identity.clone().unwrap_or_default(),
-            findings: status
-                .findings
-                .as_ref()
-                .and_then(|f| f.vulnerabilities.as_ref())
-                .map(|v| serde_json::to_value(v).unwrap_or_default()),
-            observed: observed.clone(),
+            identity: r.identity.clone(),
+            facts: r.facts.clone(),
+            findings: r.vulnerabilities.clone(),
         };
-        for entry in entries.as_array().into_iter().flatten() {
-            for key in ["manifestDigest", "indexDigest"] {
-                if let Some(d) = entry[key].as_str()
-                    && !out
-                        .get(d)
-                        .is_some_and(|v| v.iter().any(|k| k.identity == known.identity))
+        let entries = r.facts.registry.iter().flat_map(|g| g.repositories.iter());
+        for entry in entries {
+            for d in std::iter::once(&entry.manifest_digest).chain(entry.index_digest.iter()) {
+                if !out
+                    .get(d)
+                    .is_some_and(|v| v.iter().any(|k| k.identity == known.identity))
                 {
-                    out.entry(d.to_owned()).or_default().push(known.clone());
+                    out.entry(d.clone()).or_default().push(known.clone());
                 }
             }
         }
@@ -200,9 +197,12 @@ pub enum ScanError {
     /// The registry's catalog could not be read.
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    /// The sensor's Assets could not be listed.
-    #[error("listing this sensor's Assets: {0}")]
-    Kube(#[from] kube::Error),
+    /// The operator could not be asked or refused the reports.
+    #[error("reporting to the operator: {0}")]
+    Report(#[from] sightline_report::client::Error),
+    /// The sensor is not configured to report.
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// What one run did.
@@ -218,28 +218,15 @@ pub struct Summary {
     pub failures: Vec<String>,
 }
 
-/// Where a repository holds an image: which tags, through which manifest.
-#[derive(Clone, Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RepoEntry {
-    repository: String,
-    tags: Vec<String>,
-    /// The image's own (platform) manifest.
-    manifest_digest: String,
-    /// The index the tags point at, for a multi-platform image.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    index_digest: Option<String>,
-}
-
 /// An image found in a repository, ready to merge with the same image
 /// found in others: one Asset per image, listing every repository.
 struct Found {
     identity: String,
-    /// The image's facts (`observed` without the registry's part).
-    facts: Value,
-    findings: Option<sightline_crds::asset::VulnerabilityFindings>,
+    /// The image's facts (without the registry's part).
+    facts: ImageFacts,
+    findings: Option<VulnerabilityFindings>,
     platform: Option<String>,
-    entry: RepoEntry,
+    entry: RepositoryEntry,
 }
 
 /// The tags of one repository grouped by what they point at.
@@ -289,14 +276,15 @@ pub async fn scan_once(
     kube: kube::Client,
     db: Option<Arc<Database>>,
 ) -> Result<Summary, ScanError> {
-    let reporter = Reporter::for_sensor(
-        kube.clone(),
-        &cfg.field_manager(),
-        &cfg.sensor,
-        "registry",
-        cfg.activation_key.clone(),
-    );
-    let known = Arc::new(known_images(&kube, &cfg.sensor).await?);
+    let url = cfg.api_url.as_deref().ok_or_else(|| {
+        ScanError::Setup(
+            "SIGHTLINE_API_URL is not set (the operator's CronJob sets it): the sensor has nowhere to report"
+                .into(),
+        )
+    })?;
+    let reporter =
+        Reporter::to(url, &cfg.token_file).map_err(|e| ScanError::Setup(e.to_string()))?;
+    let known = Arc::new(known_images(&reporter).await?);
     let repos: Vec<String> = client
         .catalog()
         .await?
@@ -322,7 +310,7 @@ pub async fn scan_once(
         ..Summary::default()
     };
     // The same image in several repositories is one Asset listing them all.
-    let mut images: BTreeMap<String, (Found, Vec<RepoEntry>)> = BTreeMap::new();
+    let mut images: BTreeMap<String, (Found, Vec<RepositoryEntry>)> = BTreeMap::new();
     for (found, analysed, failures) in results {
         summary.analysed += analysed;
         summary.failures.extend(failures);
@@ -336,49 +324,63 @@ pub async fn scan_once(
         }
     }
     let host = client.host().to_owned();
+    let mut observations = Vec::new();
     for (identity, (found, mut entries)) in images {
         entries.sort_by(|a, b| a.repository.cmp(&b.repository));
-        let mut observed = found.facts;
-        observed["repoTags"] = json!(
-            entries
-                .iter()
-                .flat_map(|e| {
-                    let host = &host;
-                    e.tags
-                        .iter()
-                        .map(move |t| format!("{host}/{}:{t}", e.repository))
-                })
-                .collect::<Vec<_>>()
-        );
-        observed["repoDigests"] = json!(
-            entries
-                .iter()
-                .map(|e| format!(
+        let mut facts = found.facts;
+        facts.repo_tags = entries
+            .iter()
+            .flat_map(|e| {
+                let host = &host;
+                e.tags
+                    .iter()
+                    .map(move |t| format!("{host}/{}:{t}", e.repository))
+            })
+            .take(sightline_report::MAX_LIST)
+            .collect();
+        facts.repo_digests = entries
+            .iter()
+            .map(|e| {
+                format!(
                     "{host}/{}@{}",
                     e.repository,
                     e.index_digest.as_ref().unwrap_or(&e.manifest_digest)
-                ))
-                .collect::<Vec<_>>()
-        );
-        let mut registry = json!({"host": host, "repositories": entries});
-        if let Some(p) = &found.platform {
-            registry["platform"] = json!(p);
+                )
+            })
+            .take(sightline_report::MAX_LIST)
+            .collect();
+        entries.truncate(sightline_report::MAX_LIST);
+        facts.registry = Some(RegistryFacts {
+            host: host.clone(),
+            repositories: entries,
+            platform: found.platform,
+        });
+        observations.push(Observation::ContainerImage(ImageObservation {
+            identity,
+            facts,
+            vulnerabilities: found.findings,
+            runtime: None,
+            reference: None,
+        }));
+    }
+    let identities: Vec<String> = observations
+        .iter()
+        .map(|o| o.identity().to_owned())
+        .collect();
+    match reporter.send(observations, None).await {
+        Ok(receipt) => {
+            summary.images += receipt.accepted.len();
+            for r in receipt.refused {
+                let id = identities.get(r.index).map_or("?", String::as_str);
+                summary.failures.push(format!(
+                    "image {id}: the operator refused it ({}): {}",
+                    r.reason, r.message
+                ));
+            }
         }
-        observed["registry"] = registry;
-        match reporter
-            .report(
-                AssetKind::ContainerImage,
-                &identity,
-                observed,
-                found.findings,
-            )
-            .await
-        {
-            Ok(_) => summary.images += 1,
-            Err(e) => summary
-                .failures
-                .push(format!("image {identity}: writing its Asset: {e}")),
-        }
+        Err(e) => summary
+            .failures
+            .push(format!("reporting {} images: {e}", identities.len())),
     }
     report_status(&kube, cfg, &summary).await;
     Ok(summary)
@@ -419,7 +421,7 @@ async fn scan_repository(
     // need their config (one small blob), not their layers.
     for c in by_digest.values_mut() {
         c.created = match known.get(&c.top.digest).and_then(|k| k.first()) {
-            Some(k) => k.observed["created"].as_str().map(str::to_owned),
+            Some(k) => k.facts.created.clone(),
             None => created_of(client, repo, &c.top, &handle).await,
         };
     }
@@ -434,29 +436,24 @@ async fn scan_repository(
         if let Some(recorded) = known.get(&c.top.digest) {
             // Known: what was recorded, with today's tags.
             for k in recorded {
-                let entry = k.observed["registry"]["repositories"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|e| {
-                        e["manifestDigest"] == c.top.digest.as_str()
-                            || e["indexDigest"] == c.top.digest.as_str()
-                    });
+                let registry = k.facts.registry.as_ref();
+                let entry = registry.and_then(|g| {
+                    g.repositories.iter().find(|e| {
+                        e.manifest_digest == c.top.digest
+                            || e.index_digest.as_deref() == Some(c.top.digest.as_str())
+                    })
+                });
                 let manifest_digest = entry
-                    .and_then(|e| e["manifestDigest"].as_str())
-                    .unwrap_or(&c.top.digest)
-                    .to_owned();
+                    .map(|e| e.manifest_digest.clone())
+                    .unwrap_or_else(|| c.top.digest.clone());
+                let mut facts = k.facts.clone();
+                facts.registry = None;
                 found.push(Found {
                     identity: k.identity.clone(),
-                    facts: k.observed.clone(),
-                    findings: k
-                        .findings
-                        .clone()
-                        .and_then(|f| serde_json::from_value(f).ok()),
-                    platform: k.observed["registry"]["platform"]
-                        .as_str()
-                        .map(str::to_owned),
-                    entry: RepoEntry {
+                    facts,
+                    findings: k.findings.clone(),
+                    platform: registry.and_then(|g| g.platform.clone()),
+                    entry: RepositoryEntry {
                         repository: repo.to_owned(),
                         tags: c.tags.clone(),
                         index_digest: (manifest_digest != c.top.digest)
@@ -504,7 +501,7 @@ async fn scan_repository(
                     .as_ref()
                     .map(|db| vulnerability_findings(&match_analysis(&p.image.analysis, db))),
                 platform: p.platform.as_ref().map(ToString::to_string),
-                entry: RepoEntry {
+                entry: RepositoryEntry {
                     repository: repo.to_owned(),
                     tags: c.tags.clone(),
                     index_digest: (p.manifest.digest != c.top.digest).then(|| c.top.digest.clone()),

@@ -18,7 +18,6 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use sightline_crds::asset::{Asset, AssetKind, asset_name};
 use sightline_crds::runtime_policy::RuntimePolicy;
 use sightline_crds::sensor::{Enforcement, Enforcer, RuntimeSensor};
 
@@ -50,6 +49,11 @@ pub struct Config {
     /// Where `/metrics` is served (`SIGHTLINE_METRICS_ADDR`, default
     /// `0.0.0.0:9464`).
     pub metrics_addr: std::net::SocketAddr,
+    /// The operator's API, where violations are reported
+    /// (`SIGHTLINE_API_URL`); none when the sensor runs on its own.
+    pub api_url: Option<String>,
+    /// The token (audience `sightline`) for it (`SIGHTLINE_TOKEN_FILE`).
+    pub token_file: std::path::PathBuf,
 }
 
 impl Config {
@@ -80,6 +84,11 @@ impl Config {
             format!("SIGHTLINE_METRICS_ADDR is {metrics_addr:?}: expected address:port")
         })?;
         Ok(Config {
+            api_url: get("SIGHTLINE_API_URL").filter(|v| !v.is_empty()),
+            token_file: get("SIGHTLINE_TOKEN_FILE")
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| "/var/run/secrets/sightline.dev/token".into()),
             webhook: get("SIGHTLINE_RUNTIME_WEBHOOK").filter(|v| !v.is_empty()),
             metrics_addr,
             node,
@@ -130,7 +139,6 @@ fn first_pid(cgroup: &Path) -> Option<u32> {
 struct Reporting {
     client: Client,
     node: String,
-    sensor: String,
     recorder: Recorder,
     owners: Mutex<HashMap<u64, (Owner, Option<ObjectReference>)>>,
     attributor: Mutex<Attributor>,
@@ -139,6 +147,9 @@ struct Reporting {
     webhook: Option<Webhook>,
     pending: Mutex<HashMap<PolicyRef, (i64, jiff::Timestamp)>>,
     asset_counts: Mutex<HashMap<String, i64>>,
+    /// Sends violations to the operator, which records them on the
+    /// containers' Assets.
+    reports: Option<sightline_report::client::Client>,
 }
 
 /// Runs until `shutdown` resolves. Enforcement is released when it returns
@@ -191,10 +202,20 @@ pub async fn run(
         None => None,
     };
     let server = tokio::spawn(crate::metrics::serve(cfg.metrics_addr, metrics.clone()));
+    let reports = match &cfg.api_url {
+        Some(url) => Some(sightline_report::client::Client::new(
+            url,
+            sightline_report::client::Credentials::TokenFile(cfg.token_file.clone()),
+            None,
+        )?),
+        None => {
+            tracing::info!("SIGHTLINE_API_URL is not set: violations are not recorded on Assets");
+            None
+        }
+    };
     let reporting = Arc::new(Reporting {
         client: client.clone(),
         node: cfg.node.clone(),
-        sensor: cfg.sensor.clone(),
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -209,6 +230,7 @@ pub async fn run(
         webhook,
         pending: Mutex::new(HashMap::new()),
         asset_counts: Mutex::new(HashMap::new()),
+        reports,
     });
     let mut resync = tokio::time::interval(cfg.resync);
     let mut flush = tokio::time::interval(Duration::from_secs(2));
@@ -589,7 +611,8 @@ async fn report(r: &Reporting, v: &Violation) {
 }
 
 /// The container's Asset counts this sensor's violations
-/// (`findings.runtime`) and keeps the last one in `observed`.
+/// (`findings.runtime`) and keeps the last one in `observed`: reported to
+/// the operator, which writes it.
 async fn asset_finding(
     r: &Reporting,
     id: &str,
@@ -597,35 +620,28 @@ async fn asset_finding(
     count: i64,
     v: &Violation,
     now: jiff::Timestamp,
-) -> Result<(), kube::Error> {
-    let api: Api<Asset> = Api::all(r.client.clone());
-    let name = asset_name(AssetKind::Container, id);
-    let params = PatchParams::apply("sightline-runtime-sensor").force();
-    let body = json!({
-        "apiVersion": "sightline.dev/v1alpha1", "kind": "Asset",
-        "status": {
-            "kind": "Container",
-            "identity": id,
-            "sources": [{"sensor": r.sensor, "type": "runtime", "lastSeen": now.to_string()}],
-            "findings": {"runtime": count},
-            "observed": {
-                "containerId": id,
-                "pod": owner.pod, "namespace": owner.namespace, "container": owner.container,
-                "node": r.node,
-                "lastRuntimeViolation": {"time": now.to_string(), "policy": v.rule.policy.to_string(), "message": ocsf::message(v)},
+) -> Result<(), sightline_report::client::Error> {
+    let Some(client) = &r.reports else {
+        return Ok(());
+    };
+    let observation =
+        sightline_report::Observation::RuntimeViolations(sightline_report::ViolationObservation {
+            identity: id.to_owned(),
+            count,
+            last: sightline_report::Violation {
+                time: now.to_string(),
+                policy: v.rule.policy.to_string(),
+                message: ocsf::message(v),
             },
-        },
-    });
-    match api.patch_status(&name, &params, &Patch::Apply(&body)).await {
-        Err(kube::Error::Api(e)) if e.code == 404 => {
-            let object = json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "Asset", "metadata": {"name": name}, "spec": {}});
-            api.patch(&name, &params, &Patch::Apply(&object)).await?;
-            api.patch_status(&name, &params, &Patch::Apply(&body))
-                .await?;
-            Ok(())
-        }
-        other => other.map(|_| ()),
+            pod: owner.pod.clone(),
+            namespace: owner.namespace.clone(),
+            container: owner.container.clone(),
+        });
+    let receipt = client.send(vec![observation], None).await?;
+    for refused in receipt.refused {
+        tracing::warn!(container = %id, reason = %refused.reason, "the operator refused the violation: {}", refused.message);
     }
+    Ok(())
 }
 
 /// Adds the violations counted since the last flush to each policy's

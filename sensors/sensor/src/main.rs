@@ -112,10 +112,9 @@ async fn run(cmd: Cmd) -> Result<()> {
                     .ok()
                     .filter(|u| !u.is_empty())
             {
-                let token = PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token");
                 let mut fetcher = sightline_container_sensor::vulndb::Fetcher::new(
                     url,
-                    token,
+                    cfg.token_file.clone(),
                     PathBuf::from("/tmp/sightline-vulns.db"),
                 );
                 match fetcher.refresh().await {

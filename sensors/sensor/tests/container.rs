@@ -1,7 +1,9 @@
 //! The container sensor as the operator's DaemonSet runs it, against a real
 //! kube-apiserver and a real dockerd: images present at start, an image
 //! imported while it runs (an event), a running container, vulnerability
-//! findings from an OSV database, and a clean stop on SIGTERM.
+//! findings from an OSV database, and a clean stop on SIGTERM. The sensor
+//! reports through the operator's ingestion API with a token bound to its
+//! pod on `node-a`, as in a cluster.
 
 use std::time::Duration;
 
@@ -17,7 +19,8 @@ use sightline_testenv::{ControlPlane, Options, helpers};
 mod support;
 
 use support::{
-    alpine, assert_debian_image, asset_status, openssl_advisories, start_sensor, top_fixes, vuln_db,
+    alpine, assert_debian_image, asset_status, container_identity, ingest, openssl_advisories,
+    start_sensor, top_fixes, vuln_db,
 };
 
 fn import_alpine(docker: &Docker, tag: &str, release: &str, openssl: &str) -> Result<String> {
@@ -47,7 +50,9 @@ async fn reports_images_and_containers_from_docker() -> Result<()> {
 
     let config = json!({"runtimes": [{"type": "docker", "endpoint": format!("unix://{}", docker.socket().display())}]});
     let log = dir.path().join("sensor.log");
-    let mut sensor = start_sensor(&cp, &config, &db_path, &log)?;
+    let api = ingest(&cp).await?;
+    let token = container_identity(&cp, &config, dir.path()).await?;
+    let mut sensor = start_sensor(&cp, &api, &token, &config, &db_path, &log)?;
     let tail = || sightline_testenv::process::tail(&log, 40);
 
     // An image present at start: analysed, matched, reported.
@@ -70,7 +75,10 @@ async fn reports_images_and_containers_from_docker() -> Result<()> {
     assert_eq!(observed["osRelease"]["ID"], "alpine");
     assert_eq!(observed["repoTags"], json!(["sensor-test/alpine:old"]));
     assert_eq!(observed["packages"], json!({"total": 2, "apk": 2}));
-    assert_eq!(observed["nodes"], json!({"node-a": "docker"}));
+    assert_eq!(
+        status["sources"][0]["nodes"],
+        json!({"count": 1, "recent": [{"node": "node-a", "runtime": "docker"}]})
+    );
     let vulns = &status["findings"]["vulnerabilities"];
     assert_eq!(vulns["unknown"], 3, "{vulns}");
     assert_eq!(top_fixes(&status), openssl_advisories());

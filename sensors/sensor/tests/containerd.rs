@@ -28,7 +28,8 @@ use sightline_testenv::{ControlPlane, Options, helpers};
 mod support;
 
 use support::{
-    alpine, assert_debian_image, asset_status, openssl_advisories, start_sensor, top_fixes, vuln_db,
+    alpine, assert_debian_image, asset_status, container_identity, ingest, openssl_advisories,
+    start_sensor, top_fixes, vuln_db,
 };
 
 /// Writes an Alpine-format image archive into `dir` and imports it;
@@ -224,7 +225,9 @@ async fn reports_images_and_containers_from_containerd() -> Result<()> {
 
     let config = json!({"runtimes": [{"type": "containerd", "endpoint": ctrd.endpoint()}]});
     let log = dir.path().join("sensor.log");
-    let mut sensor = start_sensor(&cp, &config, &db_path, &log)?;
+    let api = ingest(&cp).await?;
+    let token = container_identity(&cp, &config, dir.path()).await?;
+    let mut sensor = start_sensor(&cp, &api, &token, &config, &db_path, &log)?;
     let tail = || {
         format!(
             "sensor log:\n{}\n{}",
@@ -250,7 +253,10 @@ async fn reports_images_and_containers_from_containerd() -> Result<()> {
         json!(["docker.io/sensor-test/alpine:old"])
     );
     assert_eq!(observed["packages"], json!({"total": 2, "apk": 2}));
-    assert_eq!(observed["nodes"], json!({"node-a": "containerd"}));
+    assert_eq!(
+        status["sources"][0]["nodes"],
+        json!({"count": 1, "recent": [{"node": "node-a", "runtime": "containerd"}]})
+    );
     assert_eq!(observed["layerCount"], 1);
     assert_eq!(top_fixes(&status), openssl_advisories());
 

@@ -49,6 +49,7 @@ fn push(reg: &Registry, repo: &str, tag: &str, openssl: &str, created: &str) -> 
 fn run_sensor(
     cp: &ControlPlane,
     reg: &Registry,
+    (api, token): (&str, &Path),
     sensor: &str,
     spec: &Value,
     log: &Path,
@@ -56,6 +57,8 @@ fn run_sensor(
     let out = Command::new(env!("CARGO_BIN_EXE_sightline-sensor"))
         .arg("registry")
         .env("KUBECONFIG", &cp.kubeconfig)
+        .env("SIGHTLINE_API_URL", api)
+        .env("SIGHTLINE_TOKEN_FILE", token)
         .env("SIGHTLINE_SENSOR", sensor)
         .env("SIGHTLINE_ACTIVATION_KEY", "lab")
         .env("SIGHTLINE_MODULES", "containerSecurity")
@@ -173,8 +176,18 @@ async fn scans_a_registry_and_skips_what_it_analysed_before() -> Result<()> {
     let sensors: Api<Sensor> = Api::namespaced(client.clone(), &ns);
     sensors.create(&PostParams::default(), &sensor).await?;
 
+    let api = support::ingest(&cp).await?;
+    let token = sightline_testenv::identity::SensorIdentity {
+        namespace: &ns,
+        name: "registry",
+        spec: json!({"type": "registry", "registry": spec}),
+        key: "lab",
+        node: None,
+    }
+    .token_file(&client, dir)
+    .await?;
     let log = dir.join("sensor-1.log");
-    run_sensor(&cp, &reg, &sensor_id, &spec, &log)?;
+    run_sensor(&cp, &reg, (&api, &token), &sensor_id, &spec, &log)?;
     ensure!(
         reg.gets("/v2/_catalog") >= 3,
         "the catalog took several pages"
@@ -280,7 +293,14 @@ async fn scans_a_registry_and_skips_what_it_analysed_before() -> Result<()> {
     let blobs_before = reg.gets("/blobs/");
     let seen_before = web2["sources"][0]["lastSeen"].clone();
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let text = run_sensor(&cp, &reg, &sensor_id, &spec, &dir.join("sensor-2.log"))?;
+    let text = run_sensor(
+        &cp,
+        &reg,
+        (&api, &token),
+        &sensor_id,
+        &spec,
+        &dir.join("sensor-2.log"),
+    )?;
     ensure!(
         reg.gets("/blobs/") == blobs_before,
         "blobs were fetched again:\n{text}"
@@ -306,7 +326,7 @@ async fn scans_a_registry_and_skips_what_it_analysed_before() -> Result<()> {
 
     // On demand, from the CLI with the user's credentials: the same scan.
     let out = Command::new(sightline_testenv::binaries::workspace_binary("sightline")?)
-        .args(["registry", "scan", "-n", &ns, "registry"])
+        .args(["registry", "scan", "-n", &ns, "registry", "--api", &api])
         .env("KUBECONFIG", &cp.kubeconfig)
         .output()?;
     let said = String::from_utf8_lossy(&out.stdout);

@@ -19,6 +19,8 @@ use sightline_testenv::jail::Jail;
 use sightline_testenv::process::Proc;
 use sightline_testenv::{ControlPlane, Options, helpers};
 
+mod support;
+
 const ID: &str = "5e11f1e0c0ffee0000000000000000000000000000000000000000000000beef";
 
 async fn pod(client: &kube::Client, ns: &str) -> Result<()> {
@@ -153,6 +155,16 @@ async fn enforces_a_policy_on_a_pods_container_and_reports_the_violation() -> Re
         .local_addr()?
         .port();
     let (webhook_url, received) = webhook_receiver().await?;
+    let api = support::ingest(&cp).await?;
+    let token = sightline_testenv::identity::SensorIdentity {
+        namespace: "sightline-system",
+        name: "runtime",
+        spec: json!({"type": "runtime", "runtime": {"enforcers": ["lsm", "fanotify", "signal"]}}),
+        key: "lab",
+        node: Some("node-a"),
+    }
+    .token_file(&client, dir.path())
+    .await?;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sightline-sensor"));
     cmd.arg("runtime")
         .env(
@@ -168,6 +180,8 @@ async fn enforces_a_policy_on_a_pods_container_and_reports_the_violation() -> Re
         )
         .env("SIGHTLINE_RUNTIME_EVENTS", "all")
         .env("SIGHTLINE_RUNTIME_WEBHOOK", &webhook_url)
+        .env("SIGHTLINE_API_URL", &api)
+        .env("SIGHTLINE_TOKEN_FILE", &token)
         .env("RUST_LOG", "info");
     let mut sensor = Proc::spawn("sightline-sensor", cmd, &log)?;
     let tail = || sightline_testenv::process::tail(&log, 40);

@@ -171,19 +171,16 @@ pub fn operator() -> BTreeSet<Grant> {
             &[],
             &["get", "create", "update"],
         ),
+        // Its own Service, whose cluster IP sensors report to.
+        ("services", &["sightline-operator"], &["get"]),
     ])
 }
 
 /// What a container sensor named `sensor` needs (its Role and its type's
-/// ClusterRole, as the operator renders them).
+/// ClusterRole, as the operator renders them). No sensor may touch an
+/// Asset: they report through the operator's ingestion API.
 pub fn container_sensor(sensor: &str) -> BTreeSet<Grant> {
     grants(&[
-        (
-            "assets.sightline.dev",
-            &[],
-            &["get", "list", "watch", "create", "patch"],
-        ),
-        ("assets.sightline.dev/status", &[], &["get", "patch"]),
         ("nodes", &[], &["get"]),
         ("pods", &[], &["get", "list", "watch"]),
         ("sensors.sightline.dev", &[sensor], &["get", "watch"]),
@@ -194,27 +191,15 @@ pub fn container_sensor(sensor: &str) -> BTreeSet<Grant> {
 /// What a registry sensor named `sensor` needs.
 pub fn registry_sensor(sensor: &str) -> BTreeSet<Grant> {
     grants(&[
-        (
-            "assets.sightline.dev",
-            &[],
-            &["get", "list", "watch", "create", "patch"],
-        ),
-        ("assets.sightline.dev/status", &[], &["get", "patch"]),
         ("sensors.sightline.dev", &[sensor], &["get", "watch"]),
         ("sensors.sightline.dev/status", &[sensor], &["get", "patch"]),
     ])
 }
 
 /// What a runtime sensor named `sensor` needs: the pods of its node, the
-/// policies and their status, Events, and its findings on Assets.
+/// policies and their status, and Events.
 pub fn runtime_sensor(sensor: &str) -> BTreeSet<Grant> {
     grants(&[
-        (
-            "assets.sightline.dev",
-            &[],
-            &["get", "list", "watch", "create", "patch"],
-        ),
-        ("assets.sightline.dev/status", &[], &["get", "patch"]),
         ("pods", &[], &["get", "list", "watch"]),
         (
             "runtimepolicies.sightline.dev",

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use kube::ResourceExt;
-use sha2::{Digest, Sha256};
 use sightline_crds::Sensor;
 
 /// Label carrying the owning Sensor (label-safe form of its name).
@@ -13,29 +12,11 @@ pub const LABEL_SENSOR_NAMESPACE: &str = "sightline.dev/sensor-namespace";
 /// `app.kubernetes.io/managed-by` value.
 pub use sightline_crds::rbac::MANAGED_BY;
 
-/// `prefix` + `name`, shortened to `max` characters with a hash suffix when
-/// too long, so distinct long names never collide.
-pub fn bounded(prefix: &str, name: &str, max: usize) -> String {
-    let full = format!("{prefix}{name}");
-    if full.len() <= max {
-        return full;
-    }
-    let hash: String = Sha256::digest(full.as_bytes())
-        .iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let keep = max.saturating_sub(hash.len() + 1);
-    let mut head: String = full.chars().take(keep).collect();
-    while head.ends_with(['-', '.']) {
-        head.pop();
-    }
-    format!("{head}-{hash}")
-}
+pub use sightline_crds::names::bounded;
 
 /// Name of the workload and ServiceAccount (CronJob names may have 52 characters).
 pub fn workload(sensor: &Sensor) -> String {
-    bounded("sightline-sensor-", &sensor.name_any(), 52)
+    sightline_crds::names::sensor_workload(&sensor.name_any())
 }
 
 /// Name of the per-sensor ClusterRoleBinding: cluster-wide, so it carries
@@ -79,18 +60,4 @@ pub fn selector(sensor: &Sensor) -> BTreeMap<String, String> {
         ("app.kubernetes.io/name".into(), "sightline-sensor".into()),
         (LABEL_SENSOR.into(), label_value(&sensor.name_any())),
     ])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bounded;
-
-    #[test]
-    fn long_names_are_shortened_uniquely() {
-        assert_eq!(bounded("p-", "short", 52), "p-short");
-        let a = bounded("sightline-sensor-", &"a".repeat(80), 52);
-        let b = bounded("sightline-sensor-", &format!("{}b", "a".repeat(79)), 52);
-        assert_eq!(a.len(), 52);
-        assert_ne!(a, b);
-    }
 }

@@ -8,8 +8,9 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HostPathVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -23,6 +24,9 @@ use super::names;
 pub struct Defaults {
     /// Sensor image when a Sensor names none.
     pub image: String,
+    /// The operator's API as sensors reach it (`http://10.96.0.12:8080`):
+    /// they send reports to its `/api/v1/observations`.
+    pub api_url: Option<String>,
     /// Where container sensors fetch the vulnerability database (the
     /// operator's `/api/v1/vulndb` behind its Service), if it serves one.
     pub vuln_db_url: Option<String>,
@@ -155,17 +159,51 @@ impl HostAccess {
     }
 }
 
+/// The volume holding the sensor's token for the operator's API.
+const TOKEN_VOLUME: &str = "sightline-token";
+/// Where it is mounted.
+const TOKEN_DIR: &str = "/var/run/secrets/sightline.dev";
+/// How long a token lives before the kubelet replaces it.
+const TOKEN_SECONDS: i64 = 3600;
+
+/// A ServiceAccount token for the operator's API alone (audience
+/// `sightline`, an hour long, bound to the pod and so to its node): it
+/// cannot be replayed against the API server, and the kubelet rotates it.
+fn token_volume() -> Volume {
+    Volume {
+        name: TOKEN_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(sightline_report::AUDIENCE.into()),
+                    expiration_seconds: Some(TOKEN_SECONDS),
+                    path: "token".into(),
+                }),
+                ..VolumeProjection::default()
+            }]),
+            default_mode: Some(0o440),
+        }),
+        ..Volume::default()
+    }
+}
+
 fn host_access(sensor: &Sensor) -> HostAccess {
     let mut a = HostAccess {
-        volumes: vec![Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(Quantity("1Gi".into())),
-                ..Default::default()
-            }),
-            ..Volume::default()
-        }],
-        mounts: vec![mount("tmp", "/tmp", false)],
+        volumes: vec![
+            Volume {
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity("1Gi".into())),
+                    ..Default::default()
+                }),
+                ..Volume::default()
+            },
+            token_volume(),
+        ],
+        mounts: vec![
+            mount("tmp", "/tmp", false),
+            mount(TOKEN_VOLUME, TOKEN_DIR, true),
+        ],
         capabilities: vec![],
         run_as_root: false,
         host_pid: false,
@@ -311,8 +349,15 @@ fn pod_template(sensor: &Sensor, key: &ActivationKey, defaults: &Defaults) -> Po
                 // this value and so rolls the pods.
                 env("SIGHTLINE_MODULES", modules.join(",")),
                 env("SIGHTLINE_CONFIG", config),
+                env("SIGHTLINE_TOKEN_FILE", format!("{TOKEN_DIR}/token")),
             ]
             .into_iter()
+            .chain(
+                defaults
+                    .api_url
+                    .as_ref()
+                    .map(|url| env("SIGHTLINE_API_URL", url.clone())),
+            )
             .chain(
                 defaults
                     .vuln_db_url
@@ -494,6 +539,7 @@ mod tests {
     fn defaults() -> Defaults {
         Defaults {
             image: "sightline/sensor:test".into(),
+            api_url: Some("http://10.96.0.12:8080".into()),
             vuln_db_url: Some(
                 "http://sightline-operator.sightline-system:8080/api/v1/vulndb".into(),
             ),
@@ -552,6 +598,48 @@ mod tests {
         );
         assert_eq!(env["SIGHTLINE_REFRESH_SECONDS"].as_deref(), Some("60"));
         assert_eq!(c.image.as_deref(), Some("sightline/sensor:test"));
+        assert_eq!(
+            env["SIGHTLINE_API_URL"].as_deref(),
+            Some("http://10.96.0.12:8080")
+        );
+        assert_eq!(
+            env["SIGHTLINE_TOKEN_FILE"].as_deref(),
+            Some("/var/run/secrets/sightline.dev/token")
+        );
+    }
+
+    #[test]
+    fn every_sensor_gets_a_short_lived_token_for_the_operator_only() {
+        for t in [
+            SensorType::Container,
+            SensorType::Registry,
+            SensorType::Runtime,
+        ] {
+            let p = pod(&workload(
+                &sensor(t),
+                &key(),
+                &defaults(),
+                ObjectMeta::default(),
+            ));
+            let volumes = p.volumes.clone().unwrap_or_default();
+            let token = volumes
+                .iter()
+                .find(|v| v.name == TOKEN_VOLUME)
+                .and_then(|v| v.projected.as_ref())
+                .and_then(|p| p.sources.as_ref())
+                .and_then(|s| s.first())
+                .and_then(|s| s.service_account_token.clone())
+                .expect("a projected token");
+            assert_eq!(token.audience.as_deref(), Some("sightline"));
+            assert_eq!(token.expiration_seconds, Some(3600));
+            let mounts = p.containers[0].volume_mounts.clone().unwrap_or_default();
+            assert!(
+                mounts
+                    .iter()
+                    .any(|m| m.name == TOKEN_VOLUME && m.read_only == Some(true)),
+                "{t:?}: {mounts:?}"
+            );
+        }
     }
 
     #[test]

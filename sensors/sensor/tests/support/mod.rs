@@ -13,6 +13,7 @@ use kube::api::Api;
 use serde_json::Value;
 use sightline_crds::Asset;
 use sightline_scan::vuln::Database;
+use sightline_testenv::identity::SensorIdentity;
 use sightline_testenv::process::Proc;
 use sightline_testenv::{ControlPlane, helpers};
 
@@ -35,9 +36,44 @@ pub fn vuln_db(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Serves the operator's ingestion API for `cp` on a free loopback port;
+/// returns its URL. It runs until the test's runtime ends.
+pub async fn ingest(cp: &ControlPlane) -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(sightline_operator::ingest::serve_standalone(
+        cp.client(),
+        "sightline-system".into(),
+        listener,
+    ));
+    Ok(url)
+}
+
+/// The identity of the container sensor `sightline-system/containers`
+/// under key `lab` on node `node-a`: a token file in `dir`.
+pub async fn container_identity(cp: &ControlPlane, config: &Value, dir: &Path) -> Result<PathBuf> {
+    Ok(SensorIdentity {
+        namespace: "sightline-system",
+        name: "containers",
+        spec: serde_json::json!({"type": "container", "container": config}),
+        key: "lab",
+        node: Some("node-a"),
+    }
+    .token_file(&cp.client(), dir)
+    .await?)
+}
+
 /// Starts `sightline-sensor container` on node `node-a` of `cp`, watching
-/// the runtimes of `config` (`spec.container` as JSON), logging to `log`.
-pub fn start_sensor(cp: &ControlPlane, config: &Value, db: &Path, log: &Path) -> Result<Proc> {
+/// the runtimes of `config` (`spec.container` as JSON), reporting to the
+/// ingestion API at `api` with the token in `token`, logging to `log`.
+pub fn start_sensor(
+    cp: &ControlPlane,
+    api: &str,
+    token: &Path,
+    config: &Value,
+    db: &Path,
+    log: &Path,
+) -> Result<Proc> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sightline-sensor"));
     cmd.arg("container")
         .env("KUBECONFIG", &cp.kubeconfig)
@@ -47,6 +83,8 @@ pub fn start_sensor(cp: &ControlPlane, config: &Value, db: &Path, log: &Path) ->
         .env("SIGHTLINE_MODULES", "containerSecurity,vulnerability")
         .env("SIGHTLINE_CONFIG", config.to_string())
         .env("SIGHTLINE_VULN_DB", db)
+        .env("SIGHTLINE_API_URL", api)
+        .env("SIGHTLINE_TOKEN_FILE", token)
         // The sensor runs on this machine, not in a pod: the host is `/`.
         .env("SIGHTLINE_HOST_ROOT", "/")
         .env("RUST_LOG", "info");
