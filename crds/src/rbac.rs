@@ -41,17 +41,13 @@ pub fn cluster_rules(t: SensorType) -> Vec<PolicyRule> {
         }
         SensorType::Runtime => {
             // The pods of its node (container attribution and policy
-            // selection), the policies and their status, and Events on pods.
+            // selection), the policies (their status is the operator's,
+            // from the sensor's reports), and Events on pods.
             rules.push(rule(&[""], &["pods"], &["get", "list", "watch"]));
             rules.push(rule(
                 &["sightline.dev"],
                 &["runtimepolicies"],
                 &["get", "list", "watch"],
-            ));
-            rules.push(rule(
-                &["sightline.dev"],
-                &["runtimepolicies/status"],
-                &["get", "patch"],
             ));
             rules.push(rule(&["events.k8s.io"], &["events"], &["create", "patch"]));
         }

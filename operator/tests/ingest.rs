@@ -148,8 +148,9 @@ apiVersion: sightline.dev/v1alpha1
 kind: ActivationKey
 metadata: {name: lab}
 spec:
-  modules: [inventory, vulnerability, containerSecurity]
+  modules: [inventory, vulnerability, containerSecurity, runtimeSecurity]
   scope: {namespaceSelector: {}}
+  allow: {privilegedSensors: true}
   limits: {maxAssets: 20}
 ---
 apiVersion: sightline.dev/v1alpha1
@@ -167,11 +168,28 @@ spec:
   type: registry
   activationKeyRef: {name: lab}
   registry: {url: "http://127.0.0.1:1", schedule: "@daily"}
+---
+apiVersion: sightline.dev/v1alpha1
+kind: Sensor
+metadata: {name: runtime}
+spec:
+  type: runtime
+  activationKeyRef: {name: lab}
+  runtime: {}
+---
+apiVersion: sightline.dev/v1alpha1
+kind: RuntimePolicy
+metadata: {name: no-echo}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  action: Block
+  process: {deny: [{path: /bin/echo}]}
 "#,
     )
     .await?;
     accepted(env, "nodes").await?;
     accepted(env, "registry").await?;
+    accepted(env, "runtime").await?;
     let uid_a = node(&env.client, "node-a").await?;
     let uid_b = node(&env.client, "node-b").await?;
     let account = sightline_crds::names::sensor_workload("nodes");
@@ -330,21 +348,57 @@ spec:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = env
-        .cp
-        .kubectl()?
-        .args([
-            "auth",
-            "can-i",
-            "patch",
-            "runtimepolicies.sightline.dev",
-            "--subresource",
-            "status",
-            "--as",
-            &sa,
-        ])
-        .output()?;
-    ensure!(String::from_utf8_lossy(&out.stdout).trim() == "no");
+    // Nor may any sensor write a policy's status; the runtime sensor of a
+    // node reports its entry, the operator writes it for that node only.
+    let runtime_account = sightline_crds::names::sensor_workload("runtime");
+    let runtime_sa = format!("system:serviceaccount:{}:{runtime_account}", env.ns);
+    for who in [&sa, &runtime_sa] {
+        let out = env
+            .cp
+            .kubectl()?
+            .args(["auth", "can-i", "patch", "runtimepolicies.sightline.dev"])
+            .args(["--subresource", "status", "--as", who])
+            .output()?;
+        ensure!(
+            String::from_utf8_lossy(&out.stdout).trim() == "no",
+            "{who} may patch policy status"
+        );
+    }
+    let policy_report = |count| sightline_report::PolicyReport {
+        policy: format!("{}/no-echo", env.ns),
+        node: Some(sightline_report::PolicyNode {
+            enforcer: Some(sightline_crds::sensor::Enforcer::Fanotify),
+            ready: true,
+            reason: String::new(),
+        }),
+        violations: Some(sightline_report::PolicyViolations {
+            count,
+            last: "2026-12-07T00:00:00Z".into(),
+        }),
+    };
+    let refused = sensor_a.send_policies(vec![policy_report(5)]).await?;
+    ensure!(
+        refused
+            .first()
+            .is_some_and(|r| r.reason == "KindNotAllowed"),
+        "{refused:?}"
+    );
+    let runtime_a = Client::new(
+        &api,
+        Credentials::Token(pod_token(env, &runtime_account, Some("node-a"), false).await?),
+        None,
+    )?;
+    let refused = runtime_a
+        .send_policies(vec![policy_report(2), policy_report(3)])
+        .await?;
+    ensure!(refused.is_empty(), "{refused:?}");
+    let policies: Api<sightline_crds::RuntimePolicy> = Api::namespaced(env.client.clone(), &env.ns);
+    let status = serde_json::to_value(policies.get_status("no-echo").await?.status)?;
+    ensure!(status["violations"] == 5, "{status}");
+    ensure!(
+        status["nodes"] == json!([{"node": "node-a", "enforcer": "fanotify", "ready": true}]),
+        "{status}"
+    );
     ensure!(assets.get(&image_name).await?.metadata.resource_version == before);
 
     // The registry sensor reports images, never as a node and never nodes.
@@ -433,7 +487,7 @@ spec:
             observations: (0..200)
                 .map(|i| image(1000 + chunk * 200 + i, "x", None))
                 .collect(),
-            listing: None,
+            ..Default::default()
         };
         raw.post(format!("{api}/api/v1/observations"))
             .bearer_auth(&key_token)

@@ -145,6 +145,7 @@ impl Client {
             let report = Report {
                 observations: chunk,
                 listing: if i == last { listing.take() } else { None },
+                policies: Vec::new(),
             };
             report.check()?;
             let mut r: Receipt = self.post(&report).await?;
@@ -159,6 +160,28 @@ impl Client {
             offset += n;
         }
         Ok(receipt)
+    }
+
+    /// Sends a runtime sensor's policy reports (in as many requests as the
+    /// bounds need); returns the refusals, with indexes into `policies`.
+    pub async fn send_policies(
+        &self,
+        policies: Vec<crate::PolicyReport>,
+    ) -> Result<Vec<crate::Refused>, Error> {
+        let mut refused = Vec::new();
+        for (n, chunk) in policies.chunks(MAX_OBSERVATIONS).enumerate() {
+            let report = Report {
+                policies: chunk.to_vec(),
+                ..Report::default()
+            };
+            report.check()?;
+            let r: Receipt = self.post(&report).await?;
+            refused.extend(r.policies_refused.into_iter().map(|mut x| {
+                x.index += n * MAX_OBSERVATIONS;
+                x
+            }));
+        }
+        Ok(refused)
     }
 
     /// The container images this caller reported before, as the operator

@@ -37,6 +37,8 @@ pub const MAX_STRING: usize = 4096;
 pub const MAX_LIST: usize = 256;
 /// Deepest nesting inside an observation.
 pub const MAX_DEPTH: usize = 8;
+/// Most violations one policy report may add (a day of one per millisecond).
+pub const MAX_VIOLATIONS: i64 = 86_400_000;
 
 /// One request: observations, and for node sensors optionally the full
 /// listing of what is on the node now.
@@ -50,6 +52,48 @@ pub struct Report {
     /// before and not here have left the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listing: Option<Listing>,
+    /// What a runtime sensor says of RuntimePolicies on its node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyReport>,
+}
+
+/// A runtime sensor's word on one RuntimePolicy: how its node enforces
+/// it, and the violations counted since its last report.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyReport {
+    /// The policy, `<namespace>/<name>`.
+    pub policy: String,
+    /// This node's entry of the policy's `status.nodes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<PolicyNode>,
+    /// Violations since the last report, added to `status.violations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violations: Option<PolicyViolations>,
+}
+
+/// How the reporting node enforces a policy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyNode {
+    /// The enforcer used; none when nothing is to be enforced here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcer: Option<sightline_crds::sensor::Enforcer>,
+    /// Whether the policy is in force on the node.
+    pub ready: bool,
+    /// Why, in words (why other enforcers are unavailable).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Violations counted since the last report.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyViolations {
+    /// How many (at least one).
+    pub count: i64,
+    /// When the last one happened (RFC 3339).
+    pub last: String,
 }
 
 /// The identities of everything one runtime holds on a node.
@@ -166,7 +210,7 @@ impl Observation {
 }
 
 /// The operator's answer to a report it read: each observation accepted
-/// (with its Asset) or refused (with why).
+/// (with its Asset) or refused (with why), and the policy reports refused.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Receipt {
@@ -176,6 +220,9 @@ pub struct Receipt {
     /// Observations refused.
     #[serde(default)]
     pub refused: Vec<Refused>,
+    /// Policy reports refused (indexes into `policies`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies_refused: Vec<Refused>,
 }
 
 /// An observation written.
@@ -260,6 +307,20 @@ pub fn is_digest(s: &str) -> bool {
     })
 }
 
+/// `(namespace, name)` of a `<namespace>/<name>` reference, when both are
+/// object names (DNS subdomains).
+pub fn policy_ref(s: &str) -> Option<(&str, &str)> {
+    let (ns, name) = s.split_once('/')?;
+    let valid = |x: &str| {
+        (1..=253).contains(&x.len())
+            && x.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !x.starts_with(['-', '.'])
+            && !x.ends_with(['-', '.'])
+    };
+    (valid(ns) && valid(name) && ns.len() <= 63).then_some((ns, name))
+}
+
 fn is_container_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
@@ -323,6 +384,40 @@ impl Report {
                 ));
             }
             let value = serde_json::to_value(o).map_err(|e| invalid(&at, e.to_string()))?;
+            bounded(&value, &at, 0)?;
+        }
+        if self.policies.len() > MAX_OBSERVATIONS {
+            return Err(invalid(
+                "policies",
+                format!(
+                    "{} policy reports; a report may have at most {MAX_OBSERVATIONS}",
+                    self.policies.len()
+                ),
+            ));
+        }
+        for (i, p) in self.policies.iter().enumerate() {
+            let at = format!("policies[{i}]");
+            if policy_ref(&p.policy).is_none() {
+                return Err(invalid(
+                    format!("{at}.policy"),
+                    "must be <namespace>/<name> of a RuntimePolicy",
+                ));
+            }
+            if let Some(v) = &p.violations {
+                if !(1..=MAX_VIOLATIONS).contains(&v.count) {
+                    return Err(invalid(
+                        format!("{at}.violations.count"),
+                        format!("must be between 1 and {MAX_VIOLATIONS}"),
+                    ));
+                }
+                if v.last.parse::<jiff::Timestamp>().is_err() {
+                    return Err(invalid(
+                        format!("{at}.violations.last"),
+                        "must be an RFC 3339 time",
+                    ));
+                }
+            }
+            let value = serde_json::to_value(p).map_err(|e| invalid(&at, e.to_string()))?;
             bounded(&value, &at, 0)?;
         }
         if let Some(l) = &self.listing {
@@ -430,6 +525,18 @@ mod tests {
                 runtime: "containerd".into(),
                 images: vec![digest(1)],
             }),
+            policies: vec![PolicyReport {
+                policy: "shop/no-echo".into(),
+                node: Some(PolicyNode {
+                    enforcer: Some(sightline_crds::sensor::Enforcer::Fanotify),
+                    ready: true,
+                    reason: String::new(),
+                }),
+                violations: Some(PolicyViolations {
+                    count: 2,
+                    last: "2026-12-07T00:00:00Z".into(),
+                }),
+            }],
         };
         let body = serde_json::to_vec(&r).expect("serialize");
         let text = String::from_utf8_lossy(&body);
@@ -464,6 +571,7 @@ mod tests {
             let r = Report {
                 observations: vec![image(bad)],
                 listing: None,
+                policies: vec![],
             };
             let e = r.check().expect_err(bad);
             assert_eq!(e.field, "observations[0].identity");
@@ -475,6 +583,7 @@ mod tests {
         let e = Report {
             observations: vec![node],
             listing: None,
+            policies: vec![],
         }
         .check()
         .expect_err("node uid");
@@ -490,6 +599,7 @@ mod tests {
         let e = Report {
             observations: vec![o.clone()],
             listing: None,
+            policies: vec![],
         }
         .check()
         .expect_err("long list");
@@ -500,6 +610,7 @@ mod tests {
         let e = Report {
             observations: vec![o],
             listing: None,
+            policies: vec![],
         }
         .check()
         .expect_err("long string");
@@ -507,6 +618,7 @@ mod tests {
         let many = Report {
             observations: vec![image(&digest(3)); MAX_OBSERVATIONS + 1],
             listing: None,
+            policies: vec![],
         };
         assert_eq!(many.check().expect_err("many").field, "observations");
         let huge = vec![b' '; MAX_BODY_BYTES + 1];
@@ -517,11 +629,52 @@ mod tests {
                 runtime: "containerd".into(),
                 images: vec!["latest".into()],
             }),
+            policies: vec![],
         };
         assert_eq!(
             listing.check().expect_err("listing").field,
             "listing.images[0]"
         );
+    }
+
+    #[test]
+    fn policy_reports_name_a_policy_and_count_up() {
+        let at = |policy: &str, count: i64, last: &str| Report {
+            policies: vec![PolicyReport {
+                policy: policy.into(),
+                node: None,
+                violations: Some(PolicyViolations {
+                    count,
+                    last: last.into(),
+                }),
+            }],
+            ..Report::default()
+        };
+        let report = |policy: &str, count: i64| at(policy, count, "2026-12-07T10:00:00Z");
+        assert!(report("shop/no-echo", 1).check().is_ok());
+        for bad in ["no-slash", "shop/", "/x", "Shop/x", "shop/../x", "a/b/c"] {
+            assert_eq!(
+                report(bad, 1).check().expect_err(bad).field,
+                "policies[0].policy"
+            );
+        }
+        assert_eq!(
+            report("shop/x", 0).check().expect_err("zero").field,
+            "policies[0].violations.count"
+        );
+        assert_eq!(
+            report("shop/x", MAX_VIOLATIONS + 1)
+                .check()
+                .expect_err("too many")
+                .field,
+            "policies[0].violations.count"
+        );
+        for bad in ["", "yesterday", "2026-13-01T00:00:00Z"] {
+            assert_eq!(
+                at("shop/x", 1, bad).check().expect_err(bad).field,
+                "policies[0].violations.last"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod limits;
+pub mod policies;
 pub mod policy;
 pub mod writer;
 
@@ -38,6 +39,8 @@ use writer::{WriteError, Writer};
 
 /// What the endpoint needs.
 pub struct IngestState {
+    /// Writes policy status.
+    pub client: kube::Client,
     /// Who is calling.
     pub auth: Arc<Authenticator>,
     /// Request budgets.
@@ -61,6 +64,7 @@ impl IngestState {
         metrics: Metrics,
     ) -> Self {
         Self {
+            client: client.clone(),
             auth: Arc::new(Authenticator::new(client.clone(), namespace)),
             limiter: Limiter::new(rate),
             writer: Writer::new(client, index),
@@ -127,14 +131,19 @@ async fn admit(
     headers: &HeaderMap,
 ) -> Result<(Caller, Option<i64>), Response> {
     if !state.leading.load(Ordering::Relaxed) {
-        return Err(retry_after(
+        let mut r = retry_after(
             reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "NotLeader",
                 "this replica is a standby; the leader takes reports",
             ),
             1,
-        ));
+        );
+        // A new connection may reach the leader through the Service; this
+        // one would reach this replica again.
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Err(r);
     }
     let token = headers
         .get(header::AUTHORIZATION)
@@ -235,6 +244,30 @@ async fn receive(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "Unavailable",
                         format!("writing Assets: {e}"),
+                    ),
+                    2,
+                );
+            }
+        }
+    }
+    for (index, p) in report.policies.iter().enumerate() {
+        match policies::write(&state.client, &caller, p).await {
+            Ok(()) => {}
+            Err(WriteError::Refused(r)) => {
+                state.metrics.ingest_refused(r.reason);
+                tracing::info!(caller = %caller.identity(), index, reason = r.reason, "refused a policy report: {}", r.message);
+                receipt.policies_refused.push(Refused {
+                    index,
+                    reason: r.reason.to_owned(),
+                    message: r.message,
+                });
+            }
+            Err(WriteError::Api(e)) => {
+                return retry_after(
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Unavailable",
+                        format!("writing RuntimePolicy status: {e}"),
                     ),
                     2,
                 );

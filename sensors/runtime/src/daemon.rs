@@ -27,6 +27,7 @@ use crate::ocsf::{self, Owner, enforcer_name};
 use crate::rules::PolicyRef;
 use crate::sensor::{Applied, Options, Report, Sensor, Violation, WorkloadSpec};
 use crate::webhook::Webhook;
+use sightline_report::{PolicyNode, PolicyReport, PolicyViolations};
 
 /// The runtime sensor's settings (the environment the operator's DaemonSet
 /// sets: `NODE_NAME`, `SIGHTLINE_SENSOR`, `SIGHTLINE_CONFIG` holding the
@@ -452,36 +453,62 @@ fn record_status(
     }
 }
 
-/// Applies this node's entry of each policy's `status.nodes` when it changed.
+/// Reports this node's entry of each policy's `status.nodes` when it
+/// changed; the operator writes it. Entries the operator did not take are
+/// reported again at the next pass.
 async fn publish_node_status(
     r: &Reporting,
     last: &mut HashMap<PolicyRef, (Option<Enforcer>, bool, String)>,
     now: HashMap<PolicyRef, (Option<Enforcer>, bool, String)>,
 ) {
-    for (p, entry) in &now {
-        if last.get(p) == Some(entry) {
-            continue;
+    let Some(client) = &r.reports else {
+        *last = now;
+        return;
+    };
+    let changed: Vec<(&PolicyRef, PolicyReport)> = now
+        .iter()
+        .filter(|(p, entry)| last.get(*p) != Some(*entry))
+        .map(|(p, (enforcer, ready, reason))| {
+            (
+                p,
+                PolicyReport {
+                    policy: p.to_string(),
+                    node: Some(PolicyNode {
+                        enforcer: *enforcer,
+                        ready: *ready,
+                        reason: reason.clone(),
+                    }),
+                    violations: None,
+                },
+            )
+        })
+        .collect();
+    if changed.is_empty() {
+        *last = now;
+        return;
+    }
+    let (refs, reports): (Vec<&PolicyRef>, Vec<PolicyReport>) = changed.into_iter().unzip();
+    let mut keep = now.clone();
+    match client.send_policies(reports).await {
+        Ok(refused) => {
+            for x in refused {
+                tracing::warn!(reason = %x.reason, "the operator refused this node's policy status: {}", x.message);
+                if let Some(p) = refs.get(x.index) {
+                    keep.remove(*p);
+                }
+            }
         }
-        let api: Api<RuntimePolicy> = Api::namespaced(r.client.clone(), &p.namespace);
-        // No enforcer (nothing to enforce here) is an absent field: the
-        // schema has no null.
-        let mut node = json!({"node": r.node, "ready": entry.1, "reason": entry.2});
-        if let Some(e) = entry.0 {
-            node["enforcer"] = json!(enforcer_name(e));
-        }
-        let body = json!({
-            "apiVersion": "sightline.dev/v1alpha1", "kind": "RuntimePolicy",
-            "status": {"nodes": [node]},
-        });
-        let params = PatchParams::apply(&format!("sightline-runtime-{}", r.node)).force();
-        if let Err(e) = api
-            .patch_status(&p.name, &params, &Patch::Apply(&body))
-            .await
-        {
-            tracing::warn!(policy = %p, "updating the policy's node status: {e}");
+        Err(e) => {
+            tracing::warn!(
+                reason = e.reason(),
+                "reporting this node's policy status: {e}"
+            );
+            for p in refs {
+                keep.remove(p);
+            }
         }
     }
-    *last = now;
+    *last = keep;
 }
 
 async fn drain(sensor: &Mutex<Sensor>, r: &Reporting) {
@@ -644,45 +671,51 @@ async fn asset_finding(
     Ok(())
 }
 
-/// Adds the violations counted since the last flush to each policy's
-/// `status.violations`. Several nodes add to the same count, so each
-/// addition is conditional on the version it read and retried on conflict.
+/// Reports the violations counted since the last flush; the operator adds
+/// them to each policy's `status.violations`. Counts the operator did not
+/// take are kept for the next flush: counts are never dropped.
 async fn flush_policy_counts(r: &Reporting) {
     let pending: Vec<_> = match r.pending.lock() {
         Ok(mut p) => p.drain().collect(),
         Err(_) => return,
     };
-    for (p, (n, last)) in pending {
-        let api: Api<RuntimePolicy> = Api::namespaced(r.client.clone(), &p.namespace);
-        let mut done = false;
-        for _ in 0..5 {
-            let Ok(current) = api.get_status(&p.name).await else {
-                break;
-            };
-            let old = current.status.as_ref().map_or(0, |s| s.violations);
-            let body = json!({
-                "metadata": {"resourceVersion": current.resource_version()},
-                "status": {"violations": old + n, "lastViolation": last.to_string()},
-            });
-            match api
-                .patch_status(&p.name, &PatchParams::default(), &Patch::Merge(&body))
-                .await
-            {
-                Ok(_) => {
-                    done = true;
-                    break;
-                }
-                Err(kube::Error::Api(e)) if e.code == 409 => continue,
-                Err(e) => {
-                    tracing::warn!(policy = %p, "counting violations: {e}");
-                    break;
-                }
+    if pending.is_empty() {
+        return;
+    }
+    let Some(client) = &r.reports else {
+        return;
+    };
+    let reports: Vec<PolicyReport> = pending
+        .iter()
+        .map(|(p, (n, last))| PolicyReport {
+            policy: p.to_string(),
+            node: None,
+            violations: Some(PolicyViolations {
+                count: *n,
+                last: last.to_string(),
+            }),
+        })
+        .collect();
+    let failed: Vec<usize> = match client.send_policies(reports).await {
+        // A refusal is final (the policy is gone, or this sensor may not
+        // count): sending the count again would be refused again.
+        Ok(refused) => {
+            for x in refused {
+                tracing::warn!(reason = %x.reason, "the operator refused a violation count: {}", x.message);
             }
+            Vec::new()
         }
-        if !done && let Ok(mut pending) = r.pending.lock() {
-            // Kept for the next flush: counts are never dropped.
-            let e = pending.entry(p).or_insert((0, last));
-            e.0 += n;
+        Err(e) => {
+            tracing::warn!(reason = e.reason(), "counting violations: {e}");
+            (0..pending.len()).collect()
+        }
+    };
+    if let Ok(mut kept) = r.pending.lock() {
+        for i in failed {
+            if let Some((p, (n, last))) = pending.get(i) {
+                let e = kept.entry(p.clone()).or_insert((0, *last));
+                e.0 += n;
+            }
         }
     }
 }

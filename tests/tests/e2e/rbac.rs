@@ -122,6 +122,11 @@ pub fn operator() -> BTreeSet<Grant> {
         ("assets.sightline.dev/status", &[], &["patch"]),
         ("tagrules.sightline.dev", &[], &["list", "watch"]),
         ("tagrules.sightline.dev/status", &[], &["patch"]),
+        (
+            "runtimepolicies.sightline.dev/status",
+            &[],
+            &["get", "patch"],
+        ),
         ("namespaces", &[], &["get"]),
         ("daemonsets.apps", &[], WORKLOADS),
         ("cronjobs.batch", &[], WORKLOADS),
@@ -205,11 +210,6 @@ pub fn runtime_sensor(sensor: &str) -> BTreeSet<Grant> {
             "runtimepolicies.sightline.dev",
             &[],
             &["get", "list", "watch"],
-        ),
-        (
-            "runtimepolicies.sightline.dev/status",
-            &[],
-            &["get", "patch"],
         ),
         ("events.events.k8s.io", &[], &["create", "patch"]),
         ("sensors.sightline.dev", &[sensor], &["get", "watch"]),
