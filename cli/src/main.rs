@@ -24,6 +24,16 @@ use sightline_crds::ActivationKey;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// The CA (PEM file) the operator's API certificate is issued by, the
+    /// only CA trusted for `--api`: `kubectl -n sightline-system get
+    /// configmap sightline-ca -o jsonpath='{.data.ca\.crt}' > ca.crt`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "SIGHTLINE_API_CA_FILE"
+    )]
+    api_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -208,6 +218,10 @@ enum KeysCmd {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    if let Err(e) = report::trust_api_ca(cli.api_ca.as_deref()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
     if let Cmd::Scan {
         cmd: ScanCmd::Image(args),
     } = cli.cmd

@@ -89,6 +89,7 @@ pub async fn scan(namespace: &str, name: &str, api: &str, out: &mut impl Write) 
         page_size: 100,
         api_url: Some(api.to_owned()),
         token_file,
+        api_ca: crate::report::api_ca().map(<[u8]>::to_vec),
     };
     let registry = Arc::new(sensor::client_for(&cfg)?);
     let summary = sensor::scan_once(&cfg, registry, client, None).await?;

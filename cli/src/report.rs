@@ -3,7 +3,7 @@
 //! with an activation key's token, so build-time images appear beside
 //! what sensors find.
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use sightline_container_sensor::report::{image_facts, vulnerability_findings};
 use sightline_container_sensor::runtime::ImageRef;
 use sightline_report::client::{Client, Credentials};
@@ -32,7 +32,7 @@ pub async fn send(
         runtime: None,
         reference: Some(reference.to_owned()),
     });
-    let client = Client::new(api, Credentials::Token(token.to_owned()), None)?;
+    let client = Client::new(api, Credentials::Token(token.to_owned()), api_ca())?;
     let receipt = client.send(vec![observation], None).await?;
     if let Some(r) = receipt.refused.first() {
         bail!(
@@ -45,4 +45,24 @@ pub async fn send(
         Some(a) => Ok(a.asset.clone()),
         None => bail!("the operator answered without accepting or refusing the report"),
     }
+}
+
+/// The CA trusted for the operator's API (`--api-ca`), read once at start.
+static API_CA: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+
+/// Reads `--api-ca`, so a missing file is an error before anything runs.
+pub fn trust_api_ca(path: Option<&std::path::Path>) -> Result<()> {
+    let pem = match path {
+        Some(p) => {
+            Some(std::fs::read(p).with_context(|| format!("reading --api-ca {}", p.display()))?)
+        }
+        None => None,
+    };
+    let _ = API_CA.set(pem);
+    Ok(())
+}
+
+/// The CA trusted for the operator's API, if `--api-ca` named one.
+pub fn api_ca() -> Option<&'static [u8]> {
+    API_CA.get().and_then(|c| c.as_deref())
 }

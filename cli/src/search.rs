@@ -104,8 +104,9 @@ async fn get_api<T: serde::de::DeserializeOwned>(
     token: &str,
 ) -> Result<Remote<T>> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
+    let builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+    let http = sightline_report::client::trusting(builder, crate::report::api_ca())
+        .map_err(anyhow::Error::msg)?
         .build()
         .context("building the HTTP client")?;
     let resp = match http.get(&url).query(query).bearer_auth(token).send().await {

@@ -12,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod search;
 pub mod telemetry;
+pub mod tls;
 pub mod vulndb;
 
 pub use error::{Error, Result};

@@ -1,6 +1,6 @@
 //! `sightline-operator`: the operator process.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use sightline_operator::leader::{LeaderElector, LeaseConfig};
 use sightline_operator::metrics::Metrics;
 use sightline_operator::search::{self, Authorizer, SearchState, SharedIndex};
 use sightline_operator::telemetry::{self, LogFormat};
+use sightline_operator::tls;
 use sightline_operator::vulndb;
 use tokio::sync::watch;
 
@@ -33,9 +34,31 @@ struct Args {
         default_value = "sightline/sensor:0.1.0"
     )]
     sensor_image: String,
-    /// Address of /healthz, /readyz and /metrics.
+    /// Address of /healthz, /readyz and /metrics (plain HTTP), and of the
+    /// API too when `--tls-secret` is not set.
     #[arg(long, env = "SIGHTLINE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
+    /// Serve the API (`/api/v1`) over TLS, on `--api-addr`, with the CA
+    /// and certificate kept in this Secret of the operator's namespace: made
+    /// and renewed by the operator when it holds `ca.key`, served as it is
+    /// (cert-manager's, say) when it does not.
+    #[arg(long, env = "SIGHTLINE_TLS_SECRET")]
+    tls_secret: Option<String>,
+    /// Address of the API over TLS.
+    #[arg(long, env = "SIGHTLINE_API_ADDR", default_value = "0.0.0.0:8443")]
+    api_addr: SocketAddr,
+    /// A DNS name or IP address the API's certificate must hold besides
+    /// the Service's names and cluster IP (repeat, or separate by commas).
+    #[arg(long = "tls-name", env = "SIGHTLINE_TLS_NAMES", value_delimiter = ',')]
+    tls_names: Vec<String>,
+    /// How long a serving certificate the operator issues is valid; it is
+    /// renewed when a third of that is left.
+    #[arg(long, default_value_t = 90 * 86_400)]
+    tls_validity_seconds: u64,
+    /// A ConfigMap of the operator's namespace in which to publish the CA
+    /// (`ca.crt`), for users' CLIs.
+    #[arg(long, env = "SIGHTLINE_CA_CONFIG_MAP")]
+    ca_config_map: Option<String>,
     /// Log format.
     #[arg(long, env = "SIGHTLINE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -145,10 +168,22 @@ async fn main() -> Result<()> {
     tokio::spawn(search::feed(client.clone(), index.clone(), synced.clone()));
     tokio::spawn(publish_inventory(index.clone(), metrics.clone()));
 
+    let service = match &args.api_service {
+        Some(name) => Some(
+            service_address(&client, &args.namespace, name)
+                .await
+                .with_context(|| format!("finding the address of Service {name}"))?,
+        ),
+        None => None,
+    };
+    let tls = match &args.tls_secret {
+        Some(secret) => Some(start_tls(&client, &args, secret, service.as_ref()).await?),
+        None => None,
+    };
+
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("listening on {}", args.http_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz, /metrics and /api/v1");
     let auth = Arc::new(Authorizer::new(client.clone()));
     let ingest = Arc::new(ingest::IngestState::new(
         client.clone(),
@@ -161,24 +196,42 @@ async fn main() -> Result<()> {
         leading.clone(),
         metrics.clone(),
     ));
-    let router = http::router(Health {
+    let health = http::router(Health {
         ready: ready.clone(),
         metrics: metrics.clone(),
-    })
-    .merge(search::router(SearchState {
+    });
+    let api = search::router(SearchState {
         index: index.clone(),
         synced,
         auth: auth.clone(),
         metrics: metrics.clone(),
-    }))
+    })
     .merge(vulndb::router(Arc::new(vulndb::VulnDbState::new(
         args.vuln_db.clone(),
         auth,
         ingest.auth.clone(),
     ))))
     .merge(ingest::router(ingest));
+    let plain = match &tls {
+        Some((config, _)) => {
+            let api_listener = tokio::net::TcpListener::bind(args.api_addr)
+                .await
+                .with_context(|| format!("listening on {}", args.api_addr))?;
+            tracing::info!(addr = %api_listener.local_addr()?, "serving /api/v1 over TLS");
+            tokio::spawn(tls::serve(api_listener, config.clone(), api));
+            tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+            health
+        }
+        None => {
+            tracing::warn!(
+                addr = %listener.local_addr()?,
+                "serving /api/v1 over plain HTTP (no --tls-secret): tokens cross the network readable"
+            );
+            health.merge(api)
+        }
+    };
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
+        if let Err(e) = axum::serve(listener, plain).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
@@ -239,13 +292,9 @@ async fn main() -> Result<()> {
     }
     ready.store(true, Ordering::Relaxed);
 
-    let api_url = match (&args.sensor_api_url, &args.api_service) {
+    let api_url = match (&args.sensor_api_url, &service) {
         (Some(url), _) => Some(url.clone()),
-        (None, Some(service)) => Some(
-            service_url(&client, &args.namespace, service)
-                .await
-                .with_context(|| format!("finding the address of Service {service}"))?,
-        ),
+        (None, Some(service)) => Some(service.url(tls.is_some())?),
         (None, None) => None,
     };
     match &api_url {
@@ -264,6 +313,7 @@ async fn main() -> Result<()> {
         image: args.sensor_image.clone(),
         api_url,
         vuln_db_url,
+        api_ca: tls.map(|(_, ca)| ca),
         refresh_seconds: args.sensor_refresh_seconds,
         policy,
     };
@@ -319,28 +369,119 @@ async fn main() -> Result<()> {
 /// `http://<cluster IP>:<port>` of this operator's Service: sensors reach
 /// it by address, so they need no cluster DNS (host-network sensors often
 /// have none).
-async fn service_url(client: &kube::Client, namespace: &str, name: &str) -> Result<String> {
+/// The operator's Service as sensors reach it.
+struct ServiceAddress {
+    /// `<name>.<namespace>`.
+    name: String,
+    namespace: String,
+    cluster_ip: IpAddr,
+    ports: Vec<(Option<String>, i32)>,
+}
+
+impl ServiceAddress {
+    /// The API's URL at the cluster IP: the Service's `https` port when the
+    /// API is served over TLS, its `http` port otherwise.
+    fn url(&self, tls: bool) -> Result<String> {
+        let (scheme, wanted) = if tls {
+            ("https", "https")
+        } else {
+            ("http", "http")
+        };
+        let port = self
+            .ports
+            .iter()
+            .find(|(name, _)| name.as_deref() == Some(wanted))
+            .or(if tls { None } else { self.ports.first() })
+            .map(|(_, port)| *port)
+            .with_context(|| format!("Service {} has no port named {wanted}", self.name))?;
+        Ok(match self.cluster_ip {
+            IpAddr::V6(ip) => format!("{scheme}://[{ip}]:{port}"),
+            IpAddr::V4(ip) => format!("{scheme}://{ip}:{port}"),
+        })
+    }
+
+    /// The names a certificate for the Service holds.
+    fn dns_names(&self) -> Vec<String> {
+        let (name, ns) = (&self.name, &self.namespace);
+        vec![
+            name.clone(),
+            format!("{name}.{ns}"),
+            format!("{name}.{ns}.svc"),
+            format!("{name}.{ns}.svc.cluster.local"),
+        ]
+    }
+}
+
+async fn service_address(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<ServiceAddress> {
     let services: kube::Api<k8s_openapi::api::core::v1::Service> =
         kube::Api::namespaced(client.clone(), namespace);
-    let svc = services.get(name).await?;
-    let spec = svc.spec.unwrap_or_default();
+    let spec = services.get(name).await?.spec.unwrap_or_default();
     let ip = spec
         .cluster_ip
         .filter(|ip| !ip.is_empty() && ip != "None")
         .context("the Service has no cluster IP")?;
-    let ports = spec.ports.unwrap_or_default();
-    let port = ports
-        .iter()
-        .find(|p| p.name.as_deref() == Some("http"))
-        .or(ports.first())
-        .map(|p| p.port)
-        .context("the Service has no port")?;
-    let host = if ip.contains(':') {
-        format!("[{ip}]")
-    } else {
-        ip
+    Ok(ServiceAddress {
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+        cluster_ip: ip
+            .parse()
+            .with_context(|| format!("the Service's cluster IP {ip:?}"))?,
+        ports: spec
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.name, p.port))
+            .collect(),
+    })
+}
+
+/// Reads (or makes) the API's certificate, publishes the CA, and keeps the
+/// certificate fresh. Returns the server configuration and the CA (PEM).
+async fn start_tls(
+    client: &kube::Client,
+    args: &Args,
+    secret: &str,
+    service: Option<&ServiceAddress>,
+) -> Result<(Arc<rustls::ServerConfig>, String)> {
+    let mut dns = service.map(ServiceAddress::dns_names).unwrap_or_default();
+    let mut ips: Vec<IpAddr> = service.map(|s| s.cluster_ip).into_iter().collect();
+    for n in &args.tls_names {
+        match n.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => dns.push(n.clone()),
+        }
+    }
+    anyhow::ensure!(
+        !dns.is_empty() || !ips.is_empty(),
+        "--tls-secret needs --api-service or --tls-name: the certificate must name the API"
+    );
+    let settings = tls::Settings {
+        secret: secret.to_owned(),
+        ca_config_map: args.ca_config_map.clone(),
+        dns,
+        ips,
+        validity: Duration::from_secs(args.tls_validity_seconds.max(10)),
     };
-    Ok(format!("http://{host}:{port}"))
+    let secrets = kube::Api::namespaced(client.clone(), &args.namespace);
+    let config_maps = kube::Api::namespaced(client.clone(), &args.namespace);
+    let material = tls::ensure(&secrets, &settings).await?;
+    if let Some(name) = &settings.ca_config_map {
+        tls::publish_ca(&config_maps, name, &material.ca).await?;
+    }
+    let served = tls::Served::new(&material).context("serving the API's certificate")?;
+    let config = tls::server_config(served.clone())?;
+    let ca = material.ca.clone();
+    tokio::spawn(async move {
+        let e = tls::keep_fresh(secrets, config_maps, settings, served, material).await;
+        // Sensors were given the old CA; a new process gives them the new one.
+        tracing::error!("{e:#}");
+        std::process::exit(1);
+    });
+    Ok((config, ca))
 }
 
 /// Longest the controllers may take to drain after SIGTERM.

@@ -47,7 +47,7 @@ async fn serves_the_vulnerability_database_to_sensors() -> Result<()> {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, &token)?;
     let url = format!("http://127.0.0.1:{}/api/v1/vulndb", op.port);
-    let mut fetcher = Fetcher::new(url, token_file, dir.path().join("sensor-copy.db"));
+    let mut fetcher = Fetcher::new(url, token_file, dir.path().join("sensor-copy.db"), None);
 
     let first = fetcher
         .refresh()

@@ -69,6 +69,30 @@ impl Error {
     }
 }
 
+/// Where the operator puts, in sensors' pods, the CA (PEM) its API's
+/// certificate is issued by.
+pub const API_CA_ENV: &str = "SIGHTLINE_API_CA";
+
+/// `builder` trusting only `ca` (PEM, one or more certificates) when it is
+/// given: a private CA, not the public ones, vouches for the operator.
+pub fn trusting(
+    mut builder: reqwest::ClientBuilder,
+    ca: Option<&[u8]>,
+) -> Result<reqwest::ClientBuilder, String> {
+    if let Some(pem) = ca {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| format!("the API's CA is not PEM: {e}"))?;
+        if certs.is_empty() {
+            return Err("the API's CA holds no certificate".into());
+        }
+        builder = builder.tls_built_in_root_certs(false);
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    Ok(builder)
+}
+
 /// Most attempts at one request when the operator says "later".
 const ATTEMPTS: u32 = 6;
 /// Longest wait between attempts, whatever `Retry-After` says.
@@ -86,18 +110,13 @@ impl Client {
     /// A client for the operator API at `base` (`https://host:port`).
     /// `ca` (PEM), when given, is the only CA trusted for its certificate.
     pub fn new(base: &str, credentials: Credentials, ca: Option<&[u8]>) -> Result<Client, Error> {
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10));
-        if let Some(pem) = ca {
-            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| Error::Unreachable {
-                url: base.to_owned(),
-                message: format!("the CA bundle is not PEM: {e}"),
-            })?;
-            builder = builder
-                .tls_built_in_root_certs(false)
-                .add_root_certificate(cert);
-        }
+        let builder = trusting(builder, ca).map_err(|message| Error::Unreachable {
+            url: base.to_owned(),
+            message,
+        })?;
         let http = builder.build().map_err(|e| Error::Unreachable {
             url: base.to_owned(),
             message: e.to_string(),

@@ -178,6 +178,11 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         "--vuln-db=/var/lib/sightline/vulns.db",
         // Sensors reach the API (reports, the database) at this Service's address.
         "--api-service=sightline-operator",
+        // The API over TLS, its certificate naming the Service and loopback.
+        "--tls-secret=sightline-operator-tls",
+        "--ca-config-map=sightline-operator-ca",
+        "--tls-name=localhost,127.0.0.1",
+        "--tls-validity-seconds=7776000",
         "--sensor-refresh-seconds=60",
         "--asset-retention=forever",
         "--allowed-sensor-image=mirror.example/sightline/",

@@ -40,6 +40,8 @@ pub struct Config {
     /// The ServiceAccount token (audience `sightline`) sent to the
     /// operator's API (`SIGHTLINE_TOKEN_FILE`).
     pub token_file: PathBuf,
+    /// The CA (PEM) the API's certificate is issued by (`SIGHTLINE_API_CA`).
+    pub api_ca: Option<Vec<u8>>,
     /// Where the fetched database is kept (`SIGHTLINE_VULN_DB_CACHE`).
     pub vuln_db_cache: PathBuf,
     /// How often the endpoint is asked for a newer database
@@ -111,6 +113,9 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/var/run/secrets/sightline.dev/token")),
+            api_ca: get(sightline_report::client::API_CA_ENV)
+                .filter(|v| !v.trim().is_empty())
+                .map(String::into_bytes),
             vuln_db_cache: get("SIGHTLINE_VULN_DB_CACHE")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)

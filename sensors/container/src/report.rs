@@ -137,12 +137,17 @@ impl Reporter {
     /// A reporter for the container sensor `cfg` describes.
     pub fn new(cfg: &Config) -> anyhow::Result<Reporter> {
         let url = cfg.api_url.as_deref().ok_or(NoApi)?;
-        Self::to(url, &cfg.token_file)
+        Self::to(url, &cfg.token_file, cfg.api_ca.as_deref())
     }
 
-    /// A reporter to the operator at `url`, with the token in `token_file`.
-    pub fn to(url: &str, token_file: &std::path::Path) -> anyhow::Result<Reporter> {
-        let client = Client::new(url, Credentials::TokenFile(token_file.to_owned()), None)?;
+    /// A reporter to the operator at `url`, with the token in `token_file`,
+    /// trusting only `ca` (PEM) for the API's certificate when given.
+    pub fn to(
+        url: &str,
+        token_file: &std::path::Path,
+        ca: Option<&[u8]>,
+    ) -> anyhow::Result<Reporter> {
+        let client = Client::new(url, Credentials::TokenFile(token_file.to_owned()), ca)?;
         Ok(Reporter { client })
     }
 

@@ -226,7 +226,14 @@ pub async fn run(
         .vuln_db_url
         .clone()
         .filter(|_| cfg.vulnerabilities())
-        .map(|url| Fetcher::new(url, cfg.token_file.clone(), cfg.vuln_db_cache.clone()));
+        .map(|url| {
+            Fetcher::new(
+                url,
+                cfg.token_file.clone(),
+                cfg.vuln_db_cache.clone(),
+                cfg.api_ca.as_deref(),
+            )
+        });
     let mut db = db;
     // The first fetch comes before any scan, so the first reports carry findings.
     if let Some(f) = fetcher.as_mut() {

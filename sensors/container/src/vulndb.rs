@@ -61,16 +61,27 @@ pub struct Fetcher {
 impl Fetcher {
     /// Fetches from `url` with the token in `token_file` (re-read each time:
     /// projected tokens rotate), keeping the database at `cache`.
-    pub fn new(url: String, token_file: PathBuf, cache: PathBuf) -> Fetcher {
+    /// `ca` (PEM), when given, is the only CA trusted for the operator's
+    /// certificate; a CA that is not PEM trusts nothing, so every fetch
+    /// fails and says why rather than trusting the public CAs.
+    pub fn new(url: String, token_file: PathBuf, cache: PathBuf, ca: Option<&[u8]>) -> Fetcher {
+        let builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(600));
+        let http = match sightline_report::client::trusting(builder, ca) {
+            Ok(b) => b.build(),
+            Err(e) => {
+                tracing::error!("{e}: the vulnerability database cannot be fetched");
+                reqwest::Client::builder()
+                    .tls_built_in_root_certs(false)
+                    .build()
+            }
+        }
+        .unwrap_or_default();
         Fetcher {
             url,
             token_file,
             cache,
             etag: None,
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(600))
-                .build()
-                .unwrap_or_default(),
+            http,
         }
     }
 

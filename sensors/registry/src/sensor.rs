@@ -62,6 +62,8 @@ pub struct Config {
     pub api_url: Option<String>,
     /// The token (audience `sightline`) for it (`SIGHTLINE_TOKEN_FILE`).
     pub token_file: PathBuf,
+    /// The CA (PEM) the API's certificate is issued by (`SIGHTLINE_API_CA`).
+    pub api_ca: Option<Vec<u8>>,
 }
 
 /// A setting that could not be read, named.
@@ -108,6 +110,9 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/var/run/secrets/sightline.dev/token")),
+            api_ca: get(sightline_report::client::API_CA_ENV)
+                .filter(|v| !v.trim().is_empty())
+                .map(String::into_bytes),
             page_size: match get("SIGHTLINE_REGISTRY_PAGE_SIZE") {
                 Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                     ConfigError(format!(
@@ -282,8 +287,8 @@ pub async fn scan_once(
                 .into(),
         )
     })?;
-    let reporter =
-        Reporter::to(url, &cfg.token_file).map_err(|e| ScanError::Setup(e.to_string()))?;
+    let reporter = Reporter::to(url, &cfg.token_file, cfg.api_ca.as_deref())
+        .map_err(|e| ScanError::Setup(e.to_string()))?;
     let known = Arc::new(known_images(&reporter).await?);
     let repos: Vec<String> = client
         .catalog()

@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use sightline_crds::runtime_policy::RuntimePolicy;
 use sightline_crds::sensor::{Enforcement, Enforcer, RuntimeSensor};
 
@@ -55,6 +54,8 @@ pub struct Config {
     pub api_url: Option<String>,
     /// The token (audience `sightline`) for it (`SIGHTLINE_TOKEN_FILE`).
     pub token_file: std::path::PathBuf,
+    /// The CA (PEM) the API's certificate is issued by (`SIGHTLINE_API_CA`).
+    pub api_ca: Option<Vec<u8>>,
 }
 
 impl Config {
@@ -90,6 +91,9 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .map(std::path::PathBuf::from)
                 .unwrap_or_else(|| "/var/run/secrets/sightline.dev/token".into()),
+            api_ca: get(sightline_report::client::API_CA_ENV)
+                .filter(|v| !v.trim().is_empty())
+                .map(String::into_bytes),
             webhook: get("SIGHTLINE_RUNTIME_WEBHOOK").filter(|v| !v.is_empty()),
             metrics_addr,
             node,
@@ -138,7 +142,6 @@ fn first_pid(cgroup: &Path) -> Option<u32> {
 }
 
 struct Reporting {
-    client: Client,
     node: String,
     recorder: Recorder,
     owners: Mutex<HashMap<u64, (Owner, Option<ObjectReference>)>>,
@@ -207,7 +210,7 @@ pub async fn run(
         Some(url) => Some(sightline_report::client::Client::new(
             url,
             sightline_report::client::Credentials::TokenFile(cfg.token_file.clone()),
-            None,
+            cfg.api_ca.as_deref(),
         )?),
         None => {
             tracing::info!("SIGHTLINE_API_URL is not set: violations are not recorded on Assets");
@@ -215,7 +218,6 @@ pub async fn run(
         }
     };
     let reporting = Arc::new(Reporting {
-        client: client.clone(),
         node: cfg.node.clone(),
         recorder: Recorder::new(
             client.clone(),

@@ -116,6 +116,7 @@ async fn run(cmd: Cmd) -> Result<()> {
                     url,
                     cfg.token_file.clone(),
                     PathBuf::from("/tmp/sightline-vulns.db"),
+                    cfg.api_ca.as_deref(),
                 );
                 match fetcher.refresh().await {
                     Ok(fetched) => db = fetched,

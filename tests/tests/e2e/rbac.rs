@@ -178,6 +178,9 @@ pub fn operator() -> BTreeSet<Grant> {
         ),
         // Its own Service, whose cluster IP sensors report to.
         ("services", &["sightline-operator"], &["get"]),
+        // The ConfigMap publishing the API's CA.
+        ("configmaps", &[], &["create"]),
+        ("configmaps", &["sightline-operator-ca"], &["get", "patch"]),
     ])
 }
 

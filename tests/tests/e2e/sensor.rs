@@ -118,17 +118,33 @@ pub async fn reports_the_node(env: &Env) -> Result<()> {
             },
         }),
     )?;
-    eventually(
+    let pod = eventually(
         "the sensor's pod to run on the node",
         Duration::from_secs(180),
         || async {
             let pods = sensor_pods(env).await.ok()?;
             let p = pods.first()?;
             let on_node = p.spec.as_ref()?.node_name.as_deref() == Some(NODE_NAME);
-            (on_node && running(p)).then_some(())
+            (on_node && running(p)).then_some(p.clone())
         },
     )
     .await?;
+    // It reports over TLS, trusting the operator's CA only.
+    let env_of = |name: &str| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.env.as_ref())
+            .and_then(|e| e.iter().find(|v| v.name == name))
+            .and_then(|v| v.value.clone())
+            .unwrap_or_default()
+    };
+    ensure!(
+        env_of("SIGHTLINE_API_URL").starts_with("https://"),
+        "the sensor reports to {:?}",
+        env_of("SIGHTLINE_API_URL")
+    );
+    ensure!(env_of("SIGHTLINE_API_CA").starts_with("-----BEGIN CERTIFICATE-----"));
 
     let node = eventually(
         "the Node Asset, normalized",

@@ -30,6 +30,9 @@ pub struct Defaults {
     /// Where container sensors fetch the vulnerability database (the
     /// operator's `/api/v1/vulndb` behind its Service), if it serves one.
     pub vuln_db_url: Option<String>,
+    /// The CA (PEM) the API's certificate is issued by, which sensors
+    /// trust for it and nothing else (`SIGHTLINE_API_CA`).
+    pub api_ca: Option<String>,
     /// How often node sensors list everything again and refresh `lastSeen`
     /// (`SIGHTLINE_REFRESH_SECONDS`); the sensor's own default when `None`.
     pub refresh_seconds: Option<u64>,
@@ -360,6 +363,12 @@ fn pod_template(sensor: &Sensor, key: &ActivationKey, defaults: &Defaults) -> Po
             )
             .chain(
                 defaults
+                    .api_ca
+                    .as_ref()
+                    .map(|pem| env("SIGHTLINE_API_CA", pem.clone())),
+            )
+            .chain(
+                defaults
                     .vuln_db_url
                     .as_ref()
                     .filter(|_| matches!(spec.type_, SensorType::Container | SensorType::Registry))
@@ -539,10 +548,9 @@ mod tests {
     fn defaults() -> Defaults {
         Defaults {
             image: "sightline/sensor:test".into(),
-            api_url: Some("http://10.96.0.12:8080".into()),
-            vuln_db_url: Some(
-                "http://sightline-operator.sightline-system:8080/api/v1/vulndb".into(),
-            ),
+            api_url: Some("https://10.96.0.12:443".into()),
+            vuln_db_url: Some("https://10.96.0.12:443/api/v1/vulndb".into()),
+            api_ca: Some("-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".into()),
             refresh_seconds: Some(60),
             policy: super::super::policy::SensorPolicy::new(&[], &[], "sightline/sensor:test")
                 .unwrap(),
@@ -594,13 +602,18 @@ mod tests {
         );
         assert_eq!(
             env["SIGHTLINE_VULN_DB_URL"].as_deref(),
-            Some("http://sightline-operator.sightline-system:8080/api/v1/vulndb")
+            Some("https://10.96.0.12:443/api/v1/vulndb")
         );
         assert_eq!(env["SIGHTLINE_REFRESH_SECONDS"].as_deref(), Some("60"));
         assert_eq!(c.image.as_deref(), Some("sightline/sensor:test"));
         assert_eq!(
             env["SIGHTLINE_API_URL"].as_deref(),
-            Some("http://10.96.0.12:8080")
+            Some("https://10.96.0.12:443")
+        );
+        assert!(
+            env["SIGHTLINE_API_CA"]
+                .as_deref()
+                .is_some_and(|ca| ca.starts_with("-----BEGIN CERTIFICATE-----"))
         );
         assert_eq!(
             env["SIGHTLINE_TOKEN_FILE"].as_deref(),
