@@ -213,6 +213,25 @@ enum KeysCmd {
         /// Name of the ActivationKey.
         name: String,
     },
+    /// Give a key a new token (a leaked one, or routine rotation): the old
+    /// one stays valid for `--grace`, then the operator refuses it.
+    Rotate {
+        /// Name of the ActivationKey.
+        name: String,
+        /// How long the old token keeps working (`24h`, `90m`; `0` revokes
+        /// it at once).
+        #[arg(long, default_value = "24h", value_parser = parse_grace)]
+        grace: std::time::Duration,
+    },
+}
+
+/// `--grace`: a Go-style duration, or zero.
+fn parse_grace(s: &str) -> std::result::Result<std::time::Duration, String> {
+    if s.starts_with('0') && ["", "s", "m", "h"].contains(&s.trim_start_matches('0')) {
+        return Ok(std::time::Duration::ZERO);
+    }
+    sightline_crds::duration::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a duration like 24h, 90m or 0"))
 }
 
 #[tokio::main]
@@ -339,6 +358,29 @@ async fn keys(cmd: KeysCmd) -> Result<()> {
                     modules.join(",")
                 );
             }
+        }
+        KeysCmd::Rotate { name, grace } => {
+            let patch =
+                sightline_crds::activation_key::rotation_request(jiff::Timestamp::now(), grace);
+            keys.patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .with_context(|| format!("asking for a new token of ActivationKey {name}"))?;
+            if grace.is_zero() {
+                println!(
+                    "asked the operator for a new token for {name}; the old one is refused within 20 s"
+                );
+            } else {
+                let until = jiff::Timestamp::now()
+                    + jiff::SignedDuration::try_from(grace).unwrap_or(jiff::SignedDuration::MAX);
+                println!(
+                    "asked the operator for a new token for {name}; the old one works until {until}"
+                );
+            }
+            println!("`sightline keys token {name}` prints the new one once the operator has issued it");
         }
         KeysCmd::Token { name } => {
             let key = keys

@@ -223,3 +223,21 @@ impl ActivationKeySpec {
             .is_some_and(|e| e.0 <= now)
     }
 }
+
+/// Annotation asking the operator for a new token: each new value (the
+/// CLI writes the time of the request) rotates the token once.
+pub const ROTATE_TOKEN: &str = "sightline.dev/rotate-token";
+/// Annotation: seconds the replaced token stays valid after a rotation
+/// (`0`, the default, revokes it at once).
+pub const ROTATE_TOKEN_GRACE: &str = "sightline.dev/rotate-token-grace-seconds";
+
+/// The merge patch asking for a new token, the old one valid for `grace`
+/// more (what `sightline keys rotate` sends).
+pub fn rotation_request(now: jiff::Timestamp, grace: std::time::Duration) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": {"annotations": {
+            ROTATE_TOKEN: now.to_string(),
+            ROTATE_TOKEN_GRACE: grace.as_secs().to_string(),
+        }}
+    })
+}

@@ -630,3 +630,100 @@ async fn one_image_on_5000_nodes_keeps_a_small_asset() -> Result<()> {
     );
     Ok(())
 }
+
+/// The token in a key's Secret (`token`, or `previous-token`).
+async fn key_secret(env: &Env, key: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), OPERATOR_NS);
+    let s = secrets.get_opt(&format!("sightline-key-{key}")).await.ok()??;
+    Some(
+        s.data?
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_tokens_rotate_with_a_grace_period_and_can_be_revoked() -> Result<()> {
+    let env = Env::start().await?;
+    let op = env.operator_with("rotate", &["--leader-election=false"])?;
+    let result = async {
+        op.wait_serving().await?;
+        let api = format!("http://127.0.0.1:{}", op.port);
+        env.apply(
+            r#"
+apiVersion: sightline.dev/v1alpha1
+kind: ActivationKey
+metadata: {name: ci}
+spec:
+  modules: [containerSecurity]
+"#,
+        )
+        .await?;
+        let token = |field: &'static str| {
+            let env = &env;
+            async move { key_secret(env, "ci").await?.get(field).cloned() }
+        };
+        let first = helpers::wait_for("the key's token", Duration::from_secs(30), || token("token")).await?;
+        // Sends one image report as the holder of `t`: the HTTP status.
+        let report = |t: String, n: u32| {
+            let api = api.clone();
+            async move {
+                let c = Client::new(&api, Credentials::Token(t), None)?;
+                Ok::<u16, anyhow::Error>(match c.send(vec![image(n, "alpine", None)], None).await {
+                    Ok(_) => 200,
+                    Err(e) => refusal(&e).0,
+                })
+            }
+        };
+        ensure!(report(first.clone(), 1).await? == 200);
+
+        // A rotation with a grace period: both tokens work meanwhile.
+        let keys: Api<sightline_crds::ActivationKey> = Api::all(env.client.clone());
+        let rotate = |grace: u64| {
+            let keys = keys.clone();
+            async move {
+                let patch = sightline_crds::activation_key::rotation_request(
+                    jiff::Timestamp::now(),
+                    Duration::from_secs(grace),
+                );
+                keys.patch("ci", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+                    .await
+            }
+        };
+        rotate(3600).await?;
+        let second = helpers::wait_for("a new token", Duration::from_secs(30), || async {
+            token("token").await.filter(|t| *t != first)
+        })
+        .await?;
+        let secret = key_secret(&env, "ci").await.context("the Secret")?;
+        ensure!(secret.get("previous-token") == Some(&first), "{:?}", secret.keys());
+        ensure!(report(second.clone(), 2).await? == 200);
+        ensure!(report(first.clone(), 3).await? == 200, "the old token lapsed early");
+
+        // Revoked: a new token, and the old ones are refused within the
+        // operator's 10 s caches (twice over).
+        rotate(0).await?;
+        let third = helpers::wait_for("another token", Duration::from_secs(30), || async {
+            token("token").await.filter(|t| *t != second)
+        })
+        .await?;
+        ensure!(third != first);
+        let secret = key_secret(&env, "ci").await.context("the Secret")?;
+        ensure!(!secret.contains_key("previous-token"), "{:?}", secret.keys());
+        for (old, n) in [(&first, 4), (&second, 5)] {
+            helpers::wait_for("the old token refused", Duration::from_secs(30), || async {
+                (report(old.clone(), n).await.ok()? == 401).then_some(())
+            })
+            .await?;
+        }
+        ensure!(report(third, 6).await? == 200);
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        eprintln!("{}", env.dump());
+    }
+    result
+}

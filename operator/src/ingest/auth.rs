@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use sightline_crds::{ActivationKey, Module, Sensor, SensorType};
 use sightline_report::AUDIENCE;
 
-use crate::controllers::key::TOKEN_KEY;
+use crate::controllers::key::{PREVIOUS_TOKEN_KEY, TOKEN_KEY, previous_until};
 use crate::controllers::sensor::names;
 
 /// How long a caller's identity, the keys' tokens and the keys are reused.
@@ -108,7 +108,15 @@ pub struct Authenticator {
     client: kube::Client,
     namespace: String,
     callers: Mutex<HashMap<[u8; 32], Reviewed>>,
-    key_tokens: tokio::sync::Mutex<Option<(Instant, BTreeMap<String, String>)>>,
+    key_tokens: tokio::sync::Mutex<Option<(Instant, Vec<KeyToken>)>>,
+}
+
+/// A key's token as its Secret holds it.
+struct KeyToken {
+    token: String,
+    key: String,
+    /// The end of a replaced token's grace period.
+    until: Option<jiff::Timestamp>,
 }
 
 impl Authenticator {
@@ -172,24 +180,36 @@ impl Authenticator {
                 .list(&ListParams::default().labels("sightline.dev/activation-key"))
                 .await
                 .map_err(|e| Denied::Unavailable(format!("reading the keys' tokens: {e}")))?;
-            let mut map = BTreeMap::new();
+            let mut tokens = Vec::new();
             for s in list {
                 let (Some(labels), Some(data)) = (&s.metadata.labels, &s.data) else {
                     continue;
                 };
-                if let (Some(key), Some(t)) = (
-                    labels.get("sightline.dev/activation-key"),
-                    data.get(TOKEN_KEY),
-                ) {
-                    map.insert(String::from_utf8_lossy(&t.0).into_owned(), key.clone());
+                let Some(key) = labels.get("sightline.dev/activation-key") else {
+                    continue;
+                };
+                let text = |k: &str| {
+                    data.get(k)
+                        .map(|t| String::from_utf8_lossy(&t.0).into_owned())
+                        .filter(|t| !t.is_empty())
+                };
+                if let Some(t) = text(TOKEN_KEY) {
+                    tokens.push(KeyToken { token: t, key: key.clone(), until: None });
+                }
+                // A replaced token, while its grace period lasts.
+                if let (Some(t), Some(until)) = (text(PREVIOUS_TOKEN_KEY), previous_until(data)) {
+                    tokens.push(KeyToken { token: t, key: key.clone(), until: Some(until) });
                 }
             }
-            *cached = Some((Instant::now(), map));
+            *cached = Some((Instant::now(), tokens));
         }
-        Ok(cached.as_ref().and_then(|(_, m)| {
-            m.iter()
-                .find(|(t, _)| constant_time_eq(t.as_bytes(), token.as_bytes()))
-                .map(|(_, k)| k.clone())
+        let now = jiff::Timestamp::now();
+        Ok(cached.as_ref().and_then(|(_, tokens)| {
+            tokens
+                .iter()
+                .filter(|t| t.until.is_none_or(|u| now < u))
+                .find(|t| constant_time_eq(t.token.as_bytes(), token.as_bytes()))
+                .map(|t| t.key.clone())
         }))
     }
 

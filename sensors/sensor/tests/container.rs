@@ -60,7 +60,9 @@ async fn reports_images_and_containers_from_docker() -> Result<()> {
         &assets,
         &asset_name(AssetKind::ContainerImage, &old),
         "the old image's Asset",
-        |s| s.get("findings").is_some(),
+        // The operator writes the facts, then (under their own field
+        // manager) which nodes hold the image: wait for both.
+        |s| s.get("findings").is_some() && s["sources"][0]["nodes"].is_object(),
     )
     .await
     .with_context(tail)?;
