@@ -371,7 +371,7 @@ async fn keys(cmd: KeysCmd) -> Result<()> {
             .with_context(|| format!("asking for a new token of ActivationKey {name}"))?;
             if grace.is_zero() {
                 println!(
-                    "asked the operator for a new token for {name}; the old one is refused within 20 s"
+                    "asked the operator for a new token for {name}; the old one is refused once it is issued"
                 );
             } else {
                 let until = jiff::Timestamp::now()
@@ -380,7 +380,9 @@ async fn keys(cmd: KeysCmd) -> Result<()> {
                     "asked the operator for a new token for {name}; the old one works until {until}"
                 );
             }
-            println!("`sightline keys token {name}` prints the new one once the operator has issued it");
+            println!(
+                "`sightline keys token {name}` prints the new one once the operator has issued it"
+            );
         }
         KeysCmd::Token { name } => {
             let key = keys

@@ -63,7 +63,11 @@ pub async fn reconcile(key: Arc<ActivationKey>, ctx: Arc<Context>) -> Result<Act
 
 /// Wakes up at the key's expiry so `Expired` appears on time, and at the
 /// end of a previous token's grace period to drop it.
-fn requeue_after(key: &ActivationKey, now: Timestamp, previous_until: Option<Timestamp>) -> Duration {
+fn requeue_after(
+    key: &ActivationKey,
+    now: Timestamp,
+    previous_until: Option<Timestamp>,
+) -> Duration {
     let expiry = key
         .spec
         .limits
@@ -237,7 +241,8 @@ pub fn token_change(
     if requested.is_some() && requested != handled {
         let mut next = BTreeMap::from([token(fresh())]);
         if !grace.is_zero() {
-            let until = now + jiff::SignedDuration::try_from(grace).unwrap_or(jiff::SignedDuration::MAX);
+            let until =
+                now + jiff::SignedDuration::try_from(grace).unwrap_or(jiff::SignedDuration::MAX);
             next.insert(PREVIOUS_TOKEN_KEY.into(), current.clone());
             next.insert(
                 PREVIOUS_UNTIL_KEY.into(),
@@ -253,7 +258,8 @@ pub fn token_change(
             },
         });
     }
-    let has_previous = data.contains_key(PREVIOUS_TOKEN_KEY) || data.contains_key(PREVIOUS_UNTIL_KEY);
+    let has_previous =
+        data.contains_key(PREVIOUS_TOKEN_KEY) || data.contains_key(PREVIOUS_UNTIL_KEY);
     if has_previous && previous_until(data).is_none_or(|u| u <= now) {
         return Some(TokenChange {
             data: BTreeMap::from([(TOKEN_KEY.to_owned(), current.clone())]),
@@ -276,7 +282,10 @@ pub fn previous_until(data: &BTreeMap<String, ByteString>) -> Option<Timestamp> 
 /// Creates the token Secret, carries out rotation requests, and drops a
 /// previous token when its grace period ends. Returns the Secret's
 /// reference and when to look again (the end of a grace period).
-async fn ensure_token(key: &ActivationKey, ctx: &Context) -> Result<(SecretKeyRef, Option<Timestamp>)> {
+async fn ensure_token(
+    key: &ActivationKey,
+    ctx: &Context,
+) -> Result<(SecretKeyRef, Option<Timestamp>)> {
     let name = token_secret_name(&key.name_any());
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let existing = api.get_opt(&name).await.map_err(|source| Error::Get {
@@ -332,7 +341,9 @@ async fn ensure_token(key: &ActivationKey, ctx: &Context) -> Result<(SecretKeyRe
                 .map(|r| BTreeMap::from([(ROTATED_FOR.to_owned(), r.to_owned())])),
             // Replacing on the version read: a concurrent change wins and
             // this reconcile runs again on it.
-            resource_version: existing.as_ref().and_then(|s| s.metadata.resource_version.clone()),
+            resource_version: existing
+                .as_ref()
+                .and_then(|s| s.metadata.resource_version.clone()),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),
@@ -403,7 +414,10 @@ mod tests {
         // Issued, nothing asked: kept.
         let one = data(&[("token", "slk_old")]);
         assert_eq!(token_change(&one, None, None, day, now, fresh), None);
-        assert_eq!(token_change(&one, Some("r1"), Some("r1"), day, now, fresh), None);
+        assert_eq!(
+            token_change(&one, Some("r1"), Some("r1"), day, now, fresh),
+            None
+        );
         // A new request: a new token, the old one valid for the grace period.
         let c = token_change(&one, Some("r2"), Some("r1"), day, now, fresh).unwrap();
         assert_eq!(
@@ -414,7 +428,10 @@ mod tests {
                 ("previous-valid-until", "2026-12-08T12:00:00Z"),
             ])
         );
-        assert_eq!(previous_until(&c.data), Some(now + jiff::SignedDuration::from_hours(24)));
+        assert_eq!(
+            previous_until(&c.data),
+            Some(now + jiff::SignedDuration::from_hours(24))
+        );
         // No grace: the old one is gone at once.
         let c = token_change(&one, Some("r2"), None, Duration::ZERO, now, fresh).unwrap();
         assert_eq!(c.data, data(&[("token", "slk_new")]));
@@ -424,7 +441,10 @@ mod tests {
             ("previous-token", "slk_old"),
             ("previous-valid-until", "2026-12-08T12:00:00Z"),
         ]);
-        assert_eq!(token_change(&rotated, Some("r2"), Some("r2"), day, now, fresh), None);
+        assert_eq!(
+            token_change(&rotated, Some("r2"), Some("r2"), day, now, fresh),
+            None
+        );
         let later = now + jiff::SignedDuration::from_hours(25);
         let c = token_change(&rotated, Some("r2"), Some("r2"), day, later, fresh).unwrap();
         assert_eq!(c.data, data(&[("token", "slk_new")]));

@@ -4,14 +4,17 @@
 //! pod and node the token is bound to. The caller's Sensor, node and key
 //! come from here and never from the report.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use sha2::{Digest, Sha256};
 use sightline_crds::{ActivationKey, Module, Sensor, SensorType};
 use sightline_report::AUDIENCE;
@@ -19,7 +22,7 @@ use sightline_report::AUDIENCE;
 use crate::controllers::key::{PREVIOUS_TOKEN_KEY, TOKEN_KEY, previous_until};
 use crate::controllers::sensor::names;
 
-/// How long a caller's identity, the keys' tokens and the keys are reused.
+/// How long a ServiceAccount token's review and the keys are reused.
 const CACHE_FOR: Duration = Duration::from_secs(10);
 /// Most cached identities; the cache is cleared when full.
 const CACHE_MAX: usize = 16_384;
@@ -102,36 +105,51 @@ pub enum Denied {
 /// A token's review: when, and who it proved (or why not).
 type Reviewed = (Instant, Result<Caller, Denied>);
 
-/// Authenticates callers, with short caches so a busy node does not cost
-/// a TokenReview per report.
+/// Authenticates callers. Keys' tokens come from a watch of their
+/// Secrets, so a new or rotated token counts as soon as the operator sees
+/// it; ServiceAccount tokens are reviewed with a short cache, so a busy
+/// node does not cost a TokenReview per report.
 pub struct Authenticator {
     client: kube::Client,
-    namespace: String,
     callers: Mutex<HashMap<[u8; 32], Reviewed>>,
-    key_tokens: tokio::sync::Mutex<Option<(Instant, Vec<KeyToken>)>>,
+    key_tokens: Store<Secret>,
 }
 
-/// A key's token as its Secret holds it.
-struct KeyToken {
-    token: String,
-    key: String,
-    /// The end of a replaced token's grace period.
-    until: Option<jiff::Timestamp>,
-}
+/// How long a request waits for the keys' Secrets to be listed at start.
+const KEYS_LISTED_WITHIN: Duration = Duration::from_secs(10);
 
 impl Authenticator {
-    /// Key tokens are read from Secrets in `namespace` (the operator's).
+    /// Key tokens are read from Secrets in `namespace` (the operator's),
+    /// watched from now on (call within a Tokio runtime).
     pub fn new(client: kube::Client, namespace: String) -> Self {
+        let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        let (key_tokens, writer) = reflector::store();
+        let watch = reflector::reflector(
+            writer,
+            watcher(
+                api,
+                watcher::Config::default().labels("sightline.dev/activation-key"),
+            ),
+        )
+        .default_backoff();
+        tokio::spawn(watch.for_each(|event| {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "watching the keys' token Secrets");
+            }
+            std::future::ready(())
+        }));
         Self {
             client,
-            namespace,
             callers: Mutex::default(),
-            key_tokens: tokio::sync::Mutex::new(None),
+            key_tokens,
         }
     }
 
     /// The caller holding `token`, admitted only if its key still allows it.
     pub async fn caller(&self, token: &str) -> Result<Caller, Denied> {
+        if let Some(key) = self.key_of(token).await? {
+            return Ok(Caller::Key { key });
+        }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         {
             let cache = self.callers.lock().unwrap_or_else(|p| p.into_inner());
@@ -141,7 +159,7 @@ impl Authenticator {
                 return c.clone();
             }
         }
-        let result = self.identify(token).await;
+        let result = self.sensor_of(token).await;
         if !matches!(result, Err(Denied::Unavailable(_))) {
             let mut cache = self.callers.lock().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= CACHE_MAX {
@@ -150,13 +168,6 @@ impl Authenticator {
             cache.insert(hash, (Instant::now(), result.clone()));
         }
         result
-    }
-
-    async fn identify(&self, token: &str) -> Result<Caller, Denied> {
-        match self.key_of(token).await? {
-            Some(key) => Ok(Caller::Key { key }),
-            None => self.sensor_of(token).await,
-        }
     }
 
     /// The caller holding `token`, if its key allows it now (the key is
@@ -168,48 +179,24 @@ impl Authenticator {
         Ok((caller, max_assets))
     }
 
-    /// The key whose token this is, comparing in constant time.
+    /// The key whose token this is (a replaced token only while its grace
+    /// period lasts), comparing in constant time.
     async fn key_of(&self, token: &str) -> Result<Option<String>, Denied> {
-        let mut cached = self.key_tokens.lock().await;
-        let fresh = cached
-            .as_ref()
-            .is_some_and(|(at, _)| at.elapsed() < CACHE_FOR);
-        if !fresh {
-            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-            let list = secrets
-                .list(&ListParams::default().labels("sightline.dev/activation-key"))
-                .await
-                .map_err(|e| Denied::Unavailable(format!("reading the keys' tokens: {e}")))?;
-            let mut tokens = Vec::new();
-            for s in list {
-                let (Some(labels), Some(data)) = (&s.metadata.labels, &s.data) else {
-                    continue;
-                };
-                let Some(key) = labels.get("sightline.dev/activation-key") else {
-                    continue;
-                };
-                let text = |k: &str| {
-                    data.get(k)
-                        .map(|t| String::from_utf8_lossy(&t.0).into_owned())
-                        .filter(|t| !t.is_empty())
-                };
-                if let Some(t) = text(TOKEN_KEY) {
-                    tokens.push(KeyToken { token: t, key: key.clone(), until: None });
-                }
-                // A replaced token, while its grace period lasts.
-                if let (Some(t), Some(until)) = (text(PREVIOUS_TOKEN_KEY), previous_until(data)) {
-                    tokens.push(KeyToken { token: t, key: key.clone(), until: Some(until) });
-                }
-            }
-            *cached = Some((Instant::now(), tokens));
-        }
+        tokio::time::timeout(KEYS_LISTED_WITHIN, self.key_tokens.wait_until_ready())
+            .await
+            .map_err(|_| Denied::Unavailable("the keys' tokens are not listed yet".into()))?
+            .map_err(|e| Denied::Unavailable(format!("watching the keys' tokens: {e}")))?;
         let now = jiff::Timestamp::now();
-        Ok(cached.as_ref().and_then(|(_, tokens)| {
-            tokens
-                .iter()
-                .filter(|t| t.until.is_none_or(|u| now < u))
-                .find(|t| constant_time_eq(t.token.as_bytes(), token.as_bytes()))
-                .map(|t| t.key.clone())
+        let matches = |stored: Option<&k8s_openapi::ByteString>| {
+            stored.is_some_and(|t| !t.0.is_empty() && constant_time_eq(&t.0, token.as_bytes()))
+        };
+        Ok(self.key_tokens.state().iter().find_map(|s| {
+            let key = s.labels().get("sightline.dev/activation-key")?;
+            let data = s.data.as_ref()?;
+            let current = matches(data.get(TOKEN_KEY));
+            let previous = matches(data.get(PREVIOUS_TOKEN_KEY))
+                && previous_until(data).is_some_and(|u| now < u);
+            (current || previous).then(|| key.clone())
         }))
     }
 
