@@ -181,11 +181,12 @@ pub fn python_metadata(text: &[u8], path: &str) -> (Vec<Package>, Vec<String>) {
             }
         }
     }
+    // A name of separators only (`Name: ---`) normalizes to nothing.
+    let name = name.map(|n| normalize_python(&n)).filter(|n| !n.is_empty());
     match (name, version) {
-        (Some(n), Some(v)) if !n.is_empty() && !v.is_empty() => (
-            vec![package(PackageKind::PyPI, normalize_python(&n), v, path)],
-            Vec::new(),
-        ),
+        (Some(n), Some(v)) if !v.is_empty() => {
+            (vec![package(PackageKind::PyPI, n, v, path)], Vec::new())
+        }
         _ => (Vec::new(), vec![warn(path, 1, "no Name or Version header")]),
     }
 }
@@ -290,6 +291,14 @@ mod tests {
         assert_eq!(normalize_python("typing_extensions"), "typing-extensions");
         assert_eq!(normalize_python("Zope.Interface"), "zope-interface");
         assert_eq!(normalize_python("a--b__c"), "a-b-c");
+    }
+
+    #[test]
+    fn a_python_name_of_separators_only_is_no_package() {
+        // Found by the `lang` fuzz target.
+        let (packages, warnings) = python_metadata(b"Name: ---\nVersion: 1.0\n", "m/METADATA");
+        assert!(packages.is_empty(), "{packages:?}");
+        assert_eq!(warnings.len(), 1);
     }
 
     #[test]
