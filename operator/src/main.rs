@@ -10,7 +10,7 @@ use clap::Parser;
 use sightline_inventory::catalog::Catalog;
 use sightline_operator::controllers::sensor::policy::SensorPolicy;
 use sightline_operator::controllers::{self, InventoryOptions, sensor::render::Defaults};
-use sightline_operator::http::{self, Health};
+use sightline_operator::http::{self, Health, MetricsState};
 use sightline_operator::ingest::{self, limits::Rate};
 use sightline_operator::leader::{LeaderElector, LeaseConfig};
 use sightline_operator::metrics::Metrics;
@@ -34,11 +34,12 @@ struct Args {
         default_value = "sightline/sensor:0.1.0"
     )]
     sensor_image: String,
-    /// Address of /healthz, /readyz and /metrics (plain HTTP), and of the
-    /// API too when `--tls-secret` is not set.
+    /// Address of /healthz and /readyz (plain HTTP), and of the API and
+    /// /metrics too when `--tls-secret` is not set.
     #[arg(long, env = "SIGHTLINE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
-    /// Serve the API (`/api/v1`) over TLS, on `--api-addr`, with the CA
+    /// Serve the API (`/api/v1`) and /metrics (to callers allowed `get` on
+    /// the non-resource URL `/metrics`) over TLS, on `--api-addr`, with the CA
     /// and certificate kept in this Secret of the operator's namespace: made
     /// and renewed by the operator when it holds `ca.key`, served as it is
     /// (cert-manager's, say) when it does not.
@@ -198,8 +199,8 @@ async fn main() -> Result<()> {
     ));
     let health = http::router(Health {
         ready: ready.clone(),
-        metrics: metrics.clone(),
     });
+    let exported = metrics.clone();
     let api = search::router(SearchState {
         index: index.clone(),
         synced,
@@ -208,7 +209,7 @@ async fn main() -> Result<()> {
     })
     .merge(vulndb::router(Arc::new(vulndb::VulnDbState::new(
         args.vuln_db.clone(),
-        auth,
+        auth.clone(),
         ingest.auth.clone(),
     ))))
     .merge(ingest::router(ingest));
@@ -217,17 +218,26 @@ async fn main() -> Result<()> {
             let api_listener = tokio::net::TcpListener::bind(args.api_addr)
                 .await
                 .with_context(|| format!("listening on {}", args.api_addr))?;
-            tracing::info!(addr = %api_listener.local_addr()?, "serving /api/v1 over TLS");
+            // Metrics go where scrapers' tokens are safe, and only to
+            // callers allowed `get /metrics`.
+            let api = api.merge(http::metrics_router(MetricsState {
+                metrics: exported,
+                auth: Some(auth),
+            }));
+            tracing::info!(addr = %api_listener.local_addr()?, "serving /api/v1 and /metrics over TLS");
             tokio::spawn(tls::serve(api_listener, config.clone(), api));
-            tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+            tracing::info!(addr = %listener.local_addr()?, "serving /healthz and /readyz");
             health
         }
         None => {
             tracing::warn!(
                 addr = %listener.local_addr()?,
-                "serving /api/v1 over plain HTTP (no --tls-secret): tokens cross the network readable"
+                "serving /api/v1 and /metrics over plain HTTP (no --tls-secret): tokens cross the network readable, metrics are open"
             );
-            health.merge(api)
+            health.merge(api).merge(http::metrics_router(MetricsState {
+                metrics: exported,
+                auth: None,
+            }))
         }
     };
     tokio::spawn(async move {

@@ -22,7 +22,7 @@ use axum::routing::get;
 use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -141,9 +141,39 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// What a caller asks to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Search the inventory (and fetch the vulnerability database):
+    /// `list` on `assets.sightline.dev`.
+    ListAssets,
+    /// Scrape the operator's metrics: `get` on the non-resource URL
+    /// `/metrics`, as Kubernetes components ask of Prometheus.
+    ReadMetrics,
+}
+
+impl Access {
+    fn describe(self) -> &'static str {
+        match self {
+            Access::ListAssets => "list assets.sightline.dev",
+            Access::ReadMetrics => "get /metrics",
+        }
+    }
+}
+
 /// Admits a caller whose bearer token may list Assets; the error response
 /// otherwise.
 pub async fn authorize(auth: &Authorizer, headers: &HeaderMap) -> Result<(), Response> {
+    authorize_for(auth, headers, Access::ListAssets).await
+}
+
+/// Admits a caller whose bearer token may do `access`; the error response
+/// otherwise.
+pub async fn authorize_for(
+    auth: &Authorizer,
+    headers: &HeaderMap,
+    access: Access,
+) -> Result<(), Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -156,7 +186,7 @@ pub async fn authorize(auth: &Authorizer, headers: &HeaderMap) -> Result<(), Res
             "send a bearer token (your kubeconfig's, or a ServiceAccount's)",
         ));
     };
-    match auth.check(token).await {
+    match auth.check(token, access).await {
         Decision::Allowed => Ok(()),
         Decision::Unauthenticated(why) => Err(error(StatusCode::UNAUTHORIZED, why)),
         Decision::Forbidden(why) => Err(error(StatusCode::FORBIDDEN, why)),
@@ -230,8 +260,11 @@ pub enum Decision {
 /// TokenReview + SubjectAccessReview, with a short cache.
 pub struct Authorizer {
     client: kube::Client,
-    cache: Mutex<HashMap<[u8; 32], (Instant, Decision)>>,
+    cache: Mutex<HashMap<DecisionKey, (Instant, Decision)>>,
 }
+
+/// A cached decision's key: the token's SHA-256 and the access asked for.
+type DecisionKey = ([u8; 32], u8);
 
 /// Most cached decisions; the cache is cleared when full.
 const AUTH_CACHE_MAX: usize = 4096;
@@ -246,9 +279,9 @@ impl Authorizer {
         }
     }
 
-    /// Whether the holder of `token` may list Assets.
-    pub async fn check(&self, token: &str) -> Decision {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    /// Whether the holder of `token` may do `access`.
+    pub async fn check(&self, token: &str, access: Access) -> Decision {
+        let key: DecisionKey = (Sha256::digest(token.as_bytes()).into(), access as u8);
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, d)) = cache.get(&key)
@@ -257,7 +290,7 @@ impl Authorizer {
                 return d.clone();
             }
         }
-        let decision = self.ask(token).await;
+        let decision = self.ask(token, access).await;
         // Failures to reach the API server are not cached: the next request asks again.
         if !matches!(decision, Decision::Failed(_)) {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -269,7 +302,7 @@ impl Authorizer {
         decision
     }
 
-    async fn ask(&self, token: &str) -> Decision {
+    async fn ask(&self, token: &str, access: Access) -> Decision {
         let reviews: Api<TokenReview> = Api::all(self.client.clone());
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -297,13 +330,18 @@ impl Authorizer {
                 groups: user.groups.clone(),
                 uid: user.uid.clone(),
                 extra: user.extra.clone(),
-                resource_attributes: Some(ResourceAttributes {
+                resource_attributes: (access == Access::ListAssets).then(|| ResourceAttributes {
                     group: Some(sightline_crds::GROUP.into()),
                     resource: Some("assets".into()),
                     verb: Some("list".into()),
                     ..Default::default()
                 }),
-                ..Default::default()
+                non_resource_attributes: (access == Access::ReadMetrics).then(|| {
+                    NonResourceAttributes {
+                        path: Some("/metrics".into()),
+                        verb: Some("get".into()),
+                    }
+                }),
             },
             ..Default::default()
         };
@@ -311,8 +349,9 @@ impl Authorizer {
         match sars.create(&PostParams::default(), &sar).await {
             Ok(r) if r.status.as_ref().is_some_and(|s| s.allowed) => Decision::Allowed,
             Ok(_) => Decision::Forbidden(format!(
-                "{} may not list assets.sightline.dev",
-                user.username.unwrap_or_else(|| "this user".into())
+                "{} may not {}",
+                user.username.unwrap_or_else(|| "this user".into()),
+                access.describe()
             )),
             Err(e) => Decision::Failed(format!("checking access: {e}")),
         }

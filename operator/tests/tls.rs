@@ -1,8 +1,9 @@
 //! The API over TLS against a real API server and the real operator
 //! binary: the operator makes its CA and certificate in a Secret, two
 //! replicas serve the same pair, clients that do not trust the CA (or speak
-//! plain HTTP) get nowhere, the plain port keeps only health and metrics,
-//! and a renewed certificate is served without a restart.
+//! plain HTTP) get nowhere, the plain port keeps only the health probes,
+//! metrics go only to callers allowed `get /metrics`, and a renewed
+//! certificate is served without a restart.
 
 mod support;
 
@@ -41,8 +42,7 @@ fn der(pem: &[u8]) -> Result<Vec<u8>> {
 fn client(ca: Option<&[u8]>) -> Result<reqwest::Client> {
     let builder = reqwest::Client::builder()
         .tls_info(true)
-        // A new handshake per request: the certificate served now, not at
-        // the first connection.
+        // A new connection per request.
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10));
     Ok(sightline_report::client::trusting(builder, ca)
@@ -92,10 +92,11 @@ async fn the_api_is_served_over_tls_with_a_certificate_the_operator_keeps() -> R
                 "localhost,127.0.0.1",
                 "--api-addr",
                 &format!("127.0.0.1:{port}"),
-                // Short-lived, so the test sees a renewal: due when 10 s
-                // are left, looked for every 3 s.
+                // Short-lived, so the test sees a renewal: due when 20 s
+                // are left, looked for every 6 s (the steps before
+                // it finish long before).
                 "--tls-validity-seconds",
-                "30",
+                "60",
             ],
         )
     };
@@ -170,16 +171,63 @@ async fn the_api_is_served_over_tls_with_a_certificate_the_operator_keeps() -> R
             .await;
         ensure!(plain.is_err(), "plain HTTP was answered: {plain:?}");
 
-        // The plain port keeps health and metrics, not the API.
+        // The plain port keeps the kubelet's probes, nothing else.
         ensure!(a.get("/healthz")?.contains("200 OK"));
-        ensure!(a.get("/metrics")?.contains("200 OK"));
-        let api = a.get("/api/v1/observations")?;
-        ensure!(api.contains(" 404 Not Found"), "{api}");
+        for path in ["/api/v1/observations", "/metrics"] {
+            let r = a.get(path)?;
+            ensure!(r.contains(" 404 Not Found"), "{path}: {r}");
+        }
+
+        // Metrics are served over TLS to callers allowed `get /metrics`.
+        let metrics = format!("https://127.0.0.1:{}/metrics", ports[0]);
+        let status = |token: Option<String>| {
+            let (trusting, metrics) = (trusting.clone(), metrics.clone());
+            async move {
+                let mut req = trusting.get(&metrics);
+                if let Some(t) = token {
+                    req = req.bearer_auth(t);
+                }
+                let r = req.send().await?;
+                Ok::<_, anyhow::Error>((r.status().as_u16(), r.text().await?))
+            }
+        };
+        ensure!(status(None).await?.0 == 401);
+        let nobody = support::service_account_token(&env, "nobody", false).await?;
+        let (code, body) = status(Some(nobody)).await?;
+        ensure!(
+            code == 403 && body.contains("get /metrics"),
+            "{code} {body}"
+        );
+        env.apply(&format!(
+            r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: metrics-reader-{ns}}}
+rules:
+- nonResourceURLs: [/metrics]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: metrics-reader-{ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: metrics-reader-{ns}}}
+subjects:
+- {{kind: ServiceAccount, name: prometheus, namespace: {ns}}}
+"#,
+            ns = env.ns
+        ))
+        .await?;
+        let prometheus = support::service_account_token(&env, "prometheus", false).await?;
+        let (code, body) = status(Some(prometheus)).await?;
+        ensure!(
+            code == 200 && body.contains("sightline_operator_leader"),
+            "{code} {body}"
+        );
 
         // A renewal (by whichever replica gets there first) reaches both,
         // under the same CA, without a restart.
         let renewed =
-            helpers::wait_for("a renewed certificate", Duration::from_secs(60), || async {
+            helpers::wait_for("a renewed certificate", Duration::from_secs(90), || async {
                 let s = secrets.get(SECRET).await.ok()?;
                 let cert = der(&field(&s, "tls.crt").ok()?).ok()?;
                 (cert != first).then_some(s)
@@ -194,8 +242,16 @@ async fn the_api_is_served_over_tls_with_a_certificate_the_operator_keeps() -> R
                 "the renewed certificate served",
                 Duration::from_secs(30),
                 || async {
-                    let (c, _) = served(&trusting, &url(port)).await.ok()?;
-                    (c != first).then_some(())
+                    // A new client: one that resumed its TLS session
+                    // would be shown no certificate and report the old one.
+                    let fresh = client(Some(&ca)).ok()?;
+                    match served(&fresh, &url(port)).await {
+                        Ok((c, _)) => (c != first).then_some(()),
+                        Err(e) => {
+                            eprintln!("asking {port}: {e:#}");
+                            None
+                        }
+                    }
                 },
             )
             .await?;

@@ -162,6 +162,8 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         "networkPolicy.allowNamespaces[0]=monitoring",
         "serviceMonitor.enabled=true",
         "serviceMonitor.labels.release=prometheus",
+        "metricsReaders[0].name=prometheus-k8s",
+        "metricsReaders[0].namespace=monitoring",
         "sensorPolicy.allowedImages[0]=mirror.example/sightline/",
         "sensorPolicy.runtimeSockets[0]=/run/crio/crio.sock",
         "rbac.aggregateToDefaultRoles=false",
@@ -171,6 +173,7 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
     for object in [
         "networkpolicy.networking.k8s.io/sightline-operator",
         "servicemonitor.monitoring.coreos.com/sightline-operator",
+        "clusterrolebinding.rbac.authorization.k8s.io/sightline-operator-metrics-reader",
     ] {
         ensure!(said.contains(object), "{object} missing from:\n{said}");
     }
