@@ -215,7 +215,15 @@ fn print_result(r: &SearchResult, output: Output, out: &mut impl Write) -> Resul
             let wide = output == Output::Wide;
             let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
             let mut rows = vec![{
-                let mut h = vec!["NAME", "KIND", "OS", "LIFECYCLE", "SEVERITY", "LAST SEEN"];
+                let mut h = vec![
+                    "NAME",
+                    "KIND",
+                    "DISPLAY NAME",
+                    "OS",
+                    "LIFECYCLE",
+                    "SEVERITY",
+                    "LAST SEEN",
+                ];
                 if wide {
                     h.extend(["HARDWARE", "IDENTITY", "TAGS"]);
                 }
@@ -225,6 +233,7 @@ fn print_result(r: &SearchResult, output: Output, out: &mut impl Write) -> Resul
                 let mut row = vec![
                     h.name.clone(),
                     dash(&h.kind),
+                    dash(&h.display_name),
                     dash(&h.os),
                     dash(&h.lifecycle),
                     dash(&h.max_severity),

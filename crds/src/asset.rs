@@ -74,6 +74,7 @@ pub fn asset_name(kind: AssetKind, identity: &str) -> String {
     category = "sightline",
     status = "AssetStatus",
     printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".status.kind"}"#,
+    printcolumn = r#"{"name":"Display Name","type":"string","jsonPath":".status.displayName"}"#,
     printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity","priority":1}"#,
     printcolumn = r#"{"name":"Category","type":"string","jsonPath":".status.normalized.hardware.category"}"#,
     printcolumn = r#"{"name":"OS","type":"string","jsonPath":".status.normalized.os.product"}"#,
@@ -293,6 +294,11 @@ pub struct AssetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     pub identity: Option<String>,
+    /// A name a person reads (written by the operator): a container's
+    /// `<namespace>/<pod>/<container>`, an image's first tag, a node's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub display_name: Option<String>,
     /// The sensors that saw it, one entry each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 128))]

@@ -160,6 +160,8 @@ pub struct AssetDoc {
     pub kind: OptSym,
     /// Identity (unique per Asset, so not interned).
     pub identity: Option<Box<str>>,
+    /// A name a person reads (near-unique, so not interned).
+    pub display_name: Option<Box<str>>,
     /// Normalized hardware.
     pub hardware: Option<ProductDoc>,
     /// Normalized OS.
@@ -313,6 +315,7 @@ impl AssetDoc {
             name: asset.metadata.name.as_deref().unwrap_or_default().into(),
             kind: status.kind.map(|k| s(k.as_str())).into(),
             identity: status.identity.as_deref().map(Into::into),
+            display_name: status.display_name.as_deref().map(Into::into),
             max_severity: label(sightline_crds::asset::LABEL_MAX_SEVERITY)
                 .map(&mut s)
                 .into(),
@@ -365,6 +368,7 @@ impl AssetDoc {
             name: self.name.to_string(),
             kind: s(self.kind),
             identity: self.identity.as_deref().map(str::to_string),
+            display_name: self.display_name.as_deref().map(str::to_string),
             os: os.and_then(|o| {
                 let product = s(o.product)?;
                 Some(match s(o.version) {
@@ -404,6 +408,9 @@ pub struct Hit {
     /// Identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// A name a person reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     /// OS product and version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os: Option<String>,

@@ -457,7 +457,9 @@ impl Compiler<'_> {
                 return Node::Tag(keys(key), SymSet::of(self.interner, |s| pat.matches(s)));
             }
             Field::Observed(key) => return Node::Observed(keys(key), pat),
-            Field::Name | Field::Identity => return Node::Text(field, pat),
+            Field::Name | Field::Identity | Field::DisplayName => {
+                return Node::Text(field, pat);
+            }
             _ => {}
         }
         // `category` also matches the `Category / Subcategory` path, which
@@ -543,6 +545,9 @@ fn eval(node: &Node, ctx: &Ctx<'_>) -> bool {
             (Field::Name, Ctx::Asset(d)) => pat.matches(&d.name),
             (Field::Identity, Ctx::Asset(d)) => {
                 d.identity.as_deref().is_some_and(|s| pat.matches(s))
+            }
+            (Field::DisplayName, Ctx::Asset(d)) => {
+                d.display_name.as_deref().is_some_and(|s| pat.matches(s))
             }
             _ => false,
         },

@@ -95,6 +95,8 @@ pub enum Field {
     Kind,
     /// `identity`
     Identity,
+    /// `displayName`
+    DisplayName,
     /// `hardware.*` and `os.*`
     Product(Which, ProductField),
     /// `software`, a list of products.
@@ -253,6 +255,11 @@ const TOP_LEVEL: &[(&str, FieldType, &str)] = &[
         "identity",
         FieldType::Text,
         "node UID, image digest, container ID, MAC, cloud resource ID or certificate fingerprint",
+    ),
+    (
+        "displayName",
+        FieldType::Text,
+        "a name a person reads: <namespace>/<pod>/<container>, an image's tag, a node's name",
     ),
     (
         "software",
@@ -419,6 +426,7 @@ pub fn resolve(name: &str, scope: Scope) -> Result<Resolved, String> {
         ("name", Field::Name, FieldType::Text),
         ("kind", Field::Kind, FieldType::Text),
         ("identity", Field::Identity, FieldType::Text),
+        ("displayName", Field::DisplayName, FieldType::Text),
         ("software", Field::Software, FieldType::List),
         (
             "findings.vulnerabilities.top",

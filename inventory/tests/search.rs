@@ -65,6 +65,7 @@ fn asset(a: A) -> Asset {
     asset.status = Some(AssetStatus {
         kind: Some(a.kind),
         identity: Some(format!("id-of-{}", a.name)),
+        display_name: Some(format!("lab/{}", a.name)),
         sources: vec![AssetSource {
             sensor: "sightline-system/nodes".into(),
             r#type: Some("container".into()),
@@ -303,6 +304,8 @@ fn text_matching_case_and_wildcards() {
         ["image-eol", "image-new", "image-old"]
     );
     assert_eq!(names(&idx, "identity:ID-OF-ROUTER-1"), ["router-1"]);
+    assert_eq!(names(&idx, "displayName:\"lab/router-1\""), ["router-1"]);
+    assert_eq!(names(&idx, "displayName:lab/rout*"), ["router-1"]);
     assert_eq!(names(&idx, "kind=Node"), ["node-cloud", "node-metal"]);
 }
 

@@ -162,7 +162,7 @@ fn synthetic(i: usize, rng: &mut StdRng, now: Timestamp) -> Asset {
 /// `synthetic`, normalized and labelled as the inventory controller would.
 fn normalized(asset: Asset, catalog: &Catalog, now: Timestamp) -> Asset {
     let no_keys = |_: &str| None;
-    let (owned, labels) = desired(&asset, catalog, &no_keys, &[], now);
+    let (owned, labels) = desired(&asset, catalog, &no_keys, &[], None, now);
     let mut asset = asset;
     if let Some(s) = asset.status.as_mut() {
         s.normalized = Some(owned.normalized);

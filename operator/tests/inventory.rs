@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -488,6 +488,108 @@ async fn assets_no_sensor_sees_within_the_retention_are_removed() -> Result<()> 
         }
         assert!(op.metric("sightline_operator_assets_expired_total")? >= 1.0);
         Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if res.is_err() {
+        eprintln!("{}", env.dump());
+    }
+    drop(op);
+    res
+}
+
+#[tokio::test]
+async fn containers_read_as_their_pod_and_carry_their_images_os() -> Result<()> {
+    let env = Env::start().await?;
+    let op = env.operator("containers")?;
+    let res = async {
+        let now = Timestamp::now();
+        let image_id = "sha256:4444444444444444444444444444444444444444444444444444444444444444";
+        // The container is reported before its image is analysed, as a
+        // sensor does when a pod starts on a new image.
+        let container = report(
+            &env.client,
+            &Report {
+                kind: AssetKind::Container,
+                identity: "c0ffee",
+                sensor: "sightline-system/nodes",
+                key: None,
+                observed: json!({
+                    "containerId": "c0ffee", "name": "k8s_app_web-1_shop", "imageId": image_id,
+                    "namespace": "shop", "pod": "web-1", "container": "app", "state": "running",
+                }),
+                seen: now,
+                findings: None,
+            },
+        )
+        .await?;
+        let mut image_facts = debian("11", "bullseye");
+        image_facts["repoTags"] = json!(["registry.example.com/shop/web:1.4"]);
+        let image = report(
+            &env.client,
+            &Report {
+                kind: AssetKind::ContainerImage,
+                identity: image_id,
+                sensor: "sightline-system/nodes",
+                key: None,
+                observed: image_facts,
+                seen: now,
+                findings: None,
+            },
+        )
+        .await?;
+        let image = wait_asset(&env.client, &image, "the image normalized", |a| {
+            label(a, "sightline.dev/lifecycle").is_some()
+        })
+        .await?;
+        let image_os = image
+            .status
+            .clone()
+            .and_then(|s| s.normalized)
+            .and_then(|n| n.os);
+        ensure!(
+            image
+                .status
+                .as_ref()
+                .and_then(|s| s.display_name.as_deref())
+                == Some("registry.example.com/shop/web:1.4")
+        );
+        let c = wait_asset(
+            &env.client,
+            &container,
+            "the container's OS from its image",
+            |a| label(a, "sightline.dev/lifecycle").is_some(),
+        )
+        .await?;
+        let st = c.status.clone().context("status")?;
+        let n = st.normalized.clone().context("normalized")?;
+        ensure!(n.os == image_os, "{:?} vs {image_os:?}", n.os);
+        ensure!(
+            n.os.as_ref().and_then(|o| o.product.as_deref()) == Some("Debian Linux"),
+            "{:?}",
+            n.os
+        );
+        ensure!(label(&c, "sightline.dev/lifecycle") == label(&image, "sightline.dev/lifecycle"));
+        let hw = n.hardware.context("hardware")?;
+        ensure!(
+            (hw.category.as_deref(), hw.subcategory.as_deref())
+                == (Some("Virtualized"), Some("Container"))
+        );
+        ensure!(st.display_name.as_deref() == Some("shop/web-1/app"));
+
+        // `kubectl get assets` shows it by a name a person reads.
+        let out = env
+            .cp
+            .kubectl()?
+            .args(["get", "assets", &container])
+            .output()?;
+        let table = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            table.contains("DISPLAY NAME")
+                && table.contains("shop/web-1/app")
+                && table.contains("Debian Linux"),
+            "{table}"
+        );
+        Ok(())
     }
     .await;
     if res.is_err() {

@@ -521,7 +521,16 @@ pub fn normalize(
         .or_else(|| has_os.then(unidentified));
     let hardware = cat
         .hardware(observed, today)
-        .or_else(|| has_hardware.then(unidentified));
+        .or_else(|| has_hardware.then(unidentified))
+        // A container is virtual hardware of its own kind; its OS is its
+        // image's, which the operator adds from the image's Asset.
+        .or_else(|| {
+            matches!(kind, Some(Container)).then(|| Product {
+                category: Some("Virtualized".into()),
+                subcategory: Some("Container".into()),
+                ..Product::default()
+            })
+        });
     Normalized {
         hardware,
         os,

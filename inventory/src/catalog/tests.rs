@@ -1502,9 +1502,20 @@ fn no_facts_gives_unidentified_for_kinds_that_have_them() {
         LifecycleStage::Unidentified
     );
     assert!(dev.os.is_none());
+    // A container is virtual hardware; its OS comes from its image's Asset.
+    let container = norm(Some(AssetKind::Container), empty.clone());
+    let hw = container.hardware.as_ref().expect("hw");
+    assert_eq!(
+        (
+            hw.category.as_deref(),
+            hw.subcategory.as_deref(),
+            hw.lifecycle.as_ref()
+        ),
+        (Some("Virtualized"), Some("Container"), None)
+    );
+    assert!(container.os.is_none());
     for kind in [
         None,
-        Some(AssetKind::Container),
         Some(AssetKind::CloudResource),
         Some(AssetKind::Certificate),
     ] {

@@ -3,8 +3,8 @@
 //! sensor has seen for the retention period.
 //!
 //! It writes, under its own field manager and never touching what sensors
-//! write: `status.normalized`, `status.tags`, `status.firstSeen`,
-//! `status.lastSeen`, and the labels `sightline.dev/kind`,
+//! write: `status.normalized`, `status.displayName`, `status.tags`,
+//! `status.firstSeen`, `status.lastSeen`, and the labels `sightline.dev/kind`,
 //! `sightline.dev/lifecycle` and `sightline.dev/max-severity`.
 //!
 //! Tags are the static tags of the activation keys of every source (sources
@@ -12,6 +12,10 @@
 //! valid `TagRule` whose query matches (rules in name order; a key already
 //! set is kept). Rules are evaluated against the Asset with its static tags
 //! only, so no rule depends on another.
+//!
+//! A container has no OS of its own to observe: it takes its image's
+//! normalized OS (with its lifecycle) from the image's Asset, so a
+//! container of an end-of-life image is end-of-life too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,8 +30,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use serde::Serialize;
 use sightline_crds::asset::{
-    AssetStatus, LABEL_KIND, LABEL_LIFECYCLE, LABEL_MAX_SEVERITY, LifecycleStage, Normalized,
-    Product,
+    AssetKind, AssetStatus, LABEL_KIND, LABEL_LIFECYCLE, LABEL_MAX_SEVERITY, LifecycleStage,
+    Normalized, Product, asset_name,
 };
 use sightline_crds::{ActivationKey, Asset, TagRule};
 use sightline_inventory::catalog::Catalog;
@@ -43,6 +47,10 @@ pub const MANAGER: &str = "sightline-operator/inventory";
 
 /// Longest wait between two looks at an Asset (lifecycle stages move with dates).
 const MAX_REQUEUE: Duration = Duration::from_secs(6 * 3600);
+/// How soon a container whose image is not normalized yet is looked at again.
+const IMAGE_PENDING_RECHECK: Duration = Duration::from_secs(15);
+/// How long after a container is first seen its image is waited for.
+const IMAGE_PENDING_FOR: Duration = Duration::from_secs(600);
 
 /// What the inventory and tag rule controllers share.
 pub struct InventoryContext {
@@ -56,6 +64,8 @@ pub struct InventoryContext {
     pub keys_synced: super::Synced,
     /// Every TagRule.
     pub rules: Store<TagRule>,
+    /// Every Asset (the controller's own store), for containers' images.
+    pub assets: Store<Asset>,
     /// Open once `rules` has listed.
     pub rules_synced: super::Synced,
     /// How long an Asset no sensor sees is kept; `None` keeps it forever.
@@ -72,6 +82,9 @@ pub struct InventoryContext {
 pub struct Owned {
     /// Normalized facts.
     pub normalized: Normalized,
+    /// A name a person reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     /// Static and dynamic tags.
     pub tags: BTreeMap<String, String>,
     /// First sighting by any sensor.
@@ -145,17 +158,72 @@ pub fn lifecycle_label(n: &Normalized) -> Option<LifecycleStage> {
     stage(&n.os).or_else(|| stage(&n.hardware))
 }
 
+/// The Asset of a container's image, by the image ID the sensor saw.
+pub fn image_of(status: &AssetStatus) -> Option<String> {
+    if status.kind != Some(AssetKind::Container) {
+        return None;
+    }
+    let text = |k: &str| status.observed.get(k)?.as_str().filter(|s| !s.is_empty());
+    text("imageAsset")
+        .map(str::to_owned)
+        .or_else(|| text("imageId").map(|id| asset_name(AssetKind::ContainerImage, id)))
+}
+
+/// A name a person reads, from what sensors observed: a container's
+/// `<namespace>/<pod>/<container>` (its runtime name outside Kubernetes),
+/// an image's first tag (or digest reference), a node's or host's name.
+pub fn display_name(status: &AssetStatus) -> Option<String> {
+    let text = |k: &str| {
+        status
+            .observed
+            .get(k)?
+            .as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let first = |k: &str| {
+        status
+            .observed
+            .get(k)?
+            .as_array()?
+            .iter()
+            .find_map(|v| v.as_str().filter(|s| !s.is_empty()))
+    };
+    let name = match status.kind? {
+        AssetKind::Container => match (text("namespace"), text("pod"), text("container")) {
+            (Some(ns), Some(pod), Some(c)) => Some(format!("{ns}/{pod}/{c}")),
+            _ => text("name").map(|n| n.trim_start_matches('/').to_owned()),
+        },
+        AssetKind::ContainerImage => first("repoTags")
+            .or_else(|| first("repoDigests"))
+            .map(str::to_owned)
+            .or_else(|| status.sources.iter().find_map(|s| s.reference.clone())),
+        AssetKind::Node => text("nodeName")
+            .or_else(|| text("hostname"))
+            .map(str::to_owned),
+        _ => text("hostname").or_else(|| text("name")).map(str::to_owned),
+    }?;
+    // Bounded as the schema bounds it, on a character boundary.
+    Some(name.chars().take(256).collect())
+}
+
 /// What the Asset should look like: owned status and labels (pure).
+/// `image` is the normalized facts of a container's image, when known.
 pub fn desired(
     asset: &Asset,
     catalog: &Catalog,
     key_tags: &dyn Fn(&str) -> Option<BTreeMap<String, String>>,
     rules: &[Rule],
+    image: Option<&Normalized>,
     now: Timestamp,
 ) -> (Owned, BTreeMap<String, String>) {
     let status = asset.status.clone().unwrap_or_default();
     let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
-    let normalized = catalog.normalize(status.kind, &status.observed, today);
+    let mut normalized = catalog.normalize(status.kind, &status.observed, today);
+    if normalized.os.is_none() {
+        normalized.os = image.and_then(|n| n.os.clone());
+    }
+    let display_name = display_name(&status);
 
     let mut sources: Vec<_> = status.sources.iter().collect();
     sources.sort_by(|a, b| a.sensor.cmp(&b.sensor));
@@ -170,6 +238,7 @@ pub fn desired(
         let mut view = asset.clone();
         if let Some(s) = view.status.as_mut() {
             s.normalized = Some(normalized.clone());
+            s.display_name.clone_from(&display_name);
             s.tags = tags.clone();
         }
         view.metadata
@@ -197,6 +266,7 @@ pub fn desired(
     (
         Owned {
             normalized,
+            display_name,
             tags,
             first_seen: first.map(Time),
             last_seen: last.map(Time),
@@ -307,10 +377,23 @@ pub async fn reconcile(asset: Arc<Asset>, ctx: Arc<InventoryContext>) -> Result<
             .map(|k| k.spec.tags.clone())
     };
     let rules = valid_rules(&ctx.rules);
-    let (owned, labels) = desired(&asset, &ctx.catalog, &key_tags, &rules, now);
-
     let status = asset.status.clone().unwrap_or_default();
+    // A new container's image may not be analysed yet: look again shortly
+    // (for a while; an image never reported is not waited for forever).
+    let image_name = image_of(&status);
+    let image = image_name
+        .as_deref()
+        .and_then(|n| ctx.assets.get(&kube::runtime::reflector::ObjectRef::new(n)))
+        .and_then(|a| a.status.as_ref()?.normalized.clone());
+    let young = status
+        .first_seen
+        .as_ref()
+        .is_none_or(|t| now.as_second() - t.0.as_second() < IMAGE_PENDING_FOR.as_secs() as i64);
+    let image_pending = image_name.is_some() && image.is_none() && young;
+    let (owned, labels) = desired(&asset, &ctx.catalog, &key_tags, &rules, image.as_ref(), now);
+
     let status_current = status.normalized.as_ref() == Some(&owned.normalized)
+        && status.display_name == owned.display_name
         && status.tags == owned.tags
         && status.first_seen == owned.first_seen
         && status.last_seen == owned.last_seen;
@@ -326,7 +409,12 @@ pub async fn reconcile(asset: Arc<Asset>, ctx: Arc<InventoryContext>) -> Result<
     if !labels_current {
         crate::apply::labels(&api, &name, &labels, MANAGER, "Asset").await?;
     }
-    Ok(Action::requeue(requeue_after(&owned, ctx.retention, now)))
+    let next = requeue_after(&owned, ctx.retention, now);
+    Ok(Action::requeue(if image_pending {
+        next.min(IMAGE_PENDING_RECHECK)
+    } else {
+        next
+    }))
 }
 
 /// Retries failures after a short, fixed delay: Assets are many and cheap.
@@ -361,4 +449,96 @@ pub fn parse_retention(s: &str) -> std::result::Result<Option<Duration>, String>
     n.checked_mul(unit)
         .map(|secs| Some(Duration::from_secs(secs)))
         .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn asset(kind: AssetKind, observed: serde_json::Value) -> Asset {
+        let mut a = Asset::new("a", Default::default());
+        a.status = Some(AssetStatus {
+            kind: Some(kind),
+            observed: serde_json::from_value(observed).unwrap(),
+            ..Default::default()
+        });
+        a
+    }
+
+    #[test]
+    fn people_read_a_name_for_each_kind() {
+        let name = |kind, observed| display_name(asset(kind, observed).status.as_ref().unwrap());
+        assert_eq!(
+            name(
+                AssetKind::Container,
+                json!({"name": "/k8s_web", "namespace": "shop", "pod": "web-1", "container": "nginx"})
+            )
+            .as_deref(),
+            Some("shop/web-1/nginx")
+        );
+        assert_eq!(
+            name(AssetKind::Container, json!({"name": "/festive_lovelace"})).as_deref(),
+            Some("festive_lovelace")
+        );
+        assert_eq!(
+            name(
+                AssetKind::ContainerImage,
+                json!({"repoTags": ["", "nginx:1.27"]})
+            )
+            .as_deref(),
+            Some("nginx:1.27")
+        );
+        assert_eq!(
+            name(AssetKind::Node, json!({"nodeName": "worker-1"})).as_deref(),
+            Some("worker-1")
+        );
+        assert_eq!(name(AssetKind::ContainerImage, json!({})), None);
+        let long = "x".repeat(1000);
+        assert_eq!(
+            name(AssetKind::Host, json!({"hostname": long})).map(|n| n.len()),
+            Some(256)
+        );
+    }
+
+    #[test]
+    fn a_container_takes_its_images_os_and_lifecycle() {
+        let catalog = Catalog::builtin().unwrap();
+        let now: Timestamp = "2026-12-07T12:00:00Z".parse().unwrap();
+        let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+        let image_observed = json!({"osRelease": {
+            "ID": "debian", "VERSION_ID": "11", "NAME": "Debian GNU/Linux",
+            "PRETTY_NAME": "Debian GNU/Linux 11 (bullseye)", "VERSION_CODENAME": "bullseye",
+        }});
+        let image = catalog.normalize(
+            Some(AssetKind::ContainerImage),
+            &serde_json::from_value(image_observed).unwrap(),
+            today,
+        );
+        let container = asset(
+            AssetKind::Container,
+            json!({"imageId": "sha256:1", "namespace": "shop", "pod": "web-1", "container": "app"}),
+        );
+        assert_eq!(
+            image_of(container.status.as_ref().unwrap()),
+            Some(asset_name(AssetKind::ContainerImage, "sha256:1"))
+        );
+        let no_tags = |_: &str| None;
+        let (owned, labels) = desired(&container, &catalog, &no_tags, &[], Some(&image), now);
+        assert_eq!(owned.normalized.os, image.os);
+        let hw = owned.normalized.hardware.clone().unwrap();
+        assert_eq!(
+            (hw.category.as_deref(), hw.subcategory.as_deref()),
+            (Some("Virtualized"), Some("Container"))
+        );
+        assert_eq!(owned.display_name.as_deref(), Some("shop/web-1/app"));
+        assert_eq!(
+            labels.get(LABEL_LIFECYCLE).map(String::as_str),
+            lifecycle_label(&image).map(stage_str)
+        );
+        // Not analysed yet: no OS, no lifecycle, but still a container.
+        let (owned, labels) = desired(&container, &catalog, &no_tags, &[], None, now);
+        assert_eq!(owned.normalized.os, None);
+        assert!(!labels.contains_key(LABEL_LIFECYCLE));
+    }
 }

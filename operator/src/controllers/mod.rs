@@ -241,7 +241,8 @@ pub async fn run(
     let rule_controller = Controller::new(Api::<TagRule>::all(client.clone()), cfg.clone());
     let s1 = once_ready(sensors.clone(), shutdown.clone());
     let s2 = once_ready(keys.clone(), shutdown.clone());
-    let s3 = once_ready(asset_controller.store(), shutdown.clone());
+    let assets = asset_controller.store();
+    let s3 = once_ready(assets.clone(), shutdown.clone());
     let s4 = once_ready(rule_controller.store(), shutdown);
     let inventory_ctx = Arc::new(InventoryContext {
         client,
@@ -250,6 +251,7 @@ pub async fn run(
         keys_synced: tag_keys_synced,
         rules,
         rules_synced,
+        assets,
         retention: inventory.retention,
         index: inventory.index,
         metrics,
