@@ -268,8 +268,7 @@ fn print_table(image: &Image, m: &Matches, out: &mut impl Write) -> Result<()> {
         .as_ref()
         .map(|o| o.pretty_name())
         .unwrap_or_else(|| "unknown OS".into());
-    writeln!(
-        out,
+    let header = format!(
         "{} ({os}, {} packages)",
         image
             .repo_tags
@@ -277,9 +276,20 @@ fn print_table(image: &Image, m: &Matches, out: &mut impl Write) -> Result<()> {
             .map(String::as_str)
             .unwrap_or(&image.config_digest),
         image.analysis.packages.len()
-    )?;
+    );
+    print_findings(&header, &m.findings, out)
+}
+
+/// `header`, then `findings` as a table, most severe first as given, and
+/// their counts by severity.
+pub fn print_findings(
+    header: &str,
+    findings: &[sightline_scan::vuln::Finding],
+    out: &mut impl Write,
+) -> Result<()> {
+    writeln!(out, "{header}")?;
     let width = |f: &dyn Fn(&sightline_scan::vuln::Finding) -> usize, min: usize| {
-        m.findings.iter().map(f).max().unwrap_or(0).max(min)
+        findings.iter().map(f).max().unwrap_or(0).max(min)
     };
     let (wid, wpkg, wver) = (
         width(&|f| f.id.len(), 2),
@@ -291,7 +301,7 @@ fn print_table(image: &Image, m: &Matches, out: &mut impl Write) -> Result<()> {
         "{:<8}  {:<wid$}  {:<wpkg$}  {:<wver$}  FIXED",
         "SEVERITY", "ID", "PACKAGE", "INSTALLED"
     )?;
-    for f in &m.findings {
+    for f in findings {
         writeln!(
             out,
             "{:<8}  {:<wid$}  {:<wpkg$}  {:<wver$}  {}",
@@ -311,8 +321,7 @@ fn print_table(image: &Image, m: &Matches, out: &mut impl Write) -> Result<()> {
         Level::None,
         Level::Unknown,
     ] {
-        let n = m
-            .findings
+        let n = findings
             .iter()
             .filter(|f| f.severity.level == level)
             .count();
@@ -323,7 +332,7 @@ fn print_table(image: &Image, m: &Matches, out: &mut impl Write) -> Result<()> {
     writeln!(
         out,
         "{} findings{}",
-        m.findings.len(),
+        findings.len(),
         if counts.is_empty() {
             String::new()
         } else {

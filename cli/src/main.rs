@@ -4,6 +4,7 @@
 //! the vulnerability database, list an image's vulnerabilities and write
 //! its SBOM. Image scans for CI arrive with the CI sensor issue.
 
+mod details;
 mod formats;
 mod gate;
 mod image;
@@ -76,10 +77,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DbCmd,
     },
-    /// An image's SBOM: `sightline sbom docker-archive:debian.tar -o spdx-json`.
+    /// An image's SBOM: `sightline sbom docker-archive:debian.tar -o spdx-json`,
+    /// or the inventory's: `sightline sbom --asset nginx:1.25 --api URL`.
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["image", "asset"]))]
     Sbom {
         /// The image: `docker-archive:PATH[:TAG]`, `oci-layout:DIR[:REF]` or `docker:IMAGE`.
-        image: String,
+        image: Option<String>,
+        /// Instead of analysing an image here, read what the operator's
+        /// detail store keeps for an image: its Asset's name, its image ID
+        /// (`sha256:…`), or a tag or reference a sensor saw it under.
+        #[arg(long, value_name = "ASSET|ID|REFERENCE")]
+        asset: Option<String>,
+        /// The operator's API, for `--asset`.
+        #[arg(long, env = "SIGHTLINE_API")]
+        api: Option<String>,
         /// Document format.
         // `--format`: the old spelling, hidden.
         #[arg(
@@ -94,10 +105,19 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         output_file: Option<std::path::PathBuf>,
     },
-    /// An image's vulnerabilities: `sightline vulns docker-archive:debian.tar`.
+    /// An image's vulnerabilities: `sightline vulns docker-archive:debian.tar`,
+    /// or the inventory's: `sightline vulns --asset nginx:1.25 --api URL`.
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["image", "asset"]))]
     Vulns {
         /// The image: `docker-archive:PATH[:TAG]`, `oci-layout:DIR[:REF]` or `docker:IMAGE`.
-        image: String,
+        image: Option<String>,
+        /// Instead of analysing an image here, read the findings the
+        /// operator's detail store keeps for an image (as for `sbom --asset`).
+        #[arg(long, value_name = "ASSET|ID|REFERENCE")]
+        asset: Option<String>,
+        /// The operator's API, for `--asset`.
+        #[arg(long, env = "SIGHTLINE_API")]
+        api: Option<String>,
         /// The database file (`sightline db import`).
         #[arg(long, env = "SIGHTLINE_DB", default_value_os_t = image::default_db())]
         db: std::path::PathBuf,
@@ -303,21 +323,37 @@ async fn run(cli: Cli) -> Result<()> {
         } => image::db_info(&path, &mut stdout),
         Cmd::Vulns {
             image,
+            asset,
+            api,
             db,
             output,
             output_file,
         } => {
             let mut text = Vec::new();
-            image::vulns(&image, &db, output, &mut text).await?;
+            match (image, asset) {
+                (_, Some(asset)) => {
+                    details::vulns(&asset, api.as_deref(), output, &mut text).await?
+                }
+                (Some(image), None) => image::vulns(&image, &db, output, &mut text).await?,
+                (None, None) => anyhow::bail!("name an image, or --asset"),
+            }
             write_output(output_file.as_deref(), &text)
         }
         Cmd::Sbom {
             image,
+            asset,
+            api,
             output,
             output_file,
         } => {
             let mut text = Vec::new();
-            image::sbom(&image, output, &mut text).await?;
+            match (image, asset) {
+                (_, Some(asset)) => {
+                    details::sbom(&asset, api.as_deref(), output, &mut text).await?
+                }
+                (Some(image), None) => image::sbom(&image, output, &mut text).await?,
+                (None, None) => anyhow::bail!("name an image, or --asset"),
+            }
             write_output(output_file.as_deref(), &text)
         }
         Cmd::Completion { shell } => {

@@ -6,7 +6,8 @@
 use anyhow::{Context as _, Result, bail};
 use sightline_container_sensor::report::{image_facts, vulnerability_findings};
 use sightline_container_sensor::runtime::ImageRef;
-use sightline_report::client::{Client, Credentials};
+use sightline_report::client::{Client, Credentials, Error};
+use sightline_report::details::ImageDetails;
 use sightline_report::{ImageObservation, Observation};
 use sightline_scan::source::Image;
 use sightline_scan::vuln::Matches;
@@ -41,10 +42,22 @@ pub async fn send(
             r.message
         );
     }
-    match receipt.accepted.first() {
-        Some(a) => Ok(a.asset.clone()),
-        None => bail!("the operator answered without accepting or refusing the report"),
+    let Some(accepted) = receipt.accepted.first() else {
+        bail!("the operator answered without accepting or refusing the report");
+    };
+    // The whole package list and every finding go to the detail store.
+    let details = ImageDetails::new(image.clone(), Some(matches.findings.clone()));
+    match client.send_details(&details).await {
+        Ok(_) => {}
+        Err(Error::Refused { status: 501, .. }) => {
+            eprintln!("note: the operator keeps no detail store; only counts were recorded");
+        }
+        Err(e) => eprintln!(
+            "warning: the report was recorded in {}, but its SBOM and findings were not: {e}",
+            accepted.asset
+        ),
     }
+    Ok(accepted.asset.clone())
 }
 
 /// The CA trusted for the operator's API (`--api-ca`), read once at start.

@@ -71,7 +71,7 @@ pub fn print_fields(out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-fn bearer_token(config: &kube::Config) -> Option<String> {
+pub(crate) fn bearer_token(config: &kube::Config) -> Option<String> {
     if let Ok(t) = std::env::var("SIGHTLINE_TOKEN")
         && !t.trim().is_empty()
     {
@@ -91,13 +91,13 @@ fn bearer_token(config: &kube::Config) -> Option<String> {
         .map(|t| t.trim().to_owned())
 }
 
-enum Remote<T> {
+pub(crate) enum Remote<T> {
     Answer(T),
     /// The API could not be used; why, for the fallback notice.
     Unavailable(String),
 }
 
-async fn get_api<T: serde::de::DeserializeOwned>(
+pub(crate) async fn get_api<T: serde::de::DeserializeOwned>(
     base: &str,
     path: &str,
     query: &[(&str, String)],

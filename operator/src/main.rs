@@ -10,6 +10,7 @@ use clap::Parser;
 use sightline_inventory::catalog::Catalog;
 use sightline_operator::controllers::sensor::policy::SensorPolicy;
 use sightline_operator::controllers::{self, InventoryOptions, sensor::render::Defaults};
+use sightline_operator::details;
 use sightline_operator::http::{self, Health, MetricsState};
 use sightline_operator::ingest::{self, limits::Rate};
 use sightline_operator::leader::{LeaderElector, LeaseConfig};
@@ -129,6 +130,12 @@ struct Args {
     /// Reports each caller may send at once after being idle.
     #[arg(long, env = "SIGHTLINE_INGEST_BURST", default_value_t = 50.0)]
     ingest_burst: f64,
+    /// Where to keep images' SBOMs and findings: a SQLite file path
+    /// (`/var/lib/sightline/store/details.db`) or a `postgres://` URL
+    /// shared by every replica. Without it the operator keeps no details
+    /// and the detail endpoints answer 501.
+    #[arg(long, env = "SIGHTLINE_DETAIL_STORE", hide_env_values = true)]
+    detail_store: Option<String>,
     /// Remove Assets no sensor has seen for this long (`30d`, `12h`, …), or `forever`.
     #[arg(long, env = "SIGHTLINE_ASSET_RETENTION", default_value = "30d", value_parser = parse_retention)]
     asset_retention: Retention,
@@ -197,6 +204,32 @@ async fn main() -> Result<()> {
         leading.clone(),
         metrics.clone(),
     ));
+    let details = match &args.detail_store {
+        Some(location) => {
+            let store = sightline_operator::store::Store::open(location)
+                .await
+                .context("opening the detail store (--detail-store)")?;
+            tracing::info!(engine = store.engine(), "detail store open");
+            tokio::spawn(details::sweep(
+                store.clone(),
+                index.clone(),
+                synced.clone(),
+                leading.clone(),
+                Duration::from_secs(600),
+            ));
+            details::router(Arc::new(details::DetailsState::new(
+                store,
+                ingest.clone(),
+                auth.clone(),
+                leading.clone(),
+                client.clone(),
+            )))
+        }
+        None => {
+            tracing::warn!("no --detail-store: images' SBOMs and findings are not kept");
+            details::unconfigured()
+        }
+    };
     let health = http::router(Health {
         ready: ready.clone(),
     });
@@ -212,7 +245,8 @@ async fn main() -> Result<()> {
         auth.clone(),
         ingest.auth.clone(),
     ))))
-    .merge(ingest::router(ingest));
+    .merge(ingest::router(ingest))
+    .merge(details);
     let plain = match &tls {
         Some((config, _)) => {
             let api_listener = tokio::net::TcpListener::bind(args.api_addr)

@@ -147,6 +147,9 @@ pub enum Access {
     /// Search the inventory (and fetch the vulnerability database):
     /// `list` on `assets.sightline.dev`.
     ListAssets,
+    /// Read one Asset's details (SBOM, findings): `get` on
+    /// `assets.sightline.dev`, as `kubectl get asset NAME` needs.
+    GetAssets,
     /// Scrape the operator's metrics: `get` on the non-resource URL
     /// `/metrics`, as Kubernetes components ask of Prometheus.
     ReadMetrics,
@@ -156,6 +159,7 @@ impl Access {
     fn describe(self) -> &'static str {
         match self {
             Access::ListAssets => "list assets.sightline.dev",
+            Access::GetAssets => "get assets.sightline.dev",
             Access::ReadMetrics => "get /metrics",
         }
     }
@@ -330,12 +334,22 @@ impl Authorizer {
                 groups: user.groups.clone(),
                 uid: user.uid.clone(),
                 extra: user.extra.clone(),
-                resource_attributes: (access == Access::ListAssets).then(|| ResourceAttributes {
-                    group: Some(sightline_crds::GROUP.into()),
-                    resource: Some("assets".into()),
-                    verb: Some("list".into()),
-                    ..Default::default()
-                }),
+                resource_attributes: match access {
+                    Access::ListAssets | Access::GetAssets => Some(ResourceAttributes {
+                        group: Some(sightline_crds::GROUP.into()),
+                        resource: Some("assets".into()),
+                        verb: Some(
+                            if access == Access::ListAssets {
+                                "list"
+                            } else {
+                                "get"
+                            }
+                            .into(),
+                        ),
+                        ..Default::default()
+                    }),
+                    Access::ReadMetrics => None,
+                },
                 non_resource_attributes: (access == Access::ReadMetrics).then(|| {
                     NonResourceAttributes {
                         path: Some("/metrics".into()),

@@ -26,7 +26,7 @@ use sightline_report::{
     ContainerObservation, ImageObservation, Listing, NodeObservation, Observation,
 };
 use sightline_testenv::helpers;
-use support::{Env, OPERATOR_NS};
+use support::{Env, OPERATOR_NS, key_secret};
 
 fn digest(n: u32) -> String {
     format!("sha256:{n:064x}")
@@ -629,22 +629,6 @@ async fn one_image_on_5000_nodes_keeps_a_small_asset() -> Result<()> {
             .any(|n| n["node"] == "node-0000")
     );
     Ok(())
-}
-
-/// The token in a key's Secret (`token`, or `previous-token`).
-async fn key_secret(env: &Env, key: &str) -> Option<std::collections::BTreeMap<String, String>> {
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(env.client.clone(), OPERATOR_NS);
-    let s = secrets
-        .get_opt(&format!("sightline-key-{key}"))
-        .await
-        .ok()??;
-    Some(
-        s.data?
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-            .collect(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -211,12 +211,32 @@ impl Client {
             .await
     }
 
+    /// Sends an image's details, once its observation was accepted: the
+    /// operator keeps them in its detail store.
+    pub async fn send_details(
+        &self,
+        details: &crate::details::ImageDetails,
+    ) -> Result<crate::details::DetailsReceipt, Error> {
+        details.check()?;
+        self.post_json(crate::details::DETAILS_PATH, details).await
+    }
+
     async fn post(&self, report: &Report) -> Result<Receipt, Error> {
-        let url = format!("{}{INGEST_PATH}", self.base);
-        let body = serde_json::to_vec(report).map_err(|e| Error::Unreachable {
+        self.post_json(INGEST_PATH, report).await
+    }
+
+    async fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Error> {
+        let url = format!("{}{path}", self.base);
+        let body = serde_json::to_vec(body).map_err(|e| Error::Unreachable {
             url: url.clone(),
             message: e.to_string(),
         })?;
+        // Cloned per attempt without copying the bytes.
+        let body = bytes::Bytes::from(body);
         self.request(
             |http, token| {
                 http.post(&url)

@@ -10,6 +10,7 @@
 
 #![cfg_attr(not(feature = "client"), allow(unused))]
 
+pub mod details;
 pub mod facts;
 
 #[cfg(feature = "client")]

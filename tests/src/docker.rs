@@ -26,6 +26,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("/usr/share/java/commons-io.jar", "libcommons-io-java"),
     ("/usr/share/java/commons-cli.jar", "libcommons-cli-java"),
     ("/usr/bin/unzip", "unzip"),
+    // The detail store's shared engine.
+    crate::postgres::PACKAGE,
     // k8s-cri and containerd-client generate their gRPC code with protoc.
     ("/usr/bin/protoc", "protobuf-compiler"),
     // The pod sandbox program is compiled statically here.

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod images;
 pub mod jail;
 pub mod node;
+pub mod postgres;
 pub mod process;
 pub mod registry;
 

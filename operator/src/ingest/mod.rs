@@ -75,28 +75,41 @@ impl IngestState {
 }
 
 /// Serves the ingestion API alone on `listener`, as the leader, with its
-/// own Asset index: for tests, which run sensors against a control plane
-/// without the whole operator.
+/// own Asset index and, when given, a detail store (without one the
+/// detail routes answer 501): for tests, which run sensors against a
+/// control plane without the whole operator.
 pub async fn serve_standalone(
     client: kube::Client,
     namespace: String,
     listener: tokio::net::TcpListener,
+    store: Option<crate::store::Store>,
 ) -> std::io::Result<()> {
     let index = crate::search::SharedIndex::default();
     let synced = Arc::new(AtomicBool::new(false));
     tokio::spawn(crate::search::feed(client.clone(), index.clone(), synced));
+    let leading = Arc::new(AtomicBool::new(true));
     let state = Arc::new(IngestState::new(
-        client,
+        client.clone(),
         namespace,
         index,
         Rate {
             per_second: 50.0,
             burst: 500.0,
         },
-        Arc::new(AtomicBool::new(true)),
+        leading.clone(),
         Metrics::default(),
     ));
-    axum::serve(listener, router(state)).await
+    let details = match store {
+        Some(store) => crate::details::router(Arc::new(crate::details::DetailsState::new(
+            store,
+            state.clone(),
+            Arc::new(crate::search::Authorizer::new(client.clone())),
+            leading,
+            client,
+        ))),
+        None => crate::details::unconfigured(),
+    };
+    axum::serve(listener, router(state).merge(details)).await
 }
 
 /// The routes.
@@ -106,7 +119,7 @@ pub fn router(state: Arc<IngestState>) -> Router {
         .with_state(state)
 }
 
-fn reply(status: StatusCode, reason: &str, message: impl Into<String>) -> Response {
+pub(crate) fn reply(status: StatusCode, reason: &str, message: impl Into<String>) -> Response {
     (
         status,
         axum::Json(ApiError {
@@ -117,7 +130,7 @@ fn reply(status: StatusCode, reason: &str, message: impl Into<String>) -> Respon
         .into_response()
 }
 
-fn retry_after(mut r: Response, seconds: u64) -> Response {
+pub(crate) fn retry_after(mut r: Response, seconds: u64) -> Response {
     if let Ok(v) = HeaderValue::from_str(&seconds.max(1).to_string()) {
         r.headers_mut().insert(header::RETRY_AFTER, v);
     }
@@ -126,7 +139,7 @@ fn retry_after(mut r: Response, seconds: u64) -> Response {
 
 /// Authenticates the caller and takes a request from its budget; returns
 /// it with its key's asset limit.
-async fn admit(
+pub(crate) async fn admit(
     state: &IngestState,
     headers: &HeaderMap,
 ) -> Result<(Caller, Option<i64>), Response> {
@@ -194,11 +207,11 @@ async fn receive(
         Err(r) => {
             // Read (and drop) what the caller is sending, so it gets the
             // refusal rather than a reset connection.
-            let _ = read_bounded(&headers, body).await;
+            let _ = read_bounded(&headers, body, MAX_BODY_BYTES).await;
             return r;
         }
     };
-    let bytes = match read_bounded(&headers, body).await {
+    let bytes = match read_bounded(&headers, body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(seen) => {
             state.metrics.ingest_refused("TooLarge");
@@ -298,20 +311,25 @@ async fn receive(
     (StatusCode::OK, axum::Json(receipt)).into_response()
 }
 
-/// Past the bound, a body is read and dropped up to this many bytes, so
-/// the caller gets its 413 instead of a reset connection; beyond it the
+/// Past the bound, a body is read and dropped up to this many bytes more,
+/// so the caller gets its 413 instead of a reset connection; beyond it the
 /// connection is simply closed.
 const DRAIN_BYTES: u64 = 16 << 20;
 
-/// The body if it has at most [`MAX_BODY_BYTES`]; otherwise how many bytes
+/// The body if it has at most `limit` bytes; otherwise how many bytes
 /// were seen. Never holds more than the bound in memory.
-async fn read_bounded(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, u64> {
+pub(crate) async fn read_bounded(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, u64> {
+    let drain = limit as u64 + DRAIN_BYTES;
     use futures::StreamExt;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared.filter(|n| *n > DRAIN_BYTES) {
+    if let Some(n) = declared.filter(|n| *n > drain) {
         return Err(n);
     }
     let mut stream = body.into_data_stream();
@@ -323,10 +341,10 @@ async fn read_bounded(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, u
             return Err(seen);
         };
         seen += chunk.len() as u64;
-        if over || seen > MAX_BODY_BYTES as u64 {
+        if over || seen > limit as u64 {
             over = true;
             buf.clear();
-            if seen > DRAIN_BYTES {
+            if seen > drain {
                 break;
             }
             continue;

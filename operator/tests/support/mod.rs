@@ -205,3 +205,22 @@ subjects:
         .map(|s| s.token)
         .context("no token in the TokenRequest")
 }
+
+/// The token in a key's Secret (`token`, or `previous-token`).
+pub async fn key_secret(
+    env: &Env,
+    key: &str,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), OPERATOR_NS);
+    let s = secrets
+        .get_opt(&format!("sightline-key-{key}"))
+        .await
+        .ok()??;
+    Some(
+        s.data?
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect(),
+    )
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use sightline_report::details::ImageDetails;
 use sightline_report::facts::ImageFacts;
 use sightline_report::{ContainerObservation, ImageObservation, Listing, Observation};
 use sightline_scan::Limits;
@@ -26,12 +27,31 @@ use crate::vulndb::Fetcher;
 const CACHE_ENTRIES: usize = 1024;
 
 /// What was reported for one image, and when it was analysed. The
-/// packages are kept (not the layers) so a new vulnerability database can
-/// be matched without analysing the image again.
+/// analysis is kept so a new vulnerability database can be matched
+/// without analysing the image again, and its details sent again.
 struct Analyzed {
     at: Instant,
     facts: ImageFacts,
-    packages: sightline_scan::Analysis,
+    image: sightline_scan::source::Image,
+    /// The database (its build time; `Some(None)`: none) the image's
+    /// details were last stored with by the operator; `None`: never.
+    details_sent: std::sync::Mutex<Option<Option<String>>>,
+}
+
+impl Analyzed {
+    fn details_sent_with(&self) -> Option<Option<String>> {
+        self.details_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Details to send once the image's observation is accepted.
+struct PendingDetails {
+    asset: String,
+    analyzed: Arc<Analyzed>,
+    db: Option<Arc<Database>>,
 }
 
 /// The analyses of one sensor, bounded, oldest evicted first.
@@ -70,6 +90,8 @@ struct Watch {
     db: SharedDb,
     limits: Limits,
     cache: Cache,
+    /// Details of images observed since the last send.
+    pending: Vec<PendingDetails>,
 }
 
 impl Watch {
@@ -86,12 +108,37 @@ impl Watch {
         }
     }
 
-    /// Sends observations (and a listing) to the operator, logging failures:
-    /// what was not sent goes again at the next refresh.
-    async fn send(&self, observations: Vec<Observation>, listing: Option<Listing>) {
+    /// Sends observations (and a listing) to the operator, then the
+    /// details of the images it accepted whose details it does not hold
+    /// yet (or holds matched against an older database), one at a time.
+    /// Failures are logged: what was not sent goes again at the next refresh.
+    async fn send(&mut self, observations: Vec<Observation>, listing: Option<Listing>) {
         let n = observations.len();
-        if let Err(e) = self.reporter.send(observations, listing).await {
-            warn!(observations = n, reason = e.reason(), error = %e, "cannot report; trying again at the next refresh");
+        let pending = std::mem::take(&mut self.pending);
+        let receipt = match self.reporter.send(observations, listing).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(observations = n, reason = e.reason(), error = %e, "cannot report; trying again at the next refresh");
+                return;
+            }
+        };
+        let accepted: std::collections::HashSet<&str> =
+            receipt.accepted.iter().map(|a| a.asset.as_str()).collect();
+        for p in pending
+            .iter()
+            .filter(|p| accepted.contains(p.asset.as_str()))
+        {
+            let version = p.db.as_ref().map(|db| db.meta.built.clone());
+            let findings =
+                p.db.as_ref()
+                    .map(|db| match_analysis(&p.analyzed.image.analysis, db).findings);
+            let details = ImageDetails::new(p.analyzed.image.clone(), findings);
+            if self.reporter.send_details(&details).await {
+                *p.analyzed
+                    .details_sent
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(version);
+            }
         }
     }
 
@@ -117,17 +164,13 @@ impl Watch {
                     "analysed image"
                 );
                 let facts = image_facts(&image_ref, &image);
-                let packages = sightline_scan::Analysis {
-                    os: image.analysis.os,
-                    packages: image.analysis.packages,
-                    ..sightline_scan::Analysis::default()
-                };
                 self.cache.put(
                     image_ref.id.clone(),
                     Analyzed {
                         at: Instant::now(),
                         facts,
-                        packages,
+                        image,
+                        details_sent: std::sync::Mutex::new(None),
                     },
                 )
             }
@@ -137,8 +180,20 @@ impl Watch {
         facts.repo_tags = bounded(&image_ref.repo_tags);
         facts.repo_digests = bounded(&image_ref.repo_digests);
         let db = self.db.borrow().clone();
-        let vulnerabilities =
-            db.map(|db| vulnerability_findings(&match_analysis(&analyzed.packages, &db)));
+        let vulnerabilities = db
+            .as_ref()
+            .map(|db| vulnerability_findings(&match_analysis(&analyzed.image.analysis, db)));
+        let version = db.as_ref().map(|db| db.meta.built.clone());
+        if analyzed.details_sent_with() != Some(version) {
+            self.pending.push(PendingDetails {
+                asset: sightline_crds::asset::asset_name(
+                    sightline_crds::AssetKind::ContainerImage,
+                    &image_ref.id,
+                ),
+                analyzed: analyzed.clone(),
+                db,
+            });
+        }
         Some(Observation::ContainerImage(ImageObservation {
             identity: image_ref.id,
             facts,
@@ -266,6 +321,7 @@ pub async fn run(
             db: db_rx.clone(),
             limits: Limits::default(),
             cache: Cache::default(),
+            pending: Vec::new(),
         };
         watch_runtime(watch, *kind, endpoint.clone(), runtimes.clone())
     }));

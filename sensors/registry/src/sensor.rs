@@ -24,6 +24,7 @@ use sightline_container_sensor::runtime::ImageRef;
 use sightline_crds::Sensor;
 use sightline_crds::asset::VulnerabilityFindings;
 use sightline_crds::sensor::RegistrySensor;
+use sightline_report::details::ImageDetails;
 use sightline_report::facts::{ImageFacts, RegistryFacts, RepositoryEntry};
 use sightline_report::{ImageObservation, Observation};
 use sightline_scan::Limits;
@@ -232,6 +233,9 @@ struct Found {
     findings: Option<VulnerabilityFindings>,
     platform: Option<String>,
     entry: RepositoryEntry,
+    /// For images analysed this run: their details, sent once the
+    /// observation is accepted.
+    details: Option<Box<ImageDetails>>,
 }
 
 /// The tags of one repository grouped by what they point at.
@@ -330,6 +334,7 @@ pub async fn scan_once(
     }
     let host = client.host().to_owned();
     let mut observations = Vec::new();
+    let mut details = Vec::new();
     for (identity, (found, mut entries)) in images {
         entries.sort_by(|a, b| a.repository.cmp(&b.repository));
         let mut facts = found.facts;
@@ -367,6 +372,7 @@ pub async fn scan_once(
             runtime: None,
             reference: None,
         }));
+        details.push(found.details);
     }
     let identities: Vec<String> = observations
         .iter()
@@ -375,6 +381,17 @@ pub async fn scan_once(
     match reporter.send(observations, None).await {
         Ok(receipt) => {
             summary.images += receipt.accepted.len();
+            // One at a time: each may be megabytes.
+            for a in &receipt.accepted {
+                if let Some(d) = details.get_mut(a.index).and_then(Option::take)
+                    && !reporter.send_details(&d).await
+                {
+                    summary.failures.push(format!(
+                        "image {}: the operator did not keep its details",
+                        d.identity
+                    ));
+                }
+            }
             for r in receipt.refused {
                 let id = identities.get(r.index).map_or("?", String::as_str);
                 summary.failures.push(format!(
@@ -457,6 +474,7 @@ async fn scan_repository(
                     identity: k.identity.clone(),
                     facts,
                     findings: k.findings.clone(),
+                    details: None,
                     platform: registry.and_then(|g| g.platform.clone()),
                     entry: RepositoryEntry {
                         repository: repo.to_owned(),
@@ -499,12 +517,15 @@ async fn scan_repository(
                 repo_tags: Vec::new(),
                 repo_digests: Vec::new(),
             };
+            let matches = db.as_ref().map(|db| match_analysis(&p.image.analysis, db));
             found.push(Found {
                 identity: p.image.config_digest.clone(),
                 facts: image_facts(&image_ref, &p.image),
-                findings: db
-                    .as_ref()
-                    .map(|db| vulnerability_findings(&match_analysis(&p.image.analysis, db))),
+                findings: matches.as_ref().map(vulnerability_findings),
+                details: Some(Box::new(ImageDetails::new(
+                    p.image,
+                    matches.map(|m| m.findings),
+                ))),
                 platform: p.platform.as_ref().map(ToString::to_string),
                 entry: RepositoryEntry {
                     repository: repo.to_owned(),

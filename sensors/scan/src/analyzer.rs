@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read};
 use std::rc::Rc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::ScanError;
@@ -72,7 +72,7 @@ pub struct LayerExpect {
 }
 
 /// One analysed layer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerInfo {
     /// Digest of the uncompressed tar (`sha256:…`), the layer's identity.
@@ -87,7 +87,7 @@ pub struct LayerInfo {
 }
 
 /// What analysis found in an image's filesystem.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Analysis {
     /// The distribution, when the image says.

@@ -50,7 +50,7 @@ async fn reports_images_and_containers_from_docker() -> Result<()> {
 
     let config = json!({"runtimes": [{"type": "docker", "endpoint": format!("unix://{}", docker.socket().display())}]});
     let log = dir.path().join("sensor.log");
-    let api = ingest(&cp).await?;
+    let (api, _store) = ingest(&cp).await?;
     let token = container_identity(&cp, &config, dir.path()).await?;
     let mut sensor = start_sensor(&cp, &api, &token, &config, &db_path, &log)?;
     let tail = || sightline_testenv::process::tail(&log, 40);

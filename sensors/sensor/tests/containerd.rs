@@ -225,7 +225,7 @@ async fn reports_images_and_containers_from_containerd() -> Result<()> {
 
     let config = json!({"runtimes": [{"type": "containerd", "endpoint": ctrd.endpoint()}]});
     let log = dir.path().join("sensor.log");
-    let api = ingest(&cp).await?;
+    let (api, store) = ingest(&cp).await?;
     let token = container_identity(&cp, &config, dir.path()).await?;
     let mut sensor = start_sensor(&cp, &api, &token, &config, &db_path, &log)?;
     let tail = || {
@@ -323,6 +323,37 @@ async fn reports_images_and_containers_from_containerd() -> Result<()> {
     assert_debian_image(&assets, &debian)
         .await
         .with_context(tail)?;
+    // Its whole analysis is in the detail store: the SBOM served from it
+    // has exactly the packages of an SBOM of the same archive made here.
+    let name = asset_name(AssetKind::ContainerImage, &debian);
+    let kept = helpers::wait_for(
+        "the Debian image's details",
+        Duration::from_secs(60),
+        || {
+            let (store, name) = (&store, &name);
+            async move { store.latest(name, None).await.ok().flatten() }
+        },
+    )
+    .await
+    .with_context(tail)?;
+    let local = sightline_scan::source::docker_archive::analyze(
+        &archive,
+        None,
+        &sightline_scan::Limits::default(),
+    )?;
+    let tool = sightline_scan::sbom::Tool {
+        name: "sightline".into(),
+        version: "test".into(),
+    };
+    let components = |image: &sightline_scan::source::Image| {
+        sightline_scan::sbom::cyclonedx(image, &tool, "2026-01-01T00:00:00Z")["components"].clone()
+    };
+    assert!(local.analysis.packages.len() > 50);
+    assert_eq!(components(&kept.image), components(&local));
+    assert!(
+        kept.vulnerabilities.is_some(),
+        "matched against the database"
+    );
 
     // The node itself, as a cloud agent reports it.
     let status = asset_status(

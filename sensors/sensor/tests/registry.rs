@@ -176,7 +176,7 @@ async fn scans_a_registry_and_skips_what_it_analysed_before() -> Result<()> {
     let sensors: Api<Sensor> = Api::namespaced(client.clone(), &ns);
     sensors.create(&PostParams::default(), &sensor).await?;
 
-    let api = support::ingest(&cp).await?;
+    let (api, store) = support::ingest(&cp).await?;
     let token = sightline_testenv::identity::SensorIdentity {
         namespace: &ns,
         name: "registry",
@@ -241,6 +241,19 @@ async fn scans_a_registry_and_skips_what_it_analysed_before() -> Result<()> {
         repos.len() == 8,
         "app/web, app/multi and six app/svc-*: {repos:?}"
     );
+    // Each image's whole analysis went to the detail store, as this Sensor's.
+    for s in &found {
+        let id = s["identity"].as_str().unwrap_or_default();
+        let name = sightline_crds::asset::asset_name(sightline_crds::AssetKind::ContainerImage, id);
+        let kept = store.latest(&name, Some(&sensor_id)).await?;
+        let total = s["observed"]["packages"]["total"].as_u64();
+        ensure!(
+            kept.as_ref()
+                .is_some_and(|k| Some(k.image.analysis.packages.len() as u64) == total),
+            "details of {name} ({total:?} packages): {:?}",
+            kept.map(|k| k.image.analysis.packages.len())
+        );
+    }
     // The six app/svc-* hold the very same image: one Asset lists them all.
     let svc: Vec<&Value> = found.iter().filter(|s| in_repo(s, "app/svc-0")).collect();
     ensure!(svc.len() == 1 && entries(svc[0]).len() == 6, "{svc:?}");

@@ -155,7 +155,7 @@ async fn enforces_a_policy_on_a_pods_container_and_reports_the_violation() -> Re
         .local_addr()?
         .port();
     let (webhook_url, received) = webhook_receiver().await?;
-    let api = support::ingest(&cp).await?;
+    let (api, _store) = support::ingest(&cp).await?;
     let token = sightline_testenv::identity::SensorIdentity {
         namespace: "sightline-system",
         name: "runtime",

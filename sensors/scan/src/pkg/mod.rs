@@ -1,6 +1,6 @@
 //! Installed packages: what each package database says, in one shape.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub mod apk;
 pub mod dpkg;
@@ -11,7 +11,7 @@ pub mod rpm;
 pub mod rust_audit;
 
 /// Which package manager installed a package.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PackageKind {
     /// Debian and Ubuntu (`/var/lib/dpkg`).
@@ -56,7 +56,7 @@ impl PackageKind {
 }
 
 /// One installed package.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Package {
     /// Which package manager.
@@ -82,7 +82,7 @@ pub struct Package {
 }
 
 /// A source package.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourcePackage {
     /// Its name.
     pub name: String,

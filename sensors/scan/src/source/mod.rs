@@ -22,7 +22,7 @@ pub mod oci_layout;
 pub const MAX_DOCUMENT_BYTES: u64 = 8 << 20;
 
 /// An analysed image.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Image {
     /// Digest of the image config (`sha256:…`), Docker's image ID.

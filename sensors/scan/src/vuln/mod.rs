@@ -9,7 +9,7 @@
 //! result says so): matching them against every release's records would be
 //! wrong either way.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::analyzer::Analysis;
 use crate::pkg::{Package, PackageKind};
@@ -23,13 +23,13 @@ pub use cvss::Level;
 pub use db::{Database, Severity};
 
 /// A package an advisory affects.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
     /// The advisory ID.
     pub id: String,
     /// Its aliases (CVE IDs).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
     /// The installed package's name.
     pub package: String,

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use sightline_operator::store::Store;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -36,17 +37,21 @@ pub fn vuln_db(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Serves the operator's ingestion API for `cp` on a free loopback port;
-/// returns its URL. It runs until the test's runtime ends.
-pub async fn ingest(cp: &ControlPlane) -> Result<String> {
+/// Serves the operator's ingestion API for `cp` on a free loopback port,
+/// with a detail store (a SQLite file beside the control plane's files);
+/// returns its URL and the store. It runs until the test's runtime ends.
+pub async fn ingest(cp: &ControlPlane) -> Result<(String, Store)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
+    let db = cp.dir().join("details.db");
+    let store = Store::open(&db.to_string_lossy()).await?;
     tokio::spawn(sightline_operator::ingest::serve_standalone(
         cp.client(),
         "sightline-system".into(),
         listener,
+        Some(store.clone()),
     ));
-    Ok(url)
+    Ok((url, store))
 }
 
 /// The identity of the container sensor `sightline-system/containers`
