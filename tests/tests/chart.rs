@@ -167,6 +167,8 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         "sensorPolicy.allowedImages[0]=mirror.example/sightline/",
         "sensorPolicy.runtimeSockets[0]=/run/crio/crio.sock",
         "rbac.aggregateToDefaultRoles=false",
+        "detailStore.engine=postgresql",
+        "detailStore.postgresql.existingSecret=detail-store",
     ])?;
     ensure!(!full.contains("aggregate-to-"), "aggregation off");
     let said = dry_run(&cp, &full)?;
@@ -194,6 +196,37 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         ensure!(full.contains(arg), "{arg} not rendered");
     }
     ensure!(full.contains("claimName: vulndb") && full.contains("replicas: 3"));
+    // The shared store's URL (with its password) comes from the Secret only.
+    ensure!(
+        full.contains("name: SIGHTLINE_DETAIL_STORE")
+            && full.contains("name: detail-store\n                  key: url")
+            && !full.contains("--detail-store"),
+        "the PostgreSQL URL from its Secret"
+    );
+
+    // The detail store: an emptyDir by default, a kept claim when asked.
+    ensure!(
+        defaults.contains("- --detail-store=/var/lib/sightline-store/details.db")
+            && !defaults.contains("kind: PersistentVolumeClaim")
+            && !defaults.contains("Recreate")
+    );
+    let kept = template(&[
+        "detailStore.persistence.enabled=true",
+        "detailStore.persistence.size=5Gi",
+        "detailStore.persistence.storageClassName=local-path",
+    ])?;
+    for part in [
+        "kind: PersistentVolumeClaim",
+        "claimName: sightline-operator-store",
+        "storage: 5Gi",
+        "storageClassName: local-path",
+        "helm.sh/resource-policy: keep",
+        "type: Recreate",
+        "fsGroup: 65532",
+    ] {
+        ensure!(kept.contains(part), "{part} missing from the kept store");
+    }
+    dry_run(&cp, &kept)?;
 
     // Without CRDs (they are managed elsewhere).
     let bare = template(&["crds.install=false"])?;
@@ -217,6 +250,18 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
             &["vulnerabilityDatabase.enabled=true"][..],
             "vulnerabilityDatabase.existingClaim is required",
         ),
+        (
+            &["detailStore.engine=postgresql"][..],
+            "detailStore.postgresql.existingSecret is required",
+        ),
+        (
+            &[
+                "detailStore.persistence.enabled=true",
+                "operator.replicas=2",
+            ][..],
+            "needs detailStore.engine=postgresql",
+        ),
+        (&["detailStore.engine=mysql"][..], "engine"),
     ] {
         match template(sets) {
             Ok(_) => bail!("{sets:?} was accepted"),

@@ -65,6 +65,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "rpm",
     "rpm_sqlite",
     "report",
+    "details",
     "elf",
 ];
 

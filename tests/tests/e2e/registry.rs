@@ -15,7 +15,7 @@ use sightline_testenv::archive::{RunConfig, apk_layer, docker_archive};
 use sightline_testenv::node::network::GATEWAY;
 use sightline_testenv::registry::{Auth, Registry};
 
-use crate::support::{Env, eventually};
+use crate::support::{Env, OPERATOR, RELEASE_NS, eventually};
 
 /// The namespace of the registry test.
 pub const NS: &str = "e2e-registry";
@@ -112,5 +112,115 @@ pub async fn cronjob_scans_a_registry(env: &Env) -> Result<()> {
         s.assets_reported == Some(1) && s.last_scan_time.is_some(),
         "{s:?}"
     );
+
+    // The sensor's details reached the operator's store: the SBOM a user
+    // reads through the API (by the tag the sensor saw) has exactly the
+    // packages of `sightline sbom` of the archive that was pushed.
+    let tag = status["observed"]["repoTags"][0]
+        .as_str()
+        .context("the image's tag")?
+        .to_owned();
+    let served = eventually(
+        "the image's SBOM from the detail store",
+        Duration::from_secs(60),
+        || async { served_sbom(env, &tag).await.ok() },
+    )
+    .await?;
+    let local = sightline(
+        env,
+        &["sbom", &format!("docker-archive:{}", archive.display())],
+    )?;
+    ensure!(
+        served["components"] == local["components"]
+            && served["components"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty()),
+        "served {served:#}\nlocal {local:#}"
+    );
     Ok(())
+}
+
+/// Runs the CLI as cluster admin; its standard output as JSON.
+fn sightline(env: &Env, args: &[&str]) -> Result<Value> {
+    let out =
+        std::process::Command::new(sightline_testenv::binaries::workspace_binary("sightline")?)
+            .env("KUBECONFIG", &env.cluster.cp.kubeconfig)
+            .args(args)
+            .output()
+            .context("running sightline")?;
+    ensure!(
+        out.status.success(),
+        "sightline {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// `sightline sbom --asset TAG` through a port-forward to the operator's
+/// API, trusting the CA the chart publishes, as a ServiceAccount bound to
+/// `sightline-view`.
+async fn served_sbom(env: &Env, tag: &str) -> Result<Value> {
+    let reader = "e2e-sbom-reader";
+    if env
+        .kubectl(&["get", "serviceaccount", reader, "-n", NS])
+        .is_err()
+    {
+        env.kubectl(&["create", "serviceaccount", reader, "-n", NS])?;
+        env.kubectl(&[
+            "create",
+            "clusterrolebinding",
+            reader,
+            "--clusterrole=sightline-view",
+            &format!("--serviceaccount={NS}:{reader}"),
+        ])?;
+    }
+    let token = env.kubectl(&["create", "token", reader, "-n", NS])?;
+    let ca = env.work.join("operator-ca.crt");
+    let pem = env.kubectl(&[
+        "get",
+        "configmap",
+        &format!("{OPERATOR}-ca"),
+        "-n",
+        RELEASE_NS,
+        "-o",
+        "jsonpath={.data.ca\\.crt}",
+    ])?;
+    std::fs::write(&ca, pem)?;
+    let port = sightline_testenv::process::free_port()?;
+    let mut forward = env.kubectl.command();
+    forward.args([
+        "port-forward",
+        "-n",
+        RELEASE_NS,
+        &format!("deploy/{OPERATOR}"),
+        &format!("{port}:8443"),
+    ]);
+    let log = env.work.join("port-forward.log");
+    let _forward = sightline_testenv::process::Proc::spawn("kubectl port-forward", forward, &log)?;
+    eventually("the port-forward", Duration::from_secs(20), || async {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.contains("Forwarding from"))
+    })
+    .await?;
+    let out =
+        std::process::Command::new(sightline_testenv::binaries::workspace_binary("sightline")?)
+            .env("KUBECONFIG", &env.cluster.cp.kubeconfig)
+            .env("SIGHTLINE_TOKEN", token.trim())
+            .args(["--api-ca", &ca.display().to_string()])
+            .args([
+                "sbom",
+                "--asset",
+                tag,
+                "--api",
+                &format!("https://127.0.0.1:{port}"),
+            ])
+            .output()
+            .context("running sightline sbom --asset")?;
+    ensure!(
+        out.status.success(),
+        "sightline sbom --asset {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
