@@ -136,6 +136,10 @@ struct Args {
     /// and the detail endpoints answer 501.
     #[arg(long, env = "SIGHTLINE_DETAIL_STORE", hide_env_values = true)]
     detail_store: Option<String>,
+    /// Seconds between sweeps that drop the details of Assets no longer
+    /// in the inventory.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    detail_sweep_seconds: u64,
     /// Remove Assets no sensor has seen for this long (`30d`, `12h`, …), or `forever`.
     #[arg(long, env = "SIGHTLINE_ASSET_RETENTION", default_value = "30d", value_parser = parse_retention)]
     asset_retention: Retention,
@@ -193,18 +197,7 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.http_addr))?;
     let auth = Arc::new(Authorizer::new(client.clone()));
-    let ingest = Arc::new(ingest::IngestState::new(
-        client.clone(),
-        args.namespace.clone(),
-        index.clone(),
-        Rate {
-            per_second: args.ingest_rate,
-            burst: args.ingest_burst,
-        },
-        leading.clone(),
-        metrics.clone(),
-    ));
-    let details = match &args.detail_store {
+    let store = match &args.detail_store {
         Some(location) => {
             let store = sightline_operator::store::Store::open(location)
                 .await
@@ -215,20 +208,36 @@ async fn main() -> Result<()> {
                 index.clone(),
                 synced.clone(),
                 leading.clone(),
-                Duration::from_secs(600),
+                Duration::from_secs(args.detail_sweep_seconds),
             ));
-            details::router(Arc::new(details::DetailsState::new(
-                store,
-                ingest.clone(),
-                auth.clone(),
-                leading.clone(),
-                client.clone(),
-            )))
+            Some(store)
         }
         None => {
             tracing::warn!("no --detail-store: images' SBOMs and findings are not kept");
-            details::unconfigured()
+            None
         }
+    };
+    let ingest = Arc::new(ingest::IngestState::new(
+        client.clone(),
+        args.namespace.clone(),
+        index.clone(),
+        Rate {
+            per_second: args.ingest_rate,
+            burst: args.ingest_burst,
+        },
+        leading.clone(),
+        metrics.clone(),
+        store.clone(),
+    ));
+    let details = match store {
+        Some(store) => details::router(Arc::new(details::DetailsState::new(
+            store,
+            ingest.clone(),
+            auth.clone(),
+            leading.clone(),
+            client.clone(),
+        ))),
+        None => details::unconfigured(),
     };
     let health = http::router(Health {
         ready: ready.clone(),

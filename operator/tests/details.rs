@@ -151,6 +151,11 @@ async fn report_and_read(port: u16, f: &Fixture) -> Result<()> {
     let receipt = ci.send(vec![observation(&f.image)], None).await?;
     ensure!(receipt.refused.is_empty(), "{receipt:?}");
     let asset = receipt.accepted[0].asset.clone();
+    // The receipt says the store lacks this caller's details, so it sends them.
+    ensure!(
+        receipt.accepted[0].details_kept == Some(false),
+        "{receipt:?}"
+    );
 
     let first = vec![
         finding("CVE-2024-0001", "zlib", "1.3-r2", Level::High),
@@ -162,6 +167,11 @@ async fn report_and_read(port: u16, f: &Fixture) -> Result<()> {
     ensure!(kept.asset == asset, "{kept:?}");
     ensure!(kept.packages == f.image.analysis.packages.len());
     ensure!(kept.vulnerabilities == Some(2));
+    let receipt = ci.send(vec![observation(&f.image)], None).await?;
+    ensure!(
+        receipt.accepted[0].details_kept == Some(true),
+        "{receipt:?}"
+    );
 
     // Details of an image the key never reported are refused and not kept.
     let Err(e) = ci
@@ -288,7 +298,13 @@ async fn sqlite_keeps_details_across_a_restart() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("store/details.db");
     let db = db.to_str().context("path")?;
-    let flags = ["--leader-election=false", "--detail-store", db];
+    let flags = [
+        "--leader-election=false",
+        "--detail-store",
+        db,
+        "--detail-sweep-seconds",
+        "1",
+    ];
     let result = async {
         let before = {
             let op = env.operator_with("sqlite", &flags)?;
@@ -308,6 +324,22 @@ async fn sqlite_keeps_details_across_a_restart() -> Result<()> {
         )
         .await?;
         ensure!(before == after);
+
+        // An Asset that leaves the inventory takes its details along.
+        let asset = ImageDetails::new(f.image.clone(), None).asset_name();
+        let assets: kube::Api<sightline_crds::Asset> = kube::Api::all(env.client.clone());
+        assets.delete(&asset, &Default::default()).await?;
+        helpers::wait_for(
+            "the details to be dropped",
+            Duration::from_secs(30),
+            || async {
+                let (status, _) = read(op.port, &format!("/api/v1/assets/{asset}/sbom"), &f.reader)
+                    .await
+                    .ok()?;
+                (status == 404).then_some(())
+            },
+        )
+        .await?;
         Ok(())
     }
     .await;

@@ -234,6 +234,11 @@ pub struct Accepted {
     pub index: usize,
     /// The Asset it went into.
     pub asset: String,
+    /// For images, when the operator keeps a detail store: whether it
+    /// holds this caller's details of the image. A sender sends them when
+    /// they are missing (a new store, say), even if it sent them before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details_kept: Option<bool>,
 }
 
 /// An observation refused.
@@ -272,6 +277,11 @@ pub struct Recorded {
     /// The vulnerabilities on the Asset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vulnerabilities: Option<VulnerabilityFindings>,
+    /// Whether the operator's detail store holds this caller's details of
+    /// the image (absent without a store): a registry sensor analyses an
+    /// image again when they are missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details_kept: Option<bool>,
 }
 
 /// The answer to `GET /api/v1/observations`.

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_cluster;
 mod bench_registry;
+mod bench_store;
 mod cluster;
 mod test;
 
@@ -54,7 +55,10 @@ enum Cmd {
         /// MiB of random data in the large image of the scan benchmark.
         #[arg(long, default_value_t = 1024)]
         scan_big_mib: u64,
-        /// Run only one benchmark: `operator`, `search`, `scan`, `cluster`, `registry` or `runtime`.
+        /// Images whose details the detail-store benchmark stores, per engine.
+        #[arg(long, default_value_t = 10_000)]
+        store_images: usize,
+        /// Run only one benchmark: `operator`, `search`, `scan`, `cluster`, `registry`, `runtime` or `store`.
         #[arg(long)]
         only: Option<String>,
     },
@@ -98,6 +102,7 @@ fn main() -> Result<()> {
             search_assets,
             search_api_assets,
             scan_big_mib,
+            store_images,
             only,
         } => {
             let which = only.as_deref();
@@ -109,8 +114,11 @@ fn main() -> Result<()> {
                     | Some("cluster")
                     | Some("registry")
                     | Some("runtime")
+                    | Some("store")
             ) {
-                anyhow::bail!("--only takes operator, search, scan, cluster, registry or runtime");
+                anyhow::bail!(
+                    "--only takes operator, search, scan, cluster, registry, runtime or store"
+                );
             }
             let wanted = |name: &str| which.is_none_or(|w| w == name);
             if wanted("operator") {
@@ -130,6 +138,9 @@ fn main() -> Result<()> {
             }
             if wanted("runtime") {
                 bench::runtime()?;
+            }
+            if wanted("store") {
+                rt.block_on(bench_store::run(store_images))?;
             }
             Ok(())
         }

@@ -51,6 +51,8 @@ pub struct IngestState {
     pub leading: Arc<AtomicBool>,
     /// Counts reports and refusals.
     pub metrics: Metrics,
+    /// The detail store, whose holdings receipts report.
+    pub store: Option<crate::store::Store>,
 }
 
 impl IngestState {
@@ -62,6 +64,7 @@ impl IngestState {
         rate: Rate,
         leading: Arc<AtomicBool>,
         metrics: Metrics,
+        store: Option<crate::store::Store>,
     ) -> Self {
         Self {
             client: client.clone(),
@@ -70,6 +73,21 @@ impl IngestState {
             writer: Writer::new(client, index),
             leading,
             metrics,
+            store,
+        }
+    }
+
+    /// Whether the store holds `caller`'s details of `asset`; `None`
+    /// without a store, or when it cannot say (the caller then sends
+    /// nothing again on its account).
+    async fn details_kept(&self, caller: &Caller, asset: &str) -> Option<bool> {
+        let store = self.store.as_ref()?;
+        match store.has(asset, &caller.source()).await {
+            Ok(kept) => Some(kept),
+            Err(e) => {
+                tracing::warn!(error = %e, %asset, "asking the detail store");
+                None
+            }
         }
     }
 }
@@ -98,6 +116,7 @@ pub async fn serve_standalone(
         },
         leading.clone(),
         Metrics::default(),
+        store.clone(),
     ));
     let details = match store {
         Some(store) => crate::details::router(Arc::new(crate::details::DetailsState::new(
@@ -240,7 +259,17 @@ async fn receive(
         match outcome {
             Ok(asset) => {
                 state.metrics.ingest_accepted();
-                receipt.accepted.push(Accepted { index, asset });
+                let details_kept = match o {
+                    sightline_report::Observation::ContainerImage(_) => {
+                        state.details_kept(&caller, &asset).await
+                    }
+                    _ => None,
+                };
+                receipt.accepted.push(Accepted {
+                    index,
+                    asset,
+                    details_kept,
+                });
             }
             Err(WriteError::Refused(r)) => {
                 state.metrics.ingest_refused(r.reason);
@@ -360,7 +389,23 @@ async fn recorded(State(state): State<Arc<IngestState>>, headers: HeaderMap) -> 
         Err(r) => return r,
     };
     match state.writer.recorded(&caller).await {
-        Ok(images) => axum::Json(RecordedList { images }).into_response(),
+        Ok(mut images) => {
+            if let Some(store) = &state.store {
+                match store.kept_by(&caller.source(), None).await {
+                    Ok(kept) => {
+                        for i in &mut images {
+                            let asset = sightline_crds::asset::asset_name(
+                                sightline_crds::AssetKind::ContainerImage,
+                                &i.identity,
+                            );
+                            i.details_kept = Some(kept.contains(&asset));
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "asking the detail store"),
+                }
+            }
+            axum::Json(RecordedList { images }).into_response()
+        }
         Err(e) => retry_after(
             reply(
                 StatusCode::SERVICE_UNAVAILABLE,

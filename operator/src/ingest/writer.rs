@@ -295,6 +295,7 @@ impl Writer {
                     identity: s.identity.clone().unwrap_or_default(),
                     facts,
                     vulnerabilities: s.findings.as_ref().and_then(|f| f.vulnerabilities.clone()),
+                    details_kept: None,
                 });
             }
             match page.metadata.continue_ {

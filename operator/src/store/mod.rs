@@ -241,6 +241,30 @@ impl Store {
         }
     }
 
+    /// Whether `source`'s details of `asset` are kept.
+    pub async fn has(&self, asset: &str, source: &str) -> Result<bool, StoreError> {
+        Ok(self.kept_by(source, Some(asset)).await?.contains(asset))
+    }
+
+    /// The Assets whose details from `source` are kept (only `asset`, when
+    /// given).
+    pub async fn kept_by(
+        &self,
+        source: &str,
+        asset: Option<&str>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        match self {
+            Store::Sqlite(db) => {
+                let db = db.clone();
+                let (source, asset) = (source.to_owned(), asset.map(str::to_owned));
+                tokio::task::spawn_blocking(move || db.kept_by(&source, asset.as_deref()))
+                    .await
+                    .map_err(|e| sqlite::error(e.to_string()))?
+            }
+            Store::Postgres(db) => db.kept_by(source, asset).await,
+        }
+    }
+
     /// The Assets anything is stored for.
     pub async fn assets(&self) -> Result<Vec<String>, StoreError> {
         match self {
@@ -427,6 +451,9 @@ pub(crate) mod sql {
         ORDER BY resolved_ms IS NOT NULL, last_seen_ms DESC, id, package, version, source";
     /// Every Asset with details.
     pub const ASSETS: &str = "SELECT DISTINCT asset FROM image_details";
+    /// `$1` source, `$2` asset (or NULL for every one).
+    pub const KEPT_BY: &str = "SELECT asset FROM image_details
+        WHERE source = $1 AND (CAST($2 AS TEXT) IS NULL OR asset = $2)";
     /// `$1` asset.
     pub const FORGET_DETAILS: &str = "DELETE FROM image_details WHERE asset = $1";
     /// `$1` asset.

@@ -206,6 +206,20 @@ impl Postgres {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    pub(crate) async fn kept_by(
+        &self,
+        source: &str,
+        asset: Option<&str>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let guard = client(&self.url, &self.reader).await?;
+        let c = guard.as_ref().ok_or_else(pg_gone)?;
+        let rows = c
+            .query(sql::KEPT_BY, &[&source, &asset])
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     pub(crate) async fn forget(&self, asset: &str) -> Result<(), StoreError> {
         let mut guard = client(&self.url, &self.writer).await?;
         let c = guard.as_mut().ok_or_else(pg_gone)?;

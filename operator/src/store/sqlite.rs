@@ -198,6 +198,19 @@ impl Sqlite {
         rows.collect::<Result<_, _>>().map_err(sqlite)
     }
 
+    pub(crate) fn kept_by(
+        &self,
+        source: &str,
+        asset: Option<&str>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let c = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = c.prepare_cached(sql::KEPT_BY).map_err(sqlite)?;
+        let rows = q
+            .query_map(named(&[&source, &asset]).as_slice(), |r| r.get(0))
+            .map_err(sqlite)?;
+        rows.collect::<Result<_, _>>().map_err(sqlite)
+    }
+
     pub(crate) fn forget(&self, asset: &str) -> Result<(), StoreError> {
         let mut c = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let tx = c.transaction().map_err(sqlite)?;

@@ -12,7 +12,6 @@ use sightline_report::facts::{ContainerFacts, ImageFacts, PackageCounts};
 use sightline_report::{Listing, Observation, Receipt};
 use sightline_scan::source::Image;
 use sightline_scan::vuln::{Level, Matches};
-use std::sync::Arc;
 use tracing::warn;
 
 use crate::config::Config;
@@ -126,7 +125,6 @@ pub fn container_facts(c: &ContainerRef, node: &str, runtime: &str) -> Container
 #[derive(Clone, Debug)]
 pub struct Reporter {
     client: Client,
-    no_store_logged: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The operator's API is not configured.
@@ -151,10 +149,7 @@ impl Reporter {
         ca: Option<&[u8]>,
     ) -> anyhow::Result<Reporter> {
         let client = Client::new(url, Credentials::TokenFile(token_file.to_owned()), ca)?;
-        Ok(Reporter {
-            client,
-            no_store_logged: Arc::default(),
-        })
+        Ok(Reporter { client })
     }
 
     /// Sends `observations` (and the node's `listing`); logs each refused
@@ -171,25 +166,13 @@ impl Reporter {
         Ok(receipt)
     }
 
-    /// Sends an image's details (its observation was accepted); logs a
-    /// refusal. Returns whether the operator kept them. An operator that
-    /// keeps no details says so once per sensor, not per image.
+    /// Sends an image's details (its observation was accepted and the
+    /// receipt said the operator keeps details); logs a refusal. Returns
+    /// whether the operator kept them.
     pub async fn send_details(&self, details: &ImageDetails) -> bool {
         match self.client.send_details(details).await {
             Ok(kept) => {
                 tracing::debug!(asset = %kept.asset, packages = kept.packages, "the operator kept the image's details");
-                true
-            }
-            Err(Error::Refused { status: 501, .. }) => {
-                if !self
-                    .no_store_logged
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
-                    tracing::info!(
-                        "the operator keeps no detail store; sending packages and findings as counts only"
-                    );
-                }
-                // Nothing to send again until the operator changes.
                 true
             }
             Err(e) => {

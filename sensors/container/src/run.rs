@@ -108,10 +108,11 @@ impl Watch {
         }
     }
 
-    /// Sends observations (and a listing) to the operator, then the
-    /// details of the images it accepted whose details it does not hold
-    /// yet (or holds matched against an older database), one at a time.
-    /// Failures are logged: what was not sent goes again at the next refresh.
+    /// Sends observations (and a listing) to the operator, then, one at a
+    /// time, the details of the images it accepted whose details its store
+    /// lacks, or holds from before this sensor matched them against its
+    /// current database. Failures are logged: what was not sent goes again
+    /// at the next refresh.
     async fn send(&mut self, observations: Vec<Observation>, listing: Option<Listing>) {
         let n = observations.len();
         let pending = std::mem::take(&mut self.pending);
@@ -122,13 +123,23 @@ impl Watch {
                 return;
             }
         };
-        let accepted: std::collections::HashSet<&str> =
-            receipt.accepted.iter().map(|a| a.asset.as_str()).collect();
-        for p in pending
+        let accepted: HashMap<&str, Option<bool>> = receipt
+            .accepted
             .iter()
-            .filter(|p| accepted.contains(p.asset.as_str()))
-        {
+            .map(|a| (a.asset.as_str(), a.details_kept))
+            .collect();
+        for p in &pending {
             let version = p.db.as_ref().map(|db| db.meta.built.clone());
+            let wanted = match accepted.get(p.asset.as_str()) {
+                // Missing from the store: whatever this sensor sent before.
+                Some(Some(false)) => true,
+                Some(Some(true)) => p.analyzed.details_sent_with() != Some(version.clone()),
+                // Refused, or an operator without a store.
+                Some(None) | None => false,
+            };
+            if !wanted {
+                continue;
+            }
             let findings =
                 p.db.as_ref()
                     .map(|db| match_analysis(&p.analyzed.image.analysis, db).findings);
@@ -183,17 +194,15 @@ impl Watch {
         let vulnerabilities = db
             .as_ref()
             .map(|db| vulnerability_findings(&match_analysis(&analyzed.image.analysis, db)));
-        let version = db.as_ref().map(|db| db.meta.built.clone());
-        if analyzed.details_sent_with() != Some(version) {
-            self.pending.push(PendingDetails {
-                asset: sightline_crds::asset::asset_name(
-                    sightline_crds::AssetKind::ContainerImage,
-                    &image_ref.id,
-                ),
-                analyzed: analyzed.clone(),
-                db,
-            });
-        }
+        // Whether the details go too depends on the receipt.
+        self.pending.push(PendingDetails {
+            asset: sightline_crds::asset::asset_name(
+                sightline_crds::AssetKind::ContainerImage,
+                &image_ref.id,
+            ),
+            analyzed: analyzed.clone(),
+            db,
+        });
         Some(Observation::ContainerImage(ImageObservation {
             identity: image_ref.id,
             facts,

@@ -176,6 +176,10 @@ struct Known {
 async fn known_images(reporter: &Reporter) -> Result<HashMap<String, Vec<Known>>, ScanError> {
     let mut out: HashMap<String, Vec<Known>> = HashMap::new();
     for r in reporter.client().recorded_images().await?.images {
+        // Details the operator's store lacks (a new store): analyse again.
+        if r.details_kept == Some(false) {
+            continue;
+        }
         let known = Known {
             identity: r.identity.clone(),
             facts: r.facts.clone(),
