@@ -205,7 +205,7 @@ pub async fn search(
 fn print_result(r: &SearchResult, output: Output, out: &mut impl Write) -> Result<()> {
     match output {
         Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(r)?)?,
-        Output::Yaml => write!(out, "{}", serde_yaml::to_string(r)?)?,
+        Output::Yaml => write!(out, "{}", serde_saphyr::to_string(r)?)?,
         Output::Name => {
             for h in &r.hits {
                 writeln!(out, "asset.sightline.dev/{}", h.name)?;
@@ -323,7 +323,7 @@ pub async fn inventory(target: Target, output: SummaryOutput, out: &mut impl Wri
             return Ok(());
         }
         SummaryOutput::Yaml => {
-            write!(out, "{}", serde_yaml::to_string(&summary)?)?;
+            write!(out, "{}", serde_saphyr::to_string(&summary)?)?;
             return Ok(());
         }
         SummaryOutput::Table => {}

@@ -151,12 +151,13 @@ pub async fn apply_yaml(
             source: e,
         })?;
     let mut applied = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
-        let value = serde_yaml::Value::deserialize(doc)?;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml)?;
+    for value in docs {
         if value.is_null() {
             continue;
         }
-        let obj: DynamicObject = serde_yaml::from_value(value)?;
+        let obj: DynamicObject = serde_json::from_value(value)
+            .map_err(|e| Error::Manifest(format!("not an object: {e}")))?;
         let types = obj.types.clone().unwrap_or_default();
         let name = obj.metadata.name.clone().unwrap_or_default();
         let gvk = GroupVersionKind::try_from(&types)
@@ -192,8 +193,6 @@ pub async fn apply_yaml(
     }
     Ok(applied)
 }
-
-use serde::Deserialize;
 
 /// Copies a directory tree (test data into a build context, a chart to
 /// change a copy of it).

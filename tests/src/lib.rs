@@ -91,7 +91,7 @@ pub enum Error {
     },
     /// A YAML document could not be parsed.
     #[error("parsing YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_saphyr::Error),
     /// A manifest names no kind the API server serves, or is malformed.
     #[error("manifest: {0}")]
     Manifest(String),

@@ -41,7 +41,7 @@ pub enum CatalogError {
         file: &'static str,
         /// The parser's error.
         #[source]
-        source: serde_yaml::Error,
+        source: Box<serde_saphyr::Error>,
     },
     /// An entry breaks a rule of the catalog.
     #[error("{file}: {entry}: {problem}")]
@@ -639,7 +639,10 @@ impl Catalog {
 }
 
 fn parse<'de, T: Deserialize<'de>>(file: &'static str, text: &'de str) -> Result<T, CatalogError> {
-    serde_yaml::from_str(text).map_err(|source| CatalogError::Yaml { file, source })
+    serde_saphyr::from_str(text).map_err(|source| CatalogError::Yaml {
+        file,
+        source: Box::new(source),
+    })
 }
 
 fn patterns(entry: &str, pats: &[String]) -> Result<Vec<Pattern>, CatalogError> {
