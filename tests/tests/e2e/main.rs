@@ -146,7 +146,7 @@ async fn run(filter: Option<&str>) -> (usize, usize) {
     );
     test!(
         "registry_sensor_cronjob_scans_a_registry",
-        &[registry::NS],
+        &[registry::NS, crate::support::RELEASE_NS],
         registry::cronjob_scans_a_registry(&env).await
     );
     test!(

@@ -15,7 +15,7 @@ use sightline_testenv::archive::{RunConfig, apk_layer, docker_archive};
 use sightline_testenv::node::network::GATEWAY;
 use sightline_testenv::registry::{Auth, Registry};
 
-use crate::support::{Env, OPERATOR, RELEASE_NS, eventually};
+use crate::support::{Env, OPERATOR, RELEASE, RELEASE_NS, eventually};
 
 /// The namespace of the registry test.
 pub const NS: &str = "e2e-registry";
@@ -120,12 +120,7 @@ pub async fn cronjob_scans_a_registry(env: &Env) -> Result<()> {
         .as_str()
         .context("the image's tag")?
         .to_owned();
-    let served = eventually(
-        "the image's SBOM from the detail store",
-        Duration::from_secs(60),
-        || async { served_sbom(env, &tag).await.ok() },
-    )
-    .await?;
+    let served = sbom_within_a_minute(env, &tag, "the image's SBOM from the detail store").await?;
     let local = sightline(
         env,
         &["sbom", &format!("docker-archive:{}", archive.display())],
@@ -136,6 +131,149 @@ pub async fn cronjob_scans_a_registry(env: &Env) -> Result<()> {
                 .as_array()
                 .is_some_and(|c| !c.is_empty()),
         "served {served:#}\nlocal {local:#}"
+    );
+    // On a claim, the store outlives the operator's pod. The new, empty
+    // store lacks the image's details, so the next scan analyses it again
+    // and sends them; a restart then keeps them. The chart goes back to its
+    // default afterwards, pass or fail, so later tests may run replicas.
+    keep_the_store_on_a_claim(env)?;
+    let kept = survives_a_restart(env, &jobs, &tag, &local)
+        .await
+        .map_err(|e| {
+            let logs = env
+                .kubectl(&["logs", &format!("deployment/{OPERATOR}"), "-n", RELEASE_NS])
+                .unwrap_or_else(|e| e.to_string());
+            e.context(format!("the operator on the claim logged:\n{logs}"))
+        });
+    env.helm(&[
+        "upgrade",
+        RELEASE,
+        &crate::support::chart().display().to_string(),
+        "--namespace",
+        RELEASE_NS,
+        "--reuse-values",
+        "--set",
+        "detailStore.persistence.enabled=false",
+        "--wait",
+        "--timeout=180s",
+    ])?;
+    kept
+}
+
+/// The image's SBOM, `sightline sbom --asset TAG`, retried for a minute;
+/// the last failure when it never comes.
+async fn sbom_within_a_minute(env: &Env, tag: &str, what: &str) -> Result<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match served_sbom(env, tag).await {
+            Ok(v) => return Ok(v),
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(e.context(format!("{what}, for a minute")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
+}
+
+/// A scan sends the details to the store on its claim; they are still
+/// served after the operator restarts.
+async fn survives_a_restart(env: &Env, jobs: &Api<Job>, tag: &str, local: &Value) -> Result<()> {
+    env.kubectl(&[
+        "create",
+        "job",
+        "scan-again",
+        "-n",
+        NS,
+        "--from=cronjob/sightline-sensor-registry",
+    ])?;
+    eventually(
+        "the second scan job to succeed",
+        Duration::from_secs(180),
+        || async {
+            let s = jobs.get("scan-again").await.ok()?.status?;
+            (s.succeeded == Some(1)).then_some(())
+        },
+    )
+    .await?;
+    let again = sbom_within_a_minute(env, tag, "the SBOM from the store on its claim").await?;
+    ensure!(again["components"] == local["components"], "{again:#}");
+    env.kubectl(&[
+        "rollout",
+        "restart",
+        &format!("deployment/{OPERATOR}"),
+        "-n",
+        RELEASE_NS,
+    ])?;
+    rolled_out(env)?;
+    let restarted = sbom_within_a_minute(env, tag, "the SBOM after the operator restarted").await?;
+    ensure!(
+        restarted["components"] == local["components"],
+        "{restarted:#}"
+    );
+    Ok(())
+}
+
+/// Waits until the operator's Deployment has rolled out its template.
+fn rolled_out(env: &Env) -> Result<()> {
+    env.kubectl(&[
+        "rollout",
+        "status",
+        &format!("deployment/{OPERATOR}"),
+        "-n",
+        RELEASE_NS,
+        "--timeout=180s",
+    ])?;
+    Ok(())
+}
+
+/// A hostPath PersistentVolume (the local cluster has no provisioner), and
+/// the chart upgraded to keep the detail store on a claim bound to it.
+fn keep_the_store_on_a_claim(env: &Env) -> Result<()> {
+    let dir = env.work.join("detail-store-volume");
+    std::fs::create_dir_all(&dir)?;
+    // The operator runs as 65532; hostPath volumes ignore fsGroup.
+    std::os::unix::fs::chown(&dir, Some(65532), Some(65532))?;
+    let pv = json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "e2e-detail-store"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "e2e-local",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": dir.display().to_string(), "type": "Directory"},
+        },
+    });
+    let file = env.work.join("detail-store-pv.json");
+    std::fs::write(&file, serde_json::to_vec(&pv)?)?;
+    env.kubectl(&["apply", "--server-side", "-f", &file.display().to_string()])?;
+    env.helm(&[
+        "upgrade",
+        RELEASE,
+        &crate::support::chart().display().to_string(),
+        "--namespace",
+        RELEASE_NS,
+        "--reuse-values",
+        "--set",
+        "detailStore.persistence.enabled=true,detailStore.persistence.storageClassName=e2e-local",
+        "--wait",
+        "--timeout=180s",
+    ])?;
+    // helm may call the Deployment ready before its controller has seen
+    // the new template: wait for the new pod itself.
+    rolled_out(env)?;
+    let bound = env.kubectl(&[
+        "get",
+        "pvc",
+        &format!("{OPERATOR}-store"),
+        "-n",
+        RELEASE_NS,
+        "-o",
+        "jsonpath={.status.phase}/{.spec.volumeName}",
+    ])?;
+    ensure!(
+        bound == "Bound/e2e-detail-store",
+        "the store's claim: {bound}"
     );
     Ok(())
 }
@@ -195,7 +333,8 @@ async fn served_sbom(env: &Env, tag: &str) -> Result<Value> {
         &format!("deploy/{OPERATOR}"),
         &format!("{port}:8443"),
     ]);
-    let log = env.work.join("port-forward.log");
+    // A log of its own: an older forward's "Forwarding from" says nothing of this one.
+    let log = env.work.join(format!("port-forward-{port}.log"));
     let _forward = sightline_testenv::process::Proc::spawn("kubectl port-forward", forward, &log)?;
     eventually("the port-forward", Duration::from_secs(20), || async {
         std::fs::read_to_string(&log)
