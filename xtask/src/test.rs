@@ -112,6 +112,31 @@ pub fn fuzz_briefly() -> Result<()> {
     Ok(())
 }
 
+/// The cargo-deny release the supply-chain checks run.
+const CARGO_DENY: &str = "0.20.2";
+
+/// `cargo deny` (deny.toml): every dependency's licence, bans and source,
+/// with Cargo.lock as committed. The advisories check is left out: its
+/// database comes from GitHub, which these machines cannot reach.
+fn supply_chain() -> Result<()> {
+    let installed = Command::new("cargo")
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DENY)
+        });
+    if !installed {
+        run(Command::new("cargo").args([
+            "install",
+            &format!("cargo-deny@{CARGO_DENY}"),
+            "--locked",
+        ]))
+        .context("installing cargo-deny")?;
+    }
+    run(Command::new("cargo").args(["deny", "--locked", "check", "licenses", "bans", "sources"]))
+        .context("cargo deny found a dependency deny.toml does not allow")
+}
+
 /// Runs fmt, clippy and the whole test suite.
 pub fn run_all() -> Result<()> {
     setup()?;
@@ -125,6 +150,7 @@ pub fn run_all() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    supply_chain()?;
     // Processes the tests start are recorded here, so any left behind by a
     // test process that died before its cleanup are stopped afterwards.
     let pids = tempfile::Builder::new()
