@@ -79,7 +79,7 @@ impl Policy {
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        serde_saphyr::from_str(&text).map_err(|e| err(e.to_string()))
+        sightline_crds::yaml::from_str(&text).map_err(|e| err(e.to_string()))
     }
 
     /// This policy with `other`'s settings added (flags over a file).

@@ -187,7 +187,7 @@ async fn search_and_inventory_from_the_command_line() -> Result<()> {
     let old: Value = serde_json::from_str(&stdout(&sightline(&kc, &["inventory", "--json"])?))?;
     assert_eq!(old, v);
     let yaml: Value =
-        serde_saphyr::from_str(&stdout(&sightline(&kc, &["inventory", "-o", "yaml"])?))?;
+        sightline_crds::yaml::from_str(&stdout(&sightline(&kc, &["inventory", "-o", "yaml"])?))?;
     assert_eq!(yaml, v);
     assert_eq!(v["total"], 3);
     assert_eq!(v["byKind"]["Node"], 1);

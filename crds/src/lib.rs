@@ -17,6 +17,7 @@ pub mod runtime_policy;
 pub mod selector;
 pub mod sensor;
 pub mod tag_rule;
+pub mod yaml;
 
 pub use activation_key::{ActivationKey, ActivationKeySpec, ActivationKeyStatus, Module};
 pub use asset::{Asset, AssetKind, AssetSpec, AssetStatus};

@@ -72,7 +72,8 @@ fn the_yaml_reads_back_as_the_rust_types() {
     // What helm and kubectl read is exactly what the types say: no string
     // folded, quoted or typed differently on the way through YAML.
     let yaml = sightline_crds::crdgen::yaml().expect("the CRDs serialize");
-    let read: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml).expect("the YAML parses");
+    let read: Vec<serde_json::Value> =
+        sightline_crds::yaml::from_multiple(&yaml).expect("the YAML parses");
     let expected: Vec<serde_json::Value> = sightline_crds::crdgen::all()
         .iter()
         .map(|c| serde_json::to_value(c).expect("a CRD is JSON"))

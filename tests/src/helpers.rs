@@ -151,7 +151,7 @@ pub async fn apply_yaml(
             source: e,
         })?;
     let mut applied = Vec::new();
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml)?;
+    let docs: Vec<serde_json::Value> = sightline_crds::yaml::from_multiple(yaml)?;
     for value in docs {
         if value.is_null() {
             continue;

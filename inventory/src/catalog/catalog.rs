@@ -41,7 +41,7 @@ pub enum CatalogError {
         file: &'static str,
         /// The parser's error.
         #[source]
-        source: Box<serde_saphyr::Error>,
+        source: Box<sightline_crds::yaml::Error>,
     },
     /// An entry breaks a rule of the catalog.
     #[error("{file}: {entry}: {problem}")]
@@ -639,7 +639,7 @@ impl Catalog {
 }
 
 fn parse<'de, T: Deserialize<'de>>(file: &'static str, text: &'de str) -> Result<T, CatalogError> {
-    serde_saphyr::from_str(text).map_err(|source| CatalogError::Yaml {
+    sightline_crds::yaml::from_str(text).map_err(|source| CatalogError::Yaml {
         file,
         source: Box::new(source),
     })
