@@ -199,8 +199,19 @@ pub async fn image(args: ImageArgs) -> Result<i32> {
                 "reading the vulnerability database (build it with `sightline db import OSV-DIR-OR-ZIP -o {}`)",
                 args.db.display()
             )
-        })
-        .map_err(exit(EXIT_SCAN))?;
+        });
+    // An SBOM alone needs no database; a gate or a report does.
+    let sbom_only = matches!(args.output, Format::CyclonedxJson | Format::SpdxJson)
+        && policy == Policy::default()
+        && args.report.is_none();
+    let db = match db {
+        Ok(db) => Some(db),
+        Err(e) if sbom_only => {
+            eprintln!("note: {e:#}; the SBOM lists packages without vulnerabilities");
+            None
+        }
+        Err(e) => return Err(exit(EXIT_SCAN)(e)),
+    };
     progress.step(&format!("analysing {}", args.image));
     let image = crate::image::analyze(&args.image).await.map_err(|e| {
         let usage = e
@@ -209,12 +220,17 @@ pub async fn image(args: ImageArgs) -> Result<i32> {
             || e.to_string().contains("name an image as");
         exit(if usage { EXIT_USAGE } else { EXIT_SCAN })(e)
     })?;
-    progress.step(&format!(
-        "matching {} packages against {} advisories",
-        image.analysis.packages.len(),
-        db.meta.advisories
-    ));
-    let matches = match_analysis(&image.analysis, &db);
+    let matches = match &db {
+        Some(db) => {
+            progress.step(&format!(
+                "matching {} packages against {} advisories",
+                image.analysis.packages.len(),
+                db.meta.advisories
+            ));
+            match_analysis(&image.analysis, db)
+        }
+        None => Default::default(),
+    };
     let stage = os_stage(&image);
     let verdict = gate::evaluate(&policy, &matches, stage);
     progress.done();
@@ -237,8 +253,11 @@ pub async fn image(args: ImageArgs) -> Result<i32> {
         Format::Json => serde_json::to_string_pretty(&formats::json(&report))? + "\n",
         Format::Sarif => serde_json::to_string_pretty(&formats::sarif(&report))? + "\n",
         Format::CyclonedxJson => {
-            serde_json::to_string_pretty(&sightline_scan::sbom::cyclonedx(&image, &tool, &now))?
-                + "\n"
+            let mut doc = sightline_scan::sbom::cyclonedx(&image, &tool, &now);
+            if db.is_some() {
+                sightline_scan::sbom::add_vulnerabilities(&mut doc, &matches.findings);
+            }
+            serde_json::to_string_pretty(&doc)? + "\n"
         }
         Format::SpdxJson => {
             serde_json::to_string_pretty(&sightline_scan::sbom::spdx(&image, &tool, &now))? + "\n"

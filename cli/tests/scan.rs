@@ -276,6 +276,49 @@ fn gates_exit_codes_and_formats() -> Result<()> {
         .build(&load("bom-1.5.SNAPSHOT.schema.json")?)?;
     let errors: Vec<String> = cdx.iter_errors(&bom).map(|e| e.to_string()).collect();
     ensure!(errors.is_empty(), "{errors:?}");
+    // Its vulnerabilities: each finding, affecting a component of the document.
+    let refs: Vec<&Value> = bom["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| &c["bom-ref"])
+        .collect();
+    let vulns = bom["vulnerabilities"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let ids: Vec<&str> = vulns.iter().filter_map(|v| v["id"].as_str()).collect();
+    for id in [
+        "RUSTSEC-2021-0003",
+        "GHSA-35jh-r3h4-6jhm",
+        "GHSA-j8r2-6x86-q33q",
+    ] {
+        ensure!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    ensure!(
+        vulns.iter().all(|v| v["affects"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|x| refs.contains(&&x["ref"])))),
+        "a vulnerability affects no component: {vulns:?}"
+    );
+
+    // An SBOM alone needs no database; a gate does.
+    let none = ["scan", "image", &image, "--db", "/nonexistent/vulns.db"];
+    let o = sightline(&[&none[..], &["-o", "cyclonedx-json"]].concat(), &[])?;
+    ensure!(code(&o) == 0, "{}", text(&o.stderr));
+    let packages_only: Value = serde_json::from_slice(&o.stdout)?;
+    ensure!(packages_only["components"] == bom["components"]);
+    ensure!(packages_only.get("vulnerabilities").is_none());
+    ensure!(
+        text(&o.stderr).contains("without vulnerabilities"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = sightline(
+        &[&none[..], &["-o", "cyclonedx-json", "--fail-on", "high"]].concat(),
+        &[],
+    )?;
+    ensure!(code(&o) == 3, "{}", text(&o.stderr));
 
     // SPDX with the SPDX project's validator.
     let spdx = dir.path().join("app.spdx.json");

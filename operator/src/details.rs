@@ -319,7 +319,12 @@ async fn sbom(
     let document = if format == "spdx-json" {
         sightline_scan::sbom::spdx(&stored.image, &tool, &at)
     } else {
-        sightline_scan::sbom::cyclonedx(&stored.image, &tool, &at)
+        let mut doc = sightline_scan::sbom::cyclonedx(&stored.image, &tool, &at);
+        // The findings the same source sent, when it matched the image.
+        if let Some(findings) = &stored.vulnerabilities {
+            sightline_scan::sbom::add_vulnerabilities(&mut doc, findings);
+        }
+        doc
     };
     let mut r = axum::Json(document).into_response();
     if let Ok(v) = HeaderValue::from_str(&stored.source) {

@@ -210,6 +210,16 @@ async fn report_and_read(port: u16, f: &Fixture) -> Result<()> {
             "{format}: served {served:#}\nlocal {local:#}"
         );
         ensure!(!packages(&served).is_empty());
+        if format == "cyclonedx-json" {
+            // With the findings the key sent.
+            let ids: Vec<&str> = served["vulnerabilities"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v["id"].as_str())
+                .collect();
+            ensure!(ids == ["CVE-2024-0001", "CVE-2024-0002"], "{ids:?}");
+        }
     }
     let (status, body) = read(
         port,

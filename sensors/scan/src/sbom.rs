@@ -1,11 +1,15 @@
 //! SBOM documents of an analysed image: CycloneDX 1.5 JSON and SPDX 2.3
 //! JSON, each package with its name, version and package URL, and the
-//! layer and file it was found in.
+//! layer and file it was found in; CycloneDX documents also carry the
+//! image's findings ([`add_vulnerabilities`]) when it was matched.
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use std::collections::BTreeMap;
+
 use crate::source::Image;
+use crate::vuln::{Finding, Level};
 
 /// Who made the document.
 #[derive(Clone, Debug)]
@@ -180,4 +184,175 @@ pub fn spdx(image: &Image, tool: &Tool, timestamp: &str) -> Value {
         "packages": packages,
         "relationships": relationships,
     })
+}
+
+/// Where an advisory ID is published, by its prefix.
+fn advisory_source(id: &str) -> Value {
+    if id.starts_with("CVE-") {
+        json!({"name": "NVD", "url": format!("https://nvd.nist.gov/vuln/detail/{id}")})
+    } else if id.starts_with("GHSA-") {
+        json!({"name": "GitHub", "url": format!("https://github.com/advisories/{id}")})
+    } else {
+        json!({"name": "OSV", "url": format!("https://osv.dev/vulnerability/{id}")})
+    }
+}
+
+/// CycloneDX's name for a severity level.
+fn cyclonedx_severity(level: Level) -> &'static str {
+    match level {
+        Level::Critical => "critical",
+        Level::High => "high",
+        Level::Medium => "medium",
+        Level::Low => "low",
+        Level::None => "none",
+        Level::Unknown => "unknown",
+    }
+}
+
+/// CycloneDX's rating method for the vector a severity came from.
+fn rating_method(vector: &str) -> Option<&'static str> {
+    if vector.starts_with("CVSS:3.1/") {
+        Some("CVSSv31")
+    } else if vector.starts_with("CVSS:3.0/") {
+        Some("CVSSv3")
+    } else if vector.starts_with("CVSS:4.0/") {
+        Some("CVSSv4")
+    } else if vector.starts_with("AV:") {
+        Some("CVSSv2")
+    } else {
+        None
+    }
+}
+
+/// Adds CycloneDX 1.5's `vulnerabilities` to a [`cyclonedx`] document: one
+/// entry per advisory, with its source, aliases, rating (severity, score
+/// and CVSS vector), summary, the fixed versions as a recommendation, and
+/// the affected components by their `bom-ref` (package URL) and installed
+/// version.
+pub fn add_vulnerabilities(doc: &mut Value, findings: &[Finding]) {
+    let mut by_id: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
+    for f in findings {
+        by_id.entry(f.id.as_str()).or_default().push(f);
+    }
+    let mut out = Vec::with_capacity(by_id.len());
+    for (id, fs) in by_id {
+        let first = fs[0];
+        let mut rating = json!({"severity": cyclonedx_severity(first.severity.level)});
+        if let Some(score) = first.severity.score {
+            rating["score"] = json!(score);
+        }
+        if let Some(method) = first.severity.source.as_deref().and_then(rating_method) {
+            rating["method"] = json!(method);
+            rating["vector"] = json!(first.severity.source);
+        }
+        let mut aliases: Vec<&str> = fs
+            .iter()
+            .flat_map(|f| f.aliases.iter().map(String::as_str))
+            .collect();
+        aliases.sort_unstable();
+        aliases.dedup();
+        let references: Vec<Value> = aliases
+            .iter()
+            .map(|a| json!({"id": a, "source": advisory_source(a)}))
+            .collect();
+        let mut affects: Vec<Value> = Vec::new();
+        let mut fixes: Vec<String> = Vec::new();
+        for f in &fs {
+            affects.push(json!({
+                "ref": f.purl,
+                "versions": [{"version": f.version, "status": "affected"}],
+            }));
+            if let Some(fixed) = &f.fixed {
+                let fix = format!("{} {fixed}", f.package);
+                if !fixes.contains(&fix) {
+                    fixes.push(fix);
+                }
+            }
+        }
+        let mut v = json!({
+            "bom-ref": id,
+            "id": id,
+            "source": advisory_source(id),
+            "ratings": [rating],
+            "affects": affects,
+        });
+        if !references.is_empty() {
+            v["references"] = json!(references);
+        }
+        if let Some(summary) = &first.summary {
+            v["description"] = json!(summary);
+        }
+        if !fixes.is_empty() {
+            v["recommendation"] = json!(format!("Upgrade to {}", fixes.join(", ")));
+        }
+        out.push(v);
+    }
+    doc["vulnerabilities"] = Value::Array(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vuln::Severity;
+
+    fn finding(id: &str, package: &str, fixed: Option<&str>) -> Finding {
+        Finding {
+            id: id.into(),
+            aliases: vec!["CVE-2024-0001".into()],
+            package: package.into(),
+            version: "1.0".into(),
+            purl: format!("pkg:deb/debian/{package}@1.0"),
+            matched_name: package.into(),
+            ecosystem: "Debian:12".into(),
+            fixed: fixed.map(str::to_owned),
+            severity: Severity {
+                level: Level::High,
+                score: Some(7.5),
+                source: Some("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N".into()),
+            },
+            summary: Some("a flaw".into()),
+            layer: 0,
+        }
+    }
+
+    #[test]
+    fn one_entry_per_advisory_naming_every_affected_component() {
+        let mut doc = json!({"bomFormat": "CycloneDX"});
+        add_vulnerabilities(
+            &mut doc,
+            &[
+                finding("DSA-1", "openssl", Some("1.1")),
+                finding("DSA-1", "libssl3", Some("1.1")),
+                finding("GHSA-xxxx", "zlib", None),
+            ],
+        );
+        let v = doc["vulnerabilities"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(v.len(), 2);
+        let dsa = &v[0];
+        assert_eq!(dsa["id"], "DSA-1");
+        assert_eq!(dsa["source"]["name"], "OSV");
+        assert_eq!(dsa["affects"].as_array().map(Vec::len), Some(2));
+        assert_eq!(dsa["affects"][0]["ref"], "pkg:deb/debian/openssl@1.0");
+        assert_eq!(dsa["affects"][0]["versions"][0]["status"], "affected");
+        assert_eq!(dsa["ratings"][0]["severity"], "high");
+        assert_eq!(dsa["ratings"][0]["method"], "CVSSv31");
+        assert_eq!(dsa["ratings"][0]["score"], 7.5);
+        assert_eq!(dsa["references"][0]["id"], "CVE-2024-0001");
+        assert_eq!(dsa["references"][0]["source"]["name"], "NVD");
+        assert_eq!(dsa["recommendation"], "Upgrade to openssl 1.1, libssl3 1.1");
+        let ghsa = &v[1];
+        assert_eq!(ghsa["source"]["name"], "GitHub");
+        assert!(ghsa.get("recommendation").is_none());
+    }
+
+    #[test]
+    fn ratings_name_the_method_only_for_a_cvss_vector() {
+        assert_eq!(rating_method("CVSS:3.0/AV:N"), Some("CVSSv3"));
+        assert_eq!(rating_method("AV:N/AC:L/Au:N/C:P/I:P/A:P"), Some("CVSSv2"));
+        assert_eq!(rating_method("CVSS:4.0/AV:N"), Some("CVSSv4"));
+        assert_eq!(rating_method("HIGH"), None);
+    }
 }
