@@ -341,3 +341,39 @@ fn language_packages_match_their_ecosystems_advisories() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_single_file_egg_info_is_a_python_package() -> Result<()> {
+    // distutils (and old setuptools) install metadata as one file.
+    let dir = tempfile::tempdir()?;
+    let layer = dir.path().join("egg.tar");
+    let pkg_info = "Metadata-Version: 1.1\nName: Legacy_Dist\nVersion: 0.9.2\n";
+    layer_of(
+        &layer,
+        &[
+            (
+                "usr/lib/python3/dist-packages/Legacy_Dist-0.9.2.egg-info",
+                pkg_info.as_bytes(),
+                0o644,
+            ),
+            // Not metadata: a file of that name anywhere else.
+            ("srv/readme.egg-info", b"Name: nope\nVersion: 1\n", 0o644),
+        ],
+    )?;
+    let analysis = analyze_layer(&layer)?;
+    let found: Vec<(&str, &str, &str)> = analysis
+        .packages
+        .iter()
+        .map(|p| (p.name.as_str(), p.version.as_str(), p.path.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            "legacy-dist",
+            "0.9.2",
+            "usr/lib/python3/dist-packages/Legacy_Dist-0.9.2.egg-info"
+        )]
+    );
+    assert_eq!(analysis.packages[0].purl, "pkg:pypi/legacy-dist@0.9.2");
+    Ok(())
+}

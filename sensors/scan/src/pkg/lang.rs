@@ -227,6 +227,13 @@ pub fn kind_of(path: &str) -> Option<LangFile> {
         }
         "METADATA" if dir.ends_with(".dist-info") => Some(LangFile::PythonMetadata),
         "PKG-INFO" if dir.ends_with(".egg-info") => Some(LangFile::PythonMetadata),
+        // distutils writes a package's metadata as one file,
+        // `<name>-<version>-py3.11.egg-info`, beside the modules.
+        _ if name.ends_with(".egg-info")
+            && (dir.ends_with("site-packages") || dir.ends_with("dist-packages")) =>
+        {
+            Some(LangFile::PythonMetadata)
+        }
         _ => None,
     }
 }
@@ -240,7 +247,8 @@ pub enum LangFile {
     NpmLock,
     /// `node_modules/<name>/package.json`.
     NpmPackage,
-    /// `*.dist-info/METADATA`, `*.egg-info/PKG-INFO`.
+    /// `*.dist-info/METADATA`, `*.egg-info/PKG-INFO`, or a single-file
+    /// `*.egg-info` in `site-packages` or `dist-packages`.
     PythonMetadata,
 }
 
@@ -284,6 +292,15 @@ mod tests {
             Some(LangFile::PythonMetadata)
         );
         assert_eq!(kind_of("x/METADATA"), None);
+        assert_eq!(
+            kind_of("usr/lib/python3/dist-packages/legacy-0.9.egg-info"),
+            Some(LangFile::PythonMetadata)
+        );
+        assert_eq!(
+            kind_of("usr/local/lib/python3.11/site-packages/old-1.0-py3.11.egg-info"),
+            Some(LangFile::PythonMetadata)
+        );
+        assert_eq!(kind_of("srv/notes.egg-info"), None);
     }
 
     #[test]
