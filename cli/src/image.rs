@@ -31,8 +31,13 @@ pub enum SbomFormat {
 }
 
 /// `sightline sbom IMAGE`.
-pub async fn sbom(reference: &str, format: SbomFormat, out: &mut impl Write) -> Result<()> {
-    let image = analyze(reference).await?;
+pub async fn sbom(
+    reference: &str,
+    platform: &Platform,
+    format: SbomFormat,
+    out: &mut impl Write,
+) -> Result<()> {
+    let image = analyze(reference, platform).await?;
     let tool = sightline_scan::sbom::Tool {
         name: "sightline".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -122,7 +127,15 @@ pub fn db_info(path: &Path, out: &mut impl Write) -> Result<()> {
 /// `docker-archive:PATH[:TAG]`, `oci-layout:DIR[:REF]`, or `docker:IMAGE`
 /// from the local Docker Engine (`DOCKER_HOST`, else its usual socket),
 /// streamed out of the engine without a temporary file.
-pub async fn analyze(reference: &str) -> Result<Image> {
+/// The platform of a multi-platform image analysed: `--platform`, else
+/// this machine's.
+pub fn platform_arg(s: &str) -> std::result::Result<Platform, String> {
+    Platform::parse(s)
+}
+
+/// Analyses `reference`; of a multi-platform image (an OCI layout's or a
+/// registry's index), the `platform` one.
+pub async fn analyze(reference: &str, platform: &Platform) -> Result<Image> {
     let limits = Limits::default();
     if let Some(name) = reference.strip_prefix("docker:") {
         let endpoint = std::env::var("DOCKER_HOST")
@@ -142,9 +155,7 @@ pub async fn analyze(reference: &str) -> Result<Image> {
     };
     let image = match transport {
         "docker-archive" => docker_archive::analyze(Path::new(path), name, &limits),
-        "oci-layout" | "oci" => {
-            oci_layout::analyze(Path::new(path), name, &Platform::host(), &limits)
-        }
+        "oci-layout" | "oci" => oci_layout::analyze(Path::new(path), name, platform, &limits),
         _ => {
             let name = reference.strip_prefix("registry:").unwrap_or(reference);
             let parsed = sightline_registry::Reference::parse(name).map_err(|e| {
@@ -152,7 +163,7 @@ pub async fn analyze(reference: &str) -> Result<Image> {
                     "{e}; name an image as a registry reference (registry.example.com/app:1.2), docker-archive:PATH[:TAG] (a `docker save` file), oci-layout:DIR[:REF] or docker:IMAGE (the local Docker Engine)"
                 )
             })?;
-            return from_registry(&parsed)
+            return from_registry(&parsed, platform)
                 .await
                 .with_context(|| format!("analysing {reference}"));
         }
@@ -160,13 +171,13 @@ pub async fn analyze(reference: &str) -> Result<Image> {
     image.with_context(|| format!("analysing {reference}"))
 }
 
-/// Analyses an image straight from its registry (this machine's platform).
+/// Analyses the `platform` image of a reference straight from its registry.
 ///
 /// Credentials: `SIGHTLINE_REGISTRY_USERNAME` and `SIGHTLINE_REGISTRY_PASSWORD`,
 /// else the docker config (`$DOCKER_CONFIG/config.json`, else
 /// `~/.docker/config.json`). `SIGHTLINE_REGISTRY_CA` names a PEM bundle to
 /// trust. HTTPS, except to a loopback registry given no CA.
-async fn from_registry(r: &sightline_registry::Reference) -> Result<Image> {
+async fn from_registry(r: &sightline_registry::Reference, platform: &Platform) -> Result<Image> {
     use sightline_registry::auth::{Credentials, from_docker_config};
     let host = r.api_host();
     let credentials = match (
@@ -220,25 +231,22 @@ async fn from_registry(r: &sightline_registry::Reference) -> Result<Image> {
         tokio::runtime::Handle::current(),
     );
     let tags = r.tag.iter().map(|t| format!("{}:{t}", r.name())).collect();
+    let wanted = sightline_registry::image::Platforms::Only(vec![platform.clone()]);
     let mut images = tokio::task::spawn_blocking(move || {
-        sightline_registry::image::analyze(
-            &store,
-            &top,
-            &sightline_registry::image::Platforms::Only(vec![Platform::host()]),
-            tags,
-            &Limits::default(),
-        )
+        sightline_registry::image::analyze(&store, &top, &wanted, tags, &Limits::default())
     })
     .await??;
-    images
-        .pop()
-        .map(|p| p.image)
-        .context("the registry holds no image for this platform")
+    images.pop().map(|p| p.image).with_context(|| {
+        format!(
+            "the registry holds no {platform} image of this reference (choose one with --platform)"
+        )
+    })
 }
 
 /// `sightline vulns IMAGE`.
 pub async fn vulns(
     reference: &str,
+    platform: &Platform,
     db_path: &Path,
     output: VulnsOutput,
     out: &mut impl Write,
@@ -246,7 +254,7 @@ pub async fn vulns(
     let db = Database::read(db_path).with_context(|| {
         format!("reading the vulnerability database (build it with `sightline db import OSV-DIR-OR-ZIP -o {}`)", db_path.display())
     })?;
-    let image = analyze(reference).await?;
+    let image = analyze(reference, platform).await?;
     let matches = match_analysis(&image.analysis, &db);
     match output {
         VulnsOutput::Json => {

@@ -91,6 +91,10 @@ enum Cmd {
         /// The operator's API, for `--asset`.
         #[arg(long, env = "SIGHTLINE_API")]
         api: Option<String>,
+        /// Of a multi-platform image (a registry's or an OCI layout's
+        /// index), the platform: `os/arch[/variant]`, this machine's by default.
+        #[arg(long, value_parser = image::platform_arg, default_value_t = sightline_scan::source::Platform::host())]
+        platform: sightline_scan::source::Platform,
         /// Document format.
         // `--format`: the old spelling, hidden.
         #[arg(
@@ -118,6 +122,10 @@ enum Cmd {
         /// The operator's API, for `--asset`.
         #[arg(long, env = "SIGHTLINE_API")]
         api: Option<String>,
+        /// Of a multi-platform image (a registry's or an OCI layout's
+        /// index), the platform: `os/arch[/variant]`, this machine's by default.
+        #[arg(long, value_parser = image::platform_arg, default_value_t = sightline_scan::source::Platform::host())]
+        platform: sightline_scan::source::Platform,
         /// The database file (`sightline db import`).
         #[arg(long, env = "SIGHTLINE_DB", default_value_os_t = image::default_db())]
         db: std::path::PathBuf,
@@ -325,6 +333,7 @@ async fn run(cli: Cli) -> Result<()> {
             image,
             asset,
             api,
+            platform,
             db,
             output,
             output_file,
@@ -334,7 +343,9 @@ async fn run(cli: Cli) -> Result<()> {
                 (_, Some(asset)) => {
                     details::vulns(&asset, api.as_deref(), output, &mut text).await?
                 }
-                (Some(image), None) => image::vulns(&image, &db, output, &mut text).await?,
+                (Some(image), None) => {
+                    image::vulns(&image, &platform, &db, output, &mut text).await?
+                }
                 (None, None) => anyhow::bail!("name an image, or --asset"),
             }
             write_output(output_file.as_deref(), &text)
@@ -343,6 +354,7 @@ async fn run(cli: Cli) -> Result<()> {
             image,
             asset,
             api,
+            platform,
             output,
             output_file,
         } => {
@@ -351,7 +363,7 @@ async fn run(cli: Cli) -> Result<()> {
                 (_, Some(asset)) => {
                     details::sbom(&asset, api.as_deref(), output, &mut text).await?
                 }
-                (Some(image), None) => image::sbom(&image, output, &mut text).await?,
+                (Some(image), None) => image::sbom(&image, &platform, output, &mut text).await?,
                 (None, None) => anyhow::bail!("name an image, or --asset"),
             }
             write_output(output_file.as_deref(), &text)

@@ -56,6 +56,10 @@ pub struct ImageArgs {
     /// The vulnerability database (`sightline db import`).
     #[arg(long, env = "SIGHTLINE_DB", default_value_os_t = crate::image::default_db())]
     pub db: PathBuf,
+    /// Of a multi-platform image (a registry's or an OCI layout's index),
+    /// the platform to scan: `os/arch[/variant]`, this machine's by default.
+    #[arg(long, value_parser = crate::image::platform_arg, default_value_t = sightline_scan::source::Platform::host())]
+    pub platform: sightline_scan::source::Platform,
     /// Fail on a finding at or above this severity.
     #[arg(long, value_enum)]
     pub fail_on: Option<Severity>,
@@ -213,13 +217,15 @@ pub async fn image(args: ImageArgs) -> Result<i32> {
         Err(e) => return Err(exit(EXIT_SCAN)(e)),
     };
     progress.step(&format!("analysing {}", args.image));
-    let image = crate::image::analyze(&args.image).await.map_err(|e| {
-        let usage = e
-            .downcast_ref::<sightline_registry::reference::BadReference>()
-            .is_some()
-            || e.to_string().contains("name an image as");
-        exit(if usage { EXIT_USAGE } else { EXIT_SCAN })(e)
-    })?;
+    let image = crate::image::analyze(&args.image, &args.platform)
+        .await
+        .map_err(|e| {
+            let usage = e
+                .downcast_ref::<sightline_registry::reference::BadReference>()
+                .is_some()
+                || e.to_string().contains("name an image as");
+            exit(if usage { EXIT_USAGE } else { EXIT_SCAN })(e)
+        })?;
     let matches = match &db {
         Some(db) => {
             progress.step(&format!(

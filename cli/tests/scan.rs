@@ -520,3 +520,84 @@ async fn scans_a_registry_image_and_reports_it_to_the_cluster() -> Result<()> {
     ensure!(o.status.code() == Some(2), "{}", text(&o.stderr));
     Ok(())
 }
+
+#[test]
+fn platform_picks_the_image_of_an_index() -> Result<()> {
+    use sightline_testenv::archive::{PlatformImage, apk_layer, oci_index_layout};
+    let dir = tempfile::tempdir()?;
+    let layer = |name: &str, package: &str| {
+        apk_layer(
+            dir.path(),
+            name,
+            b"ID=alpine\nVERSION_ID=3.22.1\n",
+            format!("P:{package}\nV:1.0-r0\nA:x86_64\no:{package}\n").as_bytes(),
+        )
+    };
+    let (amd, arm) = (
+        layer("amd", "only-on-amd64")?,
+        layer("arm", "only-on-arm64")?,
+    );
+    let layout = dir.path().join("layout");
+    oci_index_layout(
+        &layout,
+        "1",
+        &[
+            PlatformImage {
+                architecture: "amd64",
+                layers: &[amd],
+                run: RunConfig::default(),
+            },
+            PlatformImage {
+                architecture: "arm64",
+                layers: &[arm],
+                run: RunConfig::default(),
+            },
+        ],
+    )?;
+    let image = format!("oci-layout:{}:1", layout.display());
+    let names = |o: &Output| -> Result<Vec<String>> {
+        ensure!(o.status.success(), "{}", text(&o.stderr));
+        let bom: Value = serde_json::from_slice(&o.stdout)?;
+        Ok(bom["components"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["type"] == "library")
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect())
+    };
+    for (platform, want) in [
+        ("linux/arm64", "only-on-arm64"),
+        ("linux/amd64", "only-on-amd64"),
+    ] {
+        let sbom = sightline(&["sbom", &image, "--platform", platform], &[])?;
+        ensure!(names(&sbom)? == [want], "sbom --platform {platform}");
+        let scan = sightline(
+            &[
+                "scan",
+                "image",
+                &image,
+                "--platform",
+                platform,
+                "-o",
+                "cyclonedx-json",
+                "--db",
+                "/nonexistent",
+            ],
+            &[],
+        )?;
+        ensure!(names(&scan)? == [want], "scan image --platform {platform}");
+    }
+    // A platform the index lacks is named, with those it has.
+    let o = sightline(&["sbom", &image, "--platform", "linux/s390x"], &[])?;
+    ensure!(!o.status.success());
+    let err = text(&o.stderr);
+    ensure!(
+        err.contains("linux/s390x") && err.contains("linux/amd64") && err.contains("linux/arm64"),
+        "{err}"
+    );
+    // A malformed platform is wrong use.
+    let o = sightline(&["sbom", &image, "--platform", "arm64"], &[])?;
+    ensure!(o.status.code() == Some(2), "{}", text(&o.stderr));
+    Ok(())
+}

@@ -256,6 +256,18 @@ pub struct RegistrySensor {
     #[serde(default = "default_scan_timeout")]
     #[schemars(regex(pattern = r"^([0-9]+(h|m|s))+$"), length(max = 32))]
     pub scan_timeout: String,
+    /// Of multi-platform images, the platforms to analyse, as
+    /// `os/arch[/variant]` (`linux/amd64`, `linux/arm64/v8`); every Linux
+    /// platform an index lists when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(
+            length(min = 3, max = 64),
+            regex(pattern = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
+        )
+    )]
+    pub platforms: Vec<String>,
 }
 
 /// The registry sensor's default `scanTimeout`.

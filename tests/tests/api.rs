@@ -163,6 +163,14 @@ fn invalid_objects() -> Vec<(&'static str, Value, &'static str)> {
             "spec.registry.scanTimeout",
         ),
         (
+            "registry platform not os/arch",
+            sensor(
+                "bad-platform",
+                json!({"type": "registry", "activationKeyRef": k, "registry": {"url": "https://r.example", "platforms": ["arm64"]}}),
+            ),
+            "spec.registry.platforms[0]",
+        ),
+        (
             "passive network not a CIDR",
             sensor(
                 "bad-pass",

@@ -306,6 +306,7 @@ pub async fn scan_once(
         .collect();
     info!(repositories = repos.len(), registry = %client.host(), "scanning");
     let db = db.filter(|_| cfg.vulnerabilities());
+    let platforms = wanted_platforms(&cfg.spec)?;
     let newest = usize::try_from(cfg.spec.tags_per_repository)
         .unwrap_or(5)
         .max(1);
@@ -313,7 +314,8 @@ pub async fn scan_once(
         futures::stream::iter(repos.iter().cloned())
             .map(|repo| {
                 let (client, known, db) = (client.clone(), known.clone(), db.clone());
-                async move { scan_repository(&client, &repo, newest, &known, db).await }
+                let platforms = &platforms;
+                async move { scan_repository(&client, &repo, newest, &known, db, platforms).await }
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -412,6 +414,21 @@ pub async fn scan_once(
     Ok(summary)
 }
 
+/// The platforms `spec.platforms` names; every Linux one when it names none.
+fn wanted_platforms(spec: &RegistrySensor) -> Result<Platforms, ScanError> {
+    if spec.platforms.is_empty() {
+        return Ok(Platforms::All);
+    }
+    spec.platforms
+        .iter()
+        .map(|p| {
+            sightline_scan::source::Platform::parse(p)
+                .map_err(|e| ScanError::Setup(format!("spec.registry.platforms: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Platforms::Only)
+}
+
 /// Scans one repository: returns the images found, how many were
 /// analysed (the rest were known), and failures.
 async fn scan_repository(
@@ -420,6 +437,7 @@ async fn scan_repository(
     newest: usize,
     known: &HashMap<String, Vec<Known>>,
     db: Option<Arc<Database>>,
+    platforms: &Platforms,
 ) -> (Vec<Found>, usize, Vec<String>) {
     let mut failures = Vec::new();
     let tags = match client.tags(repo).await {
@@ -493,14 +511,9 @@ async fn scan_repository(
         }
         let store = RepoBlobs::new(client.clone(), repo, handle.clone());
         let top = c.top.clone();
+        let platforms = platforms.clone();
         let done = tokio::task::spawn_blocking(move || {
-            analyze(
-                &store,
-                &top,
-                &Platforms::All,
-                Vec::new(),
-                &Limits::default(),
-            )
+            analyze(&store, &top, &platforms, Vec::new(), &Limits::default())
         })
         .await;
         let platform_images = match done {

@@ -353,6 +353,37 @@ async fn scans_a_registry_and_skips_what_it_analysed_before() -> Result<()> {
         "{said}"
     );
     ensure!(reg.gets("/blobs/") == blobs_before, "the CLI fetched blobs");
+
+    // A Sensor that asks for arm64 only analyses that platform of the index.
+    let arm_spec = json!({
+        "url": reg.url, "tagsPerRepository": 2, "schedule": "@hourly",
+        "repositories": {"include": ["app/multi"]}, "platforms": ["linux/arm64"],
+    });
+    let arm_token = sightline_testenv::identity::SensorIdentity {
+        namespace: &ns,
+        name: "registry-arm",
+        spec: json!({"type": "registry", "registry": arm_spec}),
+        key: "lab",
+        node: None,
+    }
+    .token_file(&client, dir)
+    .await?;
+    let arm_id = format!("{ns}/registry-arm");
+    let text = run_sensor(
+        &cp,
+        &reg,
+        (&api, &arm_token),
+        &arm_id,
+        &arm_spec,
+        &dir.join("sensor-arm.log"),
+    )?;
+    ensure!(text.contains("analysed=1"), "{text}");
+    let arm: Vec<Value> = registry_assets(&assets, &arm_id).await?;
+    let arm_platforms: Vec<&str> = arm
+        .iter()
+        .filter_map(|s| s["observed"]["registry"]["platform"].as_str())
+        .collect();
+    ensure!(arm_platforms == ["linux/arm64"], "{arm_platforms:?}");
     Ok(())
 }
 

@@ -506,6 +506,7 @@ mod tests {
                     schedule: "0 * * * *".into(),
                     tags_per_repository: 3,
                     scan_timeout: "45m".into(),
+                    platforms: vec!["linux/arm64".into()],
                 }),
                 runtime: (type_ == SensorType::Runtime).then(RuntimeSensor::default),
                 passive: None,
