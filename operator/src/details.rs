@@ -5,9 +5,10 @@
 //!   observation was accepted. The caller is authenticated and held to its
 //!   budget as for reports; it may send details only of an image whose
 //!   Asset lists it as a source, and they are kept as that source's.
-//!   Bodies are bounded ([`MAX_DETAILS_BYTES`], 413) and only
+//!   Bodies are bounded ([`MAX_DETAILS_BYTES`], 413), only
 //!   [`UPLOADS_AT_ONCE`] are read at a time (429 beyond), so memory stays
-//!   bounded however many sensors send at once.
+//!   bounded however many sensors send at once, and each must arrive within
+//!   [`BODY_TIMEOUT`] (408), so a slow sender cannot hold a slot.
 //! - `GET /api/v1/assets/{name}/sbom?format=cyclonedx-json|spdx-json`,
 //!   `.../vulnerabilities` and `.../findings`: to callers who may `get`
 //!   Assets (TokenReview and SubjectAccessReview, as `kubectl get asset`).
@@ -36,6 +37,9 @@ use crate::store::{Store, StoreError};
 
 /// Details bodies read at once; more wait their turn (429).
 pub const UPLOADS_AT_ONCE: usize = 2;
+
+/// Longest a details body may take to arrive (32 MiB at ~1 MiB/s).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the endpoints need.
 pub struct DetailsState {
@@ -148,9 +152,26 @@ async fn receive(
             1,
         );
     };
-    let bytes = match read_bounded(&headers, body, MAX_DETAILS_BYTES).await {
-        Ok(b) => b,
-        Err(seen) => {
+    // A sender that trickles its body would hold an upload slot: it has
+    // BODY_TIMEOUT to finish.
+    let read = tokio::time::timeout(
+        BODY_TIMEOUT,
+        read_bounded(&headers, body, MAX_DETAILS_BYTES),
+    );
+    let bytes = match read.await {
+        Err(_) => {
+            state.ingest.metrics.ingest_refused("Timeout");
+            return reply(
+                StatusCode::REQUEST_TIMEOUT,
+                "Timeout",
+                format!(
+                    "the details did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            );
+        }
+        Ok(Ok(b)) => b,
+        Ok(Err(seen)) => {
             state.ingest.metrics.ingest_refused("TooLarge");
             return reply(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -288,6 +288,36 @@ async fn report_and_read(port: u16, f: &Fixture) -> Result<()> {
     Ok(())
 }
 
+/// A sender that starts a details body and never finishes it gets 408
+/// once the operator's body timeout passes, and frees its upload slot.
+async fn a_trickled_body_times_out(port: u16, f: &Fixture) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let head = format!(
+        "POST /api/v1/details HTTP/1.1\r\nHost: operator\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{\"identity\":",
+        f.key_token
+    );
+    conn.write_all(head.as_bytes()).await?;
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(
+        sightline_operator::details::BODY_TIMEOUT + Duration::from_secs(30),
+        conn.read(&mut answer),
+    )
+    .await??;
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    ensure!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // The slot is free again: details go through.
+    let ci = Client::new(
+        &format!("http://127.0.0.1:{port}"),
+        Credentials::Token(f.key_token.clone()),
+        None,
+    )?;
+    ci.send_details(&ImageDetails::new(f.image.clone(), None))
+        .await?;
+    Ok(())
+}
+
 async fn findings(port: u16, asset: &str, token: &str) -> Result<FindingHistory> {
     let (status, body) = read(port, &format!("/api/v1/assets/{asset}/findings"), token).await?;
     ensure!(status == 200, "{status} {body}");
@@ -321,6 +351,7 @@ async fn sqlite_keeps_details_across_a_restart() -> Result<()> {
             op.wait_serving().await?;
             let f = prepare(&env, dir.path()).await?;
             report_and_read(op.port, &f).await?;
+            a_trickled_body_times_out(op.port, &f).await?;
             (served_packages(op.port, &f).await?, f)
         };
         let (before, f) = before;
