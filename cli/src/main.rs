@@ -4,6 +4,7 @@
 //! the vulnerability database, list an image's vulnerabilities and write
 //! its SBOM. Image scans for CI arrive with the CI sensor issue.
 
+mod dbupdate;
 mod details;
 mod formats;
 mod gate;
@@ -202,6 +203,26 @@ enum DbCmd {
         #[arg(long, value_name = "FILE", alias = "output", short_alias = 'o', env = "SIGHTLINE_DB", default_value_os_t = image::default_db())]
         output_file: std::path::PathBuf,
     },
+    /// Download the OSV dumps of the ecosystems the scanner matches (or
+    /// those named) and build the database from them. Interrupted
+    /// downloads resume; each is checked against the size and MD5 the
+    /// server announced; unchanged dumps are not downloaded again.
+    Update {
+        /// An OSV ecosystem to download (repeat it); default: every
+        /// ecosystem the scanner matches.
+        #[arg(long = "ecosystem", value_name = "NAME")]
+        ecosystems: Vec<String>,
+        /// Where the dumps are: `{mirror}/{ecosystem}/all.zip`.
+        #[arg(long, env = "SIGHTLINE_OSV_MIRROR", default_value = dbupdate::DEFAULT_MIRROR)]
+        mirror: String,
+        /// Where the downloaded dumps are kept (for resuming and for the
+        /// next update).
+        #[arg(long, value_name = "DIR", default_value_os_t = image::default_db().with_file_name("osv"))]
+        download_dir: std::path::PathBuf,
+        /// Where to write the database.
+        #[arg(long, value_name = "FILE", env = "SIGHTLINE_DB", default_value_os_t = image::default_db())]
+        output_file: std::path::PathBuf,
+    },
     /// What a database holds.
     Info {
         /// The database file.
@@ -326,6 +347,32 @@ async fn run(cli: Cli) -> Result<()> {
                 output_file,
             },
         } => image::db_import(&source, &output_file, &mut stdout),
+        Cmd::Db {
+            cmd:
+                DbCmd::Update {
+                    ecosystems,
+                    mirror,
+                    download_dir,
+                    output_file,
+                },
+        } => {
+            let ecosystems = if ecosystems.is_empty() {
+                dbupdate::DEFAULT_ECOSYSTEMS
+                    .iter()
+                    .map(|e| (*e).to_owned())
+                    .collect()
+            } else {
+                ecosystems
+            };
+            dbupdate::update(
+                &ecosystems,
+                &mirror,
+                &download_dir,
+                &output_file,
+                &mut stdout,
+            )
+            .await
+        }
         Cmd::Db {
             cmd: DbCmd::Info { path },
         } => image::db_info(&path, &mut stdout),

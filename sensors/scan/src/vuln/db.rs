@@ -235,6 +235,15 @@ impl Database {
     /// of them (the OSV dumps' `all.zip`). Unreadable files are reported in
     /// the [`ImportReport`], not fatal; an import that keeps nothing fails.
     pub fn import_osv(path: &Path, built: String) -> Result<(Database, ImportReport), DbError> {
+        Database::import_osv_all(&[path], built)
+    }
+
+    /// Imports OSV records from several directories or zips (one dump per
+    /// ecosystem) into one database, as [`Database::import_osv`] does one.
+    pub fn import_osv_all(
+        paths: &[&Path],
+        built: String,
+    ) -> Result<(Database, ImportReport), DbError> {
         let mut report = ImportReport::default();
         let mut advisories = Vec::new();
         let mut newest: Option<String> = None;
@@ -263,54 +272,14 @@ impl Database {
                 Compiled::Unmatchable => report.unmatchable += 1,
             }
         };
-        let shown = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(io_err(format!("reading {shown}")))?;
-        if meta.is_dir() {
-            let mut stack = vec![path.to_path_buf()];
-            while let Some(dir) = stack.pop() {
-                let mut entries: Vec<_> = std::fs::read_dir(&dir)
-                    .map_err(io_err(format!("listing {}", dir.display())))?
-                    .flatten()
-                    .map(|e| e.path())
-                    .collect();
-                entries.sort();
-                for p in entries {
-                    if p.is_dir() {
-                        stack.push(p);
-                    } else if p.extension().is_some_and(|e| e == "json") {
-                        let name = p.display().to_string();
-                        match read_limited(File::open(&p), &name) {
-                            Ok(data) => take(&name, &data, &mut report),
-                            Err(e) => report.errors.push(e),
-                        }
-                    }
-                }
-            }
-        } else {
-            let file = File::open(path).map_err(io_err(format!("opening {shown}")))?;
-            let mut zip =
-                zip::ZipArchive::new(BufReader::new(file)).map_err(|e| DbError::Format {
-                    path: shown.clone(),
-                    reason: format!("neither a directory nor a readable zip of OSV records: {e}"),
-                })?;
-            for i in 0..zip.len() {
-                let entry = match zip.by_index(i) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        report.errors.push(format!("{shown}: member {i}: {e}"));
-                        continue;
-                    }
-                };
-                if !entry.is_file() || !entry.name().ends_with(".json") {
-                    continue;
-                }
-                let name = format!("{shown}:{}", entry.name());
-                match read_limited(Ok(entry), &name) {
-                    Ok(data) => take(&name, &data, &mut report),
-                    Err(e) => report.errors.push(e),
-                }
-            }
+        for path in paths {
+            read_osv_source(path, &mut report, &mut take)?;
         }
+        let shown = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         if advisories.is_empty() {
             return Err(DbError::Empty(format!(
                 "{shown}: no usable OSV record among {} files ({} withdrawn, {} unmatchable, {} unreadable{})",
@@ -326,6 +295,9 @@ impl Database {
             )));
         }
         advisories.sort_by(|a, b| a.id.cmp(&b.id));
+        // One record can be in several dumps (an advisory naming packages of
+        // two ecosystems): keep it once, or each match would be reported twice.
+        advisories.dedup_by(|a, b| a.id == b.id);
         let mut db = Database::from_advisories(advisories, built);
         db.meta.newest = newest;
         Ok((db, report))
@@ -556,6 +528,63 @@ fn severity_of(list: &[osv::Severity], database_specific: Option<&serde_json::Va
         },
         None => Severity::UNKNOWN,
     }
+}
+
+/// Feeds every OSV record file of a directory (read recursively) or a zip
+/// to `take`; unreadable members are noted in `report`.
+fn read_osv_source(
+    path: &Path,
+    report: &mut ImportReport,
+    take: &mut impl FnMut(&str, &[u8], &mut ImportReport),
+) -> Result<(), DbError> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(io_err(format!("reading {shown}")))?;
+    if meta.is_dir() {
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let mut entries: Vec<_> = std::fs::read_dir(&dir)
+                .map_err(io_err(format!("listing {}", dir.display())))?
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            entries.sort();
+            for p in entries {
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|e| e == "json") {
+                    let name = p.display().to_string();
+                    match read_limited(File::open(&p), &name) {
+                        Ok(data) => take(&name, &data, report),
+                        Err(e) => report.errors.push(e),
+                    }
+                }
+            }
+        }
+    } else {
+        let file = File::open(path).map_err(io_err(format!("opening {shown}")))?;
+        let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| DbError::Format {
+            path: shown.clone(),
+            reason: format!("neither a directory nor a readable zip of OSV records: {e}"),
+        })?;
+        for i in 0..zip.len() {
+            let entry = match zip.by_index(i) {
+                Ok(e) => e,
+                Err(e) => {
+                    report.errors.push(format!("{shown}: member {i}: {e}"));
+                    continue;
+                }
+            };
+            if !entry.is_file() || !entry.name().ends_with(".json") {
+                continue;
+            }
+            let name = format!("{shown}:{}", entry.name());
+            match read_limited(Ok(entry), &name) {
+                Ok(data) => take(&name, &data, report),
+                Err(e) => report.errors.push(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
