@@ -4,6 +4,7 @@
 //! the vulnerability database, list an image's vulnerabilities and write
 //! its SBOM. Image scans for CI arrive with the CI sensor issue.
 
+mod bundle;
 mod dbupdate;
 mod details;
 mod formats;
@@ -77,6 +78,12 @@ enum Cmd {
     Db {
         #[command(subcommand)]
         cmd: DbCmd,
+    },
+    /// Signed bundles of the vulnerability database (and the catalog and
+    /// image digests) for clusters that cannot download them.
+    Bundle {
+        #[command(subcommand)]
+        cmd: BundleCmd,
     },
     /// An image's SBOM: `sightline sbom docker-archive:debian.tar -o spdx-json`,
     /// or the inventory's: `sightline sbom --asset nginx:1.25 --api URL`.
@@ -228,6 +235,53 @@ enum DbCmd {
         /// The database file.
         #[arg(env = "SIGHTLINE_DB", default_value_os_t = image::default_db())]
         path: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleCmd {
+    /// Make a signing key; prints the public key to pin in the chart.
+    Keygen {
+        /// Where to write the signing key (never overwritten; mode 0600).
+        #[arg(long, value_name = "FILE")]
+        output_file: std::path::PathBuf,
+    },
+    /// Write a signed bundle of a database (`sightline db update`).
+    Export {
+        /// The database to bundle.
+        #[arg(long, env = "SIGHTLINE_DB", default_value_os_t = image::default_db())]
+        db: std::path::PathBuf,
+        /// The signing key (`sightline bundle keygen`).
+        #[arg(long, value_name = "FILE", env = "SIGHTLINE_BUNDLE_SIGNING_KEY_FILE")]
+        key: std::path::PathBuf,
+        /// Also carry the asset catalog: a directory with taxonomy.yaml,
+        /// normalization.yaml and lifecycle.yaml (checked before it is bundled).
+        #[arg(long, value_name = "DIR")]
+        catalog: Option<std::path::PathBuf>,
+        /// An image to mirror with the bundle, pinned by digest:
+        /// `sensor=registry.example/sightline@sha256:…` (repeat it).
+        #[arg(long = "image", value_name = "NAME=REFERENCE", value_parser = bundle::image_arg)]
+        images: Vec<(String, String)>,
+        /// Where to write the bundle.
+        #[arg(long, value_name = "FILE")]
+        output_file: std::path::PathBuf,
+    },
+    /// Check a bundle's signature and every member, and show what it holds.
+    Verify {
+        /// The bundle.
+        file: std::path::PathBuf,
+        /// A trusted public key (`ed25519:…`; repeat it).
+        #[arg(long = "public-key", value_name = "KEY", env = "SIGHTLINE_BUNDLE_KEYS")]
+        public_keys: Vec<String>,
+    },
+    /// Send a bundle to the operator, which checks it against the keys it
+    /// pins and then serves its database to the sensors.
+    Import {
+        /// The bundle.
+        file: std::path::PathBuf,
+        /// The operator's API.
+        #[arg(long, env = "SIGHTLINE_API")]
+        api: String,
     },
 }
 
@@ -415,6 +469,27 @@ async fn run(cli: Cli) -> Result<()> {
             }
             write_output(output_file.as_deref(), &text)
         }
+        Cmd::Bundle { cmd } => match cmd {
+            BundleCmd::Keygen { output_file } => bundle::keygen(&output_file, &mut stdout),
+            BundleCmd::Export {
+                db,
+                key,
+                catalog,
+                images,
+                output_file,
+            } => bundle::export(
+                &db,
+                &key,
+                catalog.as_deref(),
+                images,
+                &output_file,
+                &mut stdout,
+            ),
+            BundleCmd::Verify { file, public_keys } => {
+                bundle::verify(&file, &bundle::trusted(&public_keys)?, &mut stdout)
+            }
+            BundleCmd::Import { file, api } => bundle::import(&file, &api, &mut stdout).await,
+        },
         Cmd::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "sightline", &mut stdout);

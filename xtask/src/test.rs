@@ -66,6 +66,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "rpm_sqlite",
     "report",
     "details",
+    "bundle",
     "elf",
 ];
 

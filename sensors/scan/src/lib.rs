@@ -8,12 +8,13 @@
 //! - [`pkg`] parses package databases (dpkg, apk); [`os`] os-release;
 //! - [`version`] compares versions per ecosystem;
 //! - [`vuln`] builds the vulnerability database from OSV records and matches
-//!   packages against it.
+//!   packages against it; [`bundle`] signs it for air-gapped clusters.
 //!
 //! Unfinished (the container-sensor issue): rpm, language packages,
 //! containerd and registry sources.
 
 mod analyzer;
+pub mod bundle;
 pub mod error;
 pub mod os;
 mod path;

@@ -330,12 +330,18 @@ impl Database {
     /// Reads a database file.
     pub fn read(path: &Path) -> Result<Database, DbError> {
         let shown = path.display().to_string();
+        let file = File::open(path).map_err(io_err(format!("opening {shown}")))?;
+        Database::read_from(file, &shown)
+    }
+
+    /// Reads a database from `input`, named `shown` in errors.
+    pub fn read_from(input: impl Read, shown: &str) -> Result<Database, DbError> {
+        let shown = shown.to_owned();
         let format = |reason: String| DbError::Format {
             path: shown.clone(),
             reason,
         };
-        let file = File::open(path).map_err(io_err(format!("opening {shown}")))?;
-        let mut r = BufReader::new(file);
+        let mut r = BufReader::new(input);
         let mut first = String::new();
         (&mut r)
             .take(64)
@@ -368,7 +374,8 @@ impl Database {
             .map_err(|e| format(format!("corrupt: {e}")))?;
         let meta: Meta = serde_json::from_str(&meta_line)
             .map_err(|e| format(format!("corrupt metadata: {e}")))?;
-        let mut advisories = Vec::with_capacity(meta.advisories);
+        // The count is the file's word: reserve no more than a real database needs.
+        let mut advisories = Vec::with_capacity(meta.advisories.min(1 << 20));
         for (n, line) in lines.enumerate() {
             let line = line.map_err(|e| format(format!("corrupt after {n} advisories: {e}")))?;
             let a: Advisory = serde_json::from_str(&line)
