@@ -93,9 +93,22 @@ struct Args {
     #[arg(long, env = "SIGHTLINE_API_SERVICE")]
     api_service: Option<String>,
     /// The vulnerability database served to container sensors at
-    /// `/api/v1/vulndb` (built with `sightline db import`).
+    /// `/api/v1/vulndb` (built with `sightline db update|import`), or with
+    /// `--bundle-key`, the signed bundle (`sightline bundle import`
+    /// replaces it, so its directory must be writable for imports).
     #[arg(long, env = "SIGHTLINE_VULN_DB")]
     vuln_db: Option<std::path::PathBuf>,
+    /// A public key (`ed25519:…`, from `sightline bundle keygen`) whose
+    /// signed bundles are served; with any, only signed bundles are, and
+    /// the sensors check them against the same keys. Repeat it, or
+    /// separate keys with commas.
+    #[arg(
+        long = "bundle-key",
+        value_name = "KEY",
+        env = "SIGHTLINE_BUNDLE_KEYS",
+        value_delimiter = ','
+    )]
+    bundle_keys: Vec<String>,
     /// Seconds between node sensors' full listings (and `lastSeen`
     /// refreshes), set in their pods; the sensors' default (300) when unset.
     #[arg(long, env = "SIGHTLINE_SENSOR_REFRESH_SECONDS")]
@@ -173,6 +186,14 @@ async fn main() -> Result<()> {
     let leading = Arc::new(AtomicBool::new(!args.leader_election));
     let catalog = Catalog::builtin().context("loading the built-in catalog")?;
     tracing::info!(version = catalog.version(), "catalog loaded");
+    let builtin_catalog = catalog.version().to_owned();
+    let (catalog_tx, catalog) = tokio::sync::watch::channel(Arc::new(catalog));
+    let bundle_keys = args
+        .bundle_keys
+        .iter()
+        .map(|k| k.parse::<sightline_scan::bundle::PublicKey>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("--bundle-key")?;
 
     // Every replica keeps a search index and serves search, leader or not.
     let index: SharedIndex = Arc::default();
@@ -239,6 +260,21 @@ async fn main() -> Result<()> {
         ))),
         None => details::unconfigured(),
     };
+    let vulndb_state = Arc::new(
+        vulndb::VulnDbState::new(
+            args.vuln_db.clone(),
+            bundle_keys.clone(),
+            auth.clone(),
+            ingest.auth.clone(),
+            metrics.clone(),
+        )
+        .with_catalog(vulndb::CatalogSink {
+            builtin_version: builtin_catalog,
+            tx: catalog_tx,
+        }),
+    );
+    // A bundle's catalog is in use before the first Asset is reconciled.
+    vulndb_state.preload().await;
     let health = http::router(Health {
         ready: ready.clone(),
     });
@@ -249,11 +285,7 @@ async fn main() -> Result<()> {
         auth: auth.clone(),
         metrics: metrics.clone(),
     })
-    .merge(vulndb::router(Arc::new(vulndb::VulnDbState::new(
-        args.vuln_db.clone(),
-        auth.clone(),
-        ingest.auth.clone(),
-    ))))
+    .merge(vulndb::router(vulndb_state))
     .merge(ingest::router(ingest))
     .merge(details);
     let plain = match &tls {
@@ -366,6 +398,11 @@ async fn main() -> Result<()> {
         image: args.sensor_image.clone(),
         api_url,
         vuln_db_url,
+        bundle_keys: bundle_keys
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         api_ca: tls.map(|(_, ca)| ca),
         refresh_seconds: args.sensor_refresh_seconds,
         policy,

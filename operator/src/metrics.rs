@@ -65,6 +65,8 @@ pub struct Metrics {
     pub ingest_accepted: Counter,
     /// Reports and observations refused, by reason.
     pub ingest_refusals: Family<RefusalLabels, Counter>,
+    /// Vulnerability databases and bundles refused, by reason.
+    pub vulndb_refusals: Family<RefusalLabels, Counter>,
     /// Registry they are in.
     pub registry: Arc<Registry>,
 }
@@ -131,9 +133,16 @@ impl Default for Metrics {
             "Reports and observations the ingestion API refused, by reason",
             ingest_refusals.clone(),
         );
+        let vulndb_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "vulndb_refusals",
+            "Vulnerability databases and signed bundles refused (not served), by reason",
+            vulndb_refusals.clone(),
+        );
         Self {
             ingest_accepted,
             ingest_refusals,
+            vulndb_refusals,
             reconciles,
             failures,
             duration,
@@ -169,6 +178,15 @@ impl Metrics {
     /// Counts a refusal by the ingestion API.
     pub fn ingest_refused(&self, reason: &str) {
         self.ingest_refusals
+            .get_or_create(&RefusalLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a refused vulnerability database or bundle.
+    pub fn vulndb_refused(&self, reason: &str) {
+        self.vulndb_refusals
             .get_or_create(&RefusalLabels {
                 reason: reason.to_owned(),
             })

@@ -153,6 +153,10 @@ pub enum Access {
     /// Scrape the operator's metrics: `get` on the non-resource URL
     /// `/metrics`, as Kubernetes components ask of Prometheus.
     ReadMetrics,
+    /// Replace the vulnerability database with a signed bundle: `create`
+    /// on `bundles.sightline.dev` (a resource of RBAC only; no object is
+    /// stored), which only cluster admins hold unless granted.
+    ImportBundles,
 }
 
 impl Access {
@@ -161,6 +165,7 @@ impl Access {
             Access::ListAssets => "list assets.sightline.dev",
             Access::GetAssets => "get assets.sightline.dev",
             Access::ReadMetrics => "get /metrics",
+            Access::ImportBundles => "create bundles.sightline.dev",
         }
     }
 }
@@ -335,21 +340,17 @@ impl Authorizer {
                 uid: user.uid.clone(),
                 extra: user.extra.clone(),
                 resource_attributes: match access {
-                    Access::ListAssets | Access::GetAssets => Some(ResourceAttributes {
-                        group: Some(sightline_crds::GROUP.into()),
-                        resource: Some("assets".into()),
-                        verb: Some(
-                            if access == Access::ListAssets {
-                                "list"
-                            } else {
-                                "get"
-                            }
-                            .into(),
-                        ),
-                        ..Default::default()
-                    }),
+                    Access::ListAssets => Some(("assets", "list")),
+                    Access::GetAssets => Some(("assets", "get")),
+                    Access::ImportBundles => Some(("bundles", "create")),
                     Access::ReadMetrics => None,
-                },
+                }
+                .map(|(resource, verb)| ResourceAttributes {
+                    group: Some(sightline_crds::GROUP.into()),
+                    resource: Some(resource.into()),
+                    verb: Some(verb.into()),
+                    ..Default::default()
+                }),
                 non_resource_attributes: (access == Access::ReadMetrics).then(|| {
                     NonResourceAttributes {
                         path: Some("/metrics".into()),

@@ -228,6 +228,33 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
     }
     dry_run(&cp, &kept)?;
 
+    // Signed bundles: the key pinned, imports kept in the store's volume,
+    // and a role to import them with (bound to nobody).
+    let key = "ed25519:O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik=";
+    let signed = template(&[
+        "vulnerabilityDatabase.enabled=true",
+        &format!("vulnerabilityDatabase.bundleKeys[0]={key}"),
+    ])?;
+    for part in [
+        format!("- --bundle-key={key}"),
+        "- --vuln-db=/var/lib/sightline-store/vulns.bundle".to_owned(),
+        "name: sightline-bundle-importer".to_owned(),
+    ] {
+        ensure!(
+            signed.contains(&part),
+            "{part} missing from the signed setup"
+        );
+    }
+    ensure!(
+        !signed.contains("name: vulnerability-database"),
+        "no volume of its own"
+    );
+    dry_run(&cp, &signed)?;
+    ensure!(
+        defaults.contains("name: sightline-bundle-importer") && !defaults.contains("--bundle-key"),
+        "no key pinned by default"
+    );
+
     // Without CRDs (they are managed elsewhere).
     let bare = template(&["crds.install=false"])?;
     ensure!(!bare.contains("kind: CustomResourceDefinition"));
@@ -248,7 +275,11 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         ),
         (
             &["vulnerabilityDatabase.enabled=true"][..],
-            "vulnerabilityDatabase.existingClaim is required",
+            "vulnerabilityDatabase.enabled needs existingClaim",
+        ),
+        (
+            &["vulnerabilityDatabase.bundleKeys[0]=rsa:AAAA"][..],
+            "bundleKeys",
         ),
         (
             &["detailStore.engine=postgresql"][..],

@@ -33,3 +33,31 @@ app.kubernetes.io/component: operator
 {{- define "sightline.image" -}}
 {{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
 {{- end -}}
+
+{{/*
+Where the operator keeps the vulnerability database or bundle it serves:
+the claim's file; without a claim (bundles only), the detail store's
+volume (sqlite) or an emptyDir.
+*/}}
+{{- define "sightline.vulnDbPath" -}}
+{{- $v := .Values.vulnerabilityDatabase -}}
+{{- if $v.existingClaim -}}
+/var/lib/sightline/{{ $v.file }}
+{{- else if empty $v.bundleKeys -}}
+{{- fail "vulnerabilityDatabase.enabled needs existingClaim (a claim holding the database), or bundleKeys (to import signed bundles with `sightline bundle import`)" -}}
+{{- else if eq .Values.detailStore.engine "sqlite" -}}
+/var/lib/sightline-store/vulns.bundle
+{{- else -}}
+/var/lib/sightline/vulns.bundle
+{{- end -}}
+{{- end -}}
+
+{{/*
+Non-empty when the database needs a volume of its own.
+*/}}
+{{- define "sightline.vulnDbVolume" -}}
+{{- $v := .Values.vulnerabilityDatabase -}}
+{{- if or $v.existingClaim (ne .Values.detailStore.engine "sqlite") -}}
+yes
+{{- end -}}
+{{- end -}}

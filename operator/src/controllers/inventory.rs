@@ -56,8 +56,8 @@ const IMAGE_PENDING_FOR: Duration = Duration::from_secs(600);
 pub struct InventoryContext {
     /// Client with the operator's identity.
     pub client: kube::Client,
-    /// The catalog.
-    pub catalog: Catalog,
+    /// The catalog (the built-in one, or a signed bundle's).
+    pub catalog: tokio::sync::watch::Receiver<std::sync::Arc<Catalog>>,
     /// Every ActivationKey (for static tags).
     pub keys: Store<ActivationKey>,
     /// Open once `keys` has listed.
@@ -390,7 +390,8 @@ pub async fn reconcile(asset: Arc<Asset>, ctx: Arc<InventoryContext>) -> Result<
         .as_ref()
         .is_none_or(|t| now.as_second() - t.0.as_second() < IMAGE_PENDING_FOR.as_secs() as i64);
     let image_pending = image_name.is_some() && image.is_none() && young;
-    let (owned, labels) = desired(&asset, &ctx.catalog, &key_tags, &rules, image.as_ref(), now);
+    let catalog = ctx.catalog.borrow().clone();
+    let (owned, labels) = desired(&asset, &catalog, &key_tags, &rules, image.as_ref(), now);
 
     let status_current = status.normalized.as_ref() == Some(&owned.normalized)
         && status.display_name == owned.display_name

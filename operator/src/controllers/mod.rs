@@ -30,8 +30,9 @@ use crate::search::SharedIndex;
 
 /// What the inventory controllers need beyond the client.
 pub struct InventoryOptions {
-    /// The catalog normalization uses.
-    pub catalog: Catalog,
+    /// The catalog normalization uses; every Asset is looked at again
+    /// when it changes (a signed bundle brought a newer one).
+    pub catalog: tokio::sync::watch::Receiver<Arc<Catalog>>,
     /// How long an Asset no sensor sees is kept; `None` keeps it forever.
     pub retention: Option<Duration>,
     /// The search index (for TagRule match counts).
@@ -43,6 +44,16 @@ pub struct InventoryOptions {
 ///
 /// The store is updated before the stream yields, so a reconcile the
 /// stream triggers reads the new state.
+/// One item each time the catalog changes.
+fn catalog_changes(
+    catalog: tokio::sync::watch::Receiver<Arc<Catalog>>,
+) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(catalog, |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    })
+}
+
 fn store_with_changes<K>(
     api: Api<K>,
     fingerprint: impl Fn(&K) -> u64 + Send + Sync + 'static,
@@ -237,7 +248,10 @@ pub async fn run(
         });
     let asset_controller = Controller::new(Api::<Asset>::all(client.clone()), cfg.clone())
         .with_config(controller::Config::default().concurrency(8))
-        .reconcile_all_on(futures::stream::select(key_changes, rule_changes));
+        .reconcile_all_on(futures::stream::select(
+            futures::stream::select(key_changes, rule_changes),
+            catalog_changes(inventory.catalog.clone()),
+        ));
     let rule_controller = Controller::new(Api::<TagRule>::all(client.clone()), cfg.clone());
     let s1 = once_ready(sensors.clone(), shutdown.clone());
     let s2 = once_ready(keys.clone(), shutdown.clone());

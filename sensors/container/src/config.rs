@@ -37,6 +37,9 @@ pub struct Config {
     /// The operator's vulnerability database endpoint
     /// (`SIGHTLINE_VULN_DB_URL`, `http://…/api/v1/vulndb`).
     pub vuln_db_url: Option<String>,
+    /// The keys a database bundle must be signed by
+    /// (`SIGHTLINE_BUNDLE_KEYS`); none: bare databases are taken.
+    pub bundle_keys: Vec<sightline_scan::bundle::PublicKey>,
     /// The ServiceAccount token (audience `sightline`) sent to the
     /// operator's API (`SIGHTLINE_TOKEN_FILE`).
     pub token_file: PathBuf,
@@ -109,6 +112,10 @@ impl Config {
             refresh: Duration::from_secs(300),
             api_url: get("SIGHTLINE_API_URL").filter(|v| !v.is_empty()),
             vuln_db_url: get("SIGHTLINE_VULN_DB_URL").filter(|v| !v.is_empty()),
+            bundle_keys: sightline_scan::bundle::parse_keys(
+                &get(sightline_scan::bundle::KEYS_ENV).unwrap_or_default(),
+            )
+            .map_err(|e| ConfigError(format!("{}: {e}", sightline_scan::bundle::KEYS_ENV)))?,
             token_file: get("SIGHTLINE_TOKEN_FILE")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)

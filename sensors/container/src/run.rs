@@ -297,6 +297,7 @@ pub async fn run(
                 cfg.vuln_db_cache.clone(),
                 cfg.api_ca.as_deref(),
             )
+            .with_bundle_keys(cfg.bundle_keys.clone())
         });
     let mut db = db;
     // The first fetch comes before any scan, so the first reports carry findings.

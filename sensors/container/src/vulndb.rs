@@ -4,9 +4,15 @@
 //! A download is written to a side file, checked by reading it as a
 //! database, and only then renamed over the cached copy: a broken or
 //! truncated download never replaces a good database.
+//!
+//! With bundle keys pinned (`SIGHTLINE_BUNDLE_KEYS`, set by the operator
+//! from its own), only a signed bundle whose signature, members and
+//! database schema check out against them is taken; anything else is
+//! refused with the reason, and the current database stays in use.
 
 use std::path::{Path, PathBuf};
 
+use sightline_scan::bundle::{self, PublicKey};
 use sightline_scan::vuln::Database;
 
 /// Largest database accepted.
@@ -39,6 +45,16 @@ pub enum FetchError {
         /// Why.
         reason: String,
     },
+    /// The download is not a bundle the pinned keys accept.
+    #[error("the database from {url} is refused ({reason}): {message}")]
+    Refused {
+        /// The URL.
+        url: String,
+        /// A short word for the reason (`bad_signature`, `schema`, `unsigned`, …).
+        reason: &'static str,
+        /// Why.
+        message: String,
+    },
     /// The cache file could not be written.
     #[error("writing {path}: {source}")]
     Cache {
@@ -56,6 +72,7 @@ pub struct Fetcher {
     cache: PathBuf,
     etag: Option<String>,
     http: reqwest::Client,
+    keys: Vec<PublicKey>,
 }
 
 impl Fetcher {
@@ -82,7 +99,14 @@ impl Fetcher {
             cache,
             etag: None,
             http,
+            keys: Vec::new(),
         }
+    }
+
+    /// Takes only bundles signed by one of `keys` (none: bare databases).
+    pub fn with_bundle_keys(mut self, keys: Vec<PublicKey>) -> Fetcher {
+        self.keys = keys;
+        self
     }
 
     /// The cached copy.
@@ -148,27 +172,60 @@ impl Fetcher {
                 source,
             })?;
         drop(file);
-        let check = partial.clone();
-        let db = tokio::task::spawn_blocking(move || Database::read(&check))
+        let (check, keys, cache) = (partial.clone(), self.keys.clone(), self.cache.clone());
+        let url = self.url.clone();
+        let taken = tokio::task::spawn_blocking(move || take(&check, &keys, &cache, &url))
             .await
             .map_err(|e| http_err(e.to_string()))?;
-        let db = match db {
-            Ok(db) => db,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&partial).await;
-                return Err(FetchError::Invalid {
-                    url: self.url.clone(),
-                    reason: e.to_string(),
-                });
-            }
-        };
-        tokio::fs::rename(&partial, &self.cache)
-            .await
-            .map_err(|source| FetchError::Cache {
-                path: self.cache.display().to_string(),
-                source,
-            })?;
+        let _ = tokio::fs::remove_file(&partial).await;
+        let db = taken?;
         self.etag = etag;
         Ok(Some(db))
+    }
+}
+
+/// Checks the download at `partial` and, when it is usable, puts its
+/// database at `cache`.
+fn take(
+    partial: &Path,
+    keys: &[PublicKey],
+    cache: &Path,
+    url: &str,
+) -> Result<Database, FetchError> {
+    let mut head = Vec::with_capacity(512);
+    std::fs::File::open(partial)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 512), &mut head))
+        .map_err(|source| FetchError::Cache {
+            path: partial.display().to_string(),
+            source,
+        })?;
+    let refused = |reason, message: String| FetchError::Refused {
+        url: url.to_owned(),
+        reason,
+        message,
+    };
+    match (bundle::looks_like_bundle(&head), keys.is_empty()) {
+        (true, false) => bundle::extract_database(partial, keys, cache)
+            .map(|(_, db)| db)
+            .map_err(|e| refused(e.reason(), e.to_string())),
+        (false, false) => Err(refused(
+            "unsigned",
+            "not a signed bundle, and bundle keys are pinned".into(),
+        )),
+        (true, true) => Err(refused(
+            "no_key",
+            "a signed bundle, but no key is pinned to check it (SIGHTLINE_BUNDLE_KEYS)".into(),
+        )),
+        (false, true) => {
+            let db = Database::read(partial).map_err(|e| FetchError::Invalid {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+            std::fs::rename(partial, cache).map_err(|source| FetchError::Cache {
+                path: cache.display().to_string(),
+                source,
+            })?;
+            Ok(db)
+        }
     }
 }

@@ -117,7 +117,10 @@ async fn run(cmd: Cmd) -> Result<()> {
                     cfg.token_file.clone(),
                     PathBuf::from("/tmp/sightline-vulns.db"),
                     cfg.api_ca.as_deref(),
-                );
+                )
+                .with_bundle_keys(sightline_scan::bundle::parse_keys(
+                    &std::env::var(sightline_scan::bundle::KEYS_ENV).unwrap_or_default(),
+                )?);
                 match fetcher.refresh().await {
                     Ok(fetched) => db = fetched,
                     Err(e) => {

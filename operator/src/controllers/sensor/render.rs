@@ -30,6 +30,9 @@ pub struct Defaults {
     /// Where container sensors fetch the vulnerability database (the
     /// operator's `/api/v1/vulndb` behind its Service), if it serves one.
     pub vuln_db_url: Option<String>,
+    /// The keys a database bundle must be signed by, as sensors read them
+    /// (`SIGHTLINE_BUNDLE_KEYS`, comma-separated); empty: none pinned.
+    pub bundle_keys: String,
     /// The CA (PEM) the API's certificate is issued by, which sensors
     /// trust for it and nothing else (`SIGHTLINE_API_CA`).
     pub api_ca: Option<String>,
@@ -375,6 +378,12 @@ fn pod_template(sensor: &Sensor, key: &ActivationKey, defaults: &Defaults) -> Po
                     .map(|url| env("SIGHTLINE_VULN_DB_URL", url.clone())),
             )
             .chain(
+                Some(&defaults.bundle_keys)
+                    .filter(|k| !k.is_empty())
+                    .filter(|_| matches!(spec.type_, SensorType::Container | SensorType::Registry))
+                    .map(|keys| env(sightline_scan::bundle::KEYS_ENV, keys.clone())),
+            )
+            .chain(
                 defaults
                     .refresh_seconds
                     .map(|s| env("SIGHTLINE_REFRESH_SECONDS", s.to_string())),
@@ -551,6 +560,7 @@ mod tests {
             image: "sightline/sensor:test".into(),
             api_url: Some("https://10.96.0.12:443".into()),
             vuln_db_url: Some("https://10.96.0.12:443/api/v1/vulndb".into()),
+            bundle_keys: String::new(),
             api_ca: Some("-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".into()),
             refresh_seconds: Some(60),
             policy: super::super::policy::SensorPolicy::new(&[], &[], "sightline/sensor:test")
