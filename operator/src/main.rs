@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use sightline_inventory::catalog::Catalog;
+use sightline_operator::controllers::sensor::netpol::NetworkDefaults;
 use sightline_operator::controllers::sensor::policy::SensorPolicy;
 use sightline_operator::controllers::{self, InventoryOptions, sensor::render::Defaults};
 use sightline_operator::details;
@@ -122,6 +123,23 @@ struct Args {
         value_delimiter = ','
     )]
     allowed_runtime_sockets: Vec<String>,
+    /// Give each Sensor's pods a NetworkPolicy that admits nothing (but
+    /// scrapes of runtime sensors' metrics from `--metrics-namespace`), and
+    /// this operator's pods one that admits the accepted Sensors' pods, by
+    /// namespace and label (`--operator-policy`, `--operator-pod-label`).
+    #[arg(long, env = "SIGHTLINE_NETWORK_POLICIES")]
+    network_policies: bool,
+    /// A namespace allowed to scrape sensors' metrics (repeat, or separate
+    /// by commas).
+    #[arg(long = "metrics-namespace", value_delimiter = ',')]
+    metrics_namespaces: Vec<String>,
+    /// The name of the NetworkPolicy this operator keeps for its own pods.
+    #[arg(long, default_value = "sightline-operator-sensors")]
+    operator_policy: String,
+    /// A label (`key=value`) of this operator's pods, which its
+    /// NetworkPolicy selects (repeat it).
+    #[arg(long = "operator-pod-label", value_parser = label_arg)]
+    operator_pod_labels: Vec<(String, String)>,
     /// An image repository Sensors may run (`registry.example.com/sightline-sensor`),
     /// or, ending in `/`, every repository below a prefix; repeat or separate
     /// by commas. Only the default sensor image's repository when unset.
@@ -164,6 +182,14 @@ struct Retention(Option<Duration>);
 
 fn parse_retention(s: &str) -> std::result::Result<Retention, String> {
     controllers::inventory::parse_retention(s).map(Retention)
+}
+
+/// `--operator-pod-label key=value`.
+fn label_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: expected key=value")),
+    }
 }
 
 #[tokio::main]
@@ -406,6 +432,11 @@ async fn main() -> Result<()> {
         api_ca: tls.map(|(_, ca)| ca),
         refresh_seconds: args.sensor_refresh_seconds,
         policy,
+        network: args.network_policies.then(|| NetworkDefaults {
+            metrics_namespaces: args.metrics_namespaces.clone(),
+            operator_selector: args.operator_pod_labels.iter().cloned().collect(),
+            operator_policy: args.operator_policy.clone(),
+        }),
     };
     let run = controllers::run(
         client.clone(),

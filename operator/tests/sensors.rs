@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
@@ -693,6 +694,89 @@ async fn sensor_specs_that_would_escalate_are_refused_with_the_field_named() -> 
         let keys: Api<ActivationKey> = Api::all(env.client.clone());
         keys.patch("plain", &PatchParams::default(), &Patch::Merge(json!({"spec": {"allow": {"privilegedSensors": true}}}))).await?;
         wait_object(&dss, "sightline-sensor-runtime", T, "the runtime sensor once its key allows it", |_| true).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    res.with_context(|| env.dump())?;
+    Ok(())
+}
+
+/// The Sensor names the operator's NetworkPolicy admits from `ns`.
+fn admitted_from(np: &NetworkPolicy, ns: &str) -> Vec<String> {
+    let json = serde_json::to_value(np).unwrap_or_default();
+    let peers = json["spec"]["ingress"][0]["from"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    peers
+        .iter()
+        .filter(|p| p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == ns)
+        .flat_map(|p| {
+            p["podSelector"]["matchExpressions"][0]["values"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn sensors_take_no_connections_and_only_accepted_ones_reach_the_operator() -> Result<()> {
+    let env = Env::start().await?;
+    let _op = env.operator_with(
+        "solo",
+        &[
+            "--network-policies",
+            "--metrics-namespace",
+            "monitoring",
+            "--operator-pod-label",
+            "app.kubernetes.io/name=sightline",
+        ],
+    )?;
+    let res = async {
+        env.apply(&key_yaml("lab", "[inventory, containerSecurity, runtimeSecurity]")).await?;
+        env.apply("apiVersion: sightline.dev/v1alpha1\nkind: Sensor\nmetadata: {name: rt}\nspec: {type: runtime, activationKeyRef: {name: lab}, runtime: {}}\n").await?;
+        env.apply(&container_sensor_yaml("nodes", "lab")).await?;
+        env.apply(&container_sensor_yaml("stray", "no-such-key")).await?;
+        let nps: Api<NetworkPolicy> = Api::namespaced(env.client.clone(), &env.ns);
+
+        // Runtime sensors: only scrapes of the metrics port, from the namespace allowed.
+        let rt = wait_object(&nps, "sightline-sensor-rt", T, "the runtime sensor's policy", |_| true).await?;
+        let spec = rt.spec.context("spec")?;
+        let selector = spec.pod_selector.and_then(|s| s.match_labels).unwrap_or_default();
+        assert_eq!(selector.get("sightline.dev/sensor").map(String::as_str), Some("rt"));
+        let rules = spec.ingress.unwrap_or_default();
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        let rule = serde_json::to_value(&rules[0])?;
+        assert_eq!(rule["ports"][0]["port"], 9464);
+        assert_eq!(rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring");
+        // Container sensors: nothing at all.
+        let nodes = wait_object(&nps, "sightline-sensor-nodes", T, "the container sensor's policy", |_| true).await?;
+        // (No rule: the API server leaves out the empty list.)
+        assert!(nodes.spec.and_then(|s| s.ingress).unwrap_or_default().is_empty());
+
+        // The operator admits the two accepted Sensors, not the refused one.
+        let ops: Api<NetworkPolicy> = Api::namespaced(env.client.clone(), OPERATOR_NS);
+        let ns = env.ns.clone();
+        let policy = wait_object(&ops, "sightline-operator-sensors", T, "both sensors admitted", |np| {
+            admitted_from(np, &ns) == ["nodes", "rt"]
+        })
+        .await?;
+        let selector = policy.spec.and_then(|s| s.pod_selector).and_then(|s| s.match_labels).unwrap_or_default();
+        assert_eq!(selector.get("app.kubernetes.io/name").map(String::as_str), Some("sightline"));
+        assert!(nps.get_opt("sightline-sensor-stray").await?.is_none());
+
+        // A Sensor deleted: its policy goes with it, and its pods lose their way in.
+        let sensors: Api<Sensor> = Api::namespaced(env.client.clone(), &env.ns);
+        sensors.delete("rt", &DeleteParams::default()).await?;
+        wait_object(&ops, "sightline-operator-sensors", T, "rt no longer admitted", |np| admitted_from(np, &ns) == ["nodes"]).await?;
+        wait_gone(&nps, "sightline-sensor-rt", T).await?;
+        sensors.delete("nodes", &DeleteParams::default()).await?;
+        wait_object(&ops, "sightline-operator-sensors", T, "nobody admitted", |np| {
+            np.spec.as_ref().is_some_and(|s| s.ingress.as_ref().is_none_or(Vec::is_empty))
+        })
+        .await?;
         anyhow::Ok(())
     }
     .await;

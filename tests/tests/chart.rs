@@ -139,9 +139,21 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         !defaults.contains("- --allowed-sensor-image="),
         "no image allowlist flag by default"
     );
-    ensure!(
-        !defaults.contains("kind: NetworkPolicy") && !defaults.contains("kind: ServiceMonitor")
-    );
+    // NetworkPolicies on: the operator keeps the Sensors' and its own.
+    ensure!(!defaults.contains("kind: ServiceMonitor"));
+    for part in [
+        "kind: NetworkPolicy",
+        "ingress: []",
+        "- --network-policies",
+        "- --operator-policy=sightline-operator-sensors",
+        "- --operator-pod-label=app.kubernetes.io/component=operator",
+        "- --operator-pod-label=app.kubernetes.io/instance=sightline",
+        "- --operator-pod-label=app.kubernetes.io/name=sightline",
+    ] {
+        ensure!(defaults.contains(part), "{part} missing from the defaults");
+    }
+    let open = template(&["networkPolicy.enabled=false"])?;
+    ensure!(!open.contains("kind: NetworkPolicy") && !open.contains("--network-policies"));
     ensure!(
         !defaults.contains("\"*\"") && !defaults.contains("- '*'") && !defaults.contains("[*]"),
         "no wildcard in any rule"
@@ -158,8 +170,8 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         "sensorDefaults.refreshSeconds=60",
         "vulnerabilityDatabase.enabled=true",
         "vulnerabilityDatabase.existingClaim=vulndb",
-        "networkPolicy.enabled=true",
         "networkPolicy.allowNamespaces[0]=monitoring",
+        "networkPolicy.allowCIDRs[0]=10.20.0.0/16",
         "serviceMonitor.enabled=true",
         "serviceMonitor.labels.release=prometheus",
         "metricsReaders[0].name=prometheus-k8s",
@@ -192,6 +204,8 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         "--asset-retention=forever",
         "--allowed-sensor-image=mirror.example/sightline/",
         "--allowed-runtime-socket=/run/crio/crio.sock",
+        "--metrics-namespace=monitoring",
+        "cidr: 10.20.0.0/16",
     ] {
         ensure!(full.contains(arg), "{arg} not rendered");
     }

@@ -257,7 +257,7 @@ pub async fn run(
     let s2 = once_ready(keys.clone(), shutdown.clone());
     let assets = asset_controller.store();
     let s3 = once_ready(assets.clone(), shutdown.clone());
-    let s4 = once_ready(rule_controller.store(), shutdown);
+    let s4 = once_ready(rule_controller.store(), shutdown.clone());
     let inventory_ctx = Arc::new(InventoryContext {
         client,
         catalog: inventory.catalog,
@@ -299,6 +299,17 @@ pub async fn run(
                 tracing::debug!(error = %e, "sensor reconcile did not complete");
             }
         });
+    let net_loop = {
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        async move {
+            if let Some(net) = ctx.defaults.network.clone() {
+                tokio::select! {
+                    () = sensor::netpol::keep_operator_policy(ctx, net) => {}
+                    () = shutdown => {}
+                }
+            }
+        }
+    };
     let keys_loop = key_controller
         .graceful_shutdown_on(s2)
         .run(key::reconcile, key::error_policy, ctx)
@@ -307,5 +318,5 @@ pub async fn run(
                 tracing::debug!(error = %e, "activation key reconcile did not complete");
             }
         });
-    futures::join!(sensors_loop, keys_loop, assets_loop, rules_loop);
+    futures::join!(sensors_loop, keys_loop, assets_loop, rules_loop, net_loop);
 }

@@ -131,6 +131,11 @@ pub fn operator() -> BTreeSet<Grant> {
         ("daemonsets.apps", &[], WORKLOADS),
         ("cronjobs.batch", &[], WORKLOADS),
         ("serviceaccounts", &[], RENDERED),
+        (
+            "networkpolicies.networking.k8s.io",
+            &[],
+            &["list", "create", "patch", "delete"],
+        ),
         ("roles.rbac.authorization.k8s.io", &[], RENDERED),
         ("rolebindings.rbac.authorization.k8s.io", &[], RENDERED),
         (

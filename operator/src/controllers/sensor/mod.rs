@@ -3,6 +3,7 @@
 //! and reports status.
 
 pub mod names;
+pub mod netpol;
 pub mod policy;
 pub mod rbac;
 pub mod render;
@@ -15,6 +16,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta};
 use kube::runtime::controller::Action;
@@ -203,6 +205,7 @@ struct Desired {
     role_binding: RoleBinding,
     cluster_role_binding: ClusterRoleBinding,
     workload: Workload,
+    network_policy: Option<NetworkPolicy>,
 }
 
 impl Desired {
@@ -216,6 +219,14 @@ impl Desired {
                 sensor,
                 owned_meta(sensor, names::cluster_binding(sensor), false)?,
             ),
+            network_policy: match &ctx.defaults.network {
+                Some(net) => Some(netpol::for_sensor(
+                    sensor,
+                    owned_meta(sensor, name.clone(), true)?,
+                    net,
+                )),
+                None => None,
+            },
             workload: render::workload(sensor, key, &ctx.defaults, owned_meta(sensor, name, true)?),
         })
     }
@@ -233,6 +244,7 @@ impl Desired {
                 Workload::DaemonSet(d) => serde_json::to_string(d),
                 Workload::CronJob(c) => serde_json::to_string(c),
             },
+            serde_json::to_string(&self.network_policy),
         ];
         for p in parts {
             p.unwrap_or_default().hash(&mut h);
@@ -284,6 +296,14 @@ async fn apply_owned(
         ),
     )?;
     apply_as(&rb_api, &desired.role_binding, "RoleBinding").await?;
+    let np_api: Api<NetworkPolicy> = Api::namespaced(c.clone(), &ns);
+    match &desired.network_policy {
+        Some(np) => {
+            apply_as(&np_api, np, "NetworkPolicy").await?;
+        }
+        // Turned off: remove the one applied before.
+        None => delete_owned(&np_api, &owned_by(sensor), &uid, "NetworkPolicy").await?,
+    }
     let applied = match desired.workload {
         Workload::DaemonSet(ds) => Workload::DaemonSet(Box::new(
             apply_as(&Api::namespaced(c.clone(), &ns), &*ds, "DaemonSet").await?,
@@ -339,11 +359,7 @@ async fn read_workload(
 async fn prune(sensor: &Sensor, ctx: &Context, keep: Option<&Workload>) -> Result<()> {
     let ns = sensor.namespace().unwrap_or_default();
     let uid = sensor.uid().unwrap_or_default();
-    let lp = ListParams::default().labels(&format!(
-        "{}={}",
-        names::LABEL_SENSOR,
-        names::label_value(&sensor.name_any())
-    ));
+    let lp = owned_by(sensor);
     let keep_ds = matches!(keep, Some(Workload::DaemonSet(_)));
     let keep_cj = matches!(keep, Some(Workload::CronJob(_)));
     let c = &ctx.client;
@@ -375,6 +391,13 @@ async fn prune(sensor: &Sensor, ctx: &Context, keep: Option<&Workload>) -> Resul
         .await?;
         delete_owned(&Api::<Role>::namespaced(c.clone(), &ns), &lp, &uid, "Role").await?;
         delete_owned(
+            &Api::<NetworkPolicy>::namespaced(c.clone(), &ns),
+            &lp,
+            &uid,
+            "NetworkPolicy",
+        )
+        .await?;
+        delete_owned(
             &Api::<ServiceAccount>::namespaced(c.clone(), &ns),
             &lp,
             &uid,
@@ -384,6 +407,16 @@ async fn prune(sensor: &Sensor, ctx: &Context, keep: Option<&Workload>) -> Resul
     }
     let keep_binding = keep.map(|_| names::cluster_binding(sensor));
     delete_cluster_bindings(sensor, ctx, keep_binding.as_deref()).await
+}
+
+/// The namespaced objects a Sensor's controller made, by label (the owner
+/// reference decides).
+fn owned_by(sensor: &Sensor) -> ListParams {
+    ListParams::default().labels(&format!(
+        "{}={}",
+        names::LABEL_SENSOR,
+        names::label_value(&sensor.name_any())
+    ))
 }
 
 async fn delete_owned<K>(api: &Api<K>, lp: &ListParams, uid: &str, kind: &'static str) -> Result<()>

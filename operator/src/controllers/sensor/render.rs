@@ -41,6 +41,8 @@ pub struct Defaults {
     pub refresh_seconds: Option<u64>,
     /// What a Sensor's spec may ask of the nodes.
     pub policy: super::policy::SensorPolicy,
+    /// NetworkPolicies for sensors and the operator (`--network-policies`).
+    pub network: Option<super::netpol::NetworkDefaults>,
 }
 
 /// The workload a Sensor runs as.
@@ -565,6 +567,7 @@ mod tests {
             refresh_seconds: Some(60),
             policy: super::super::policy::SensorPolicy::new(&[], &[], "sightline/sensor:test")
                 .unwrap(),
+            network: None,
         }
     }
 
