@@ -16,12 +16,43 @@ use crate::support::{Env, OPERATOR, RELEASE, RELEASE_NS, chart, eventually};
 /// `--set` values that run the images imported into the node and let
 /// container sensors mount this node's containerd socket (it lives in the
 /// cluster's own directory, not at one of the usual paths).
+/// The operator serves vulnerability databases only as bundles signed by
+/// the tests' key (`bundle_signing_key`).
 pub fn local_values(env: &Env) -> Result<String> {
     let socket = env.cluster.node.containerd()?.endpoint();
+    let (_, public) = bundle_signing_key(env)?;
     Ok(format!(
-        "{},sensorPolicy.runtimeSockets[0]={socket}",
+        "{},sensorPolicy.runtimeSockets[0]={socket},\
+         vulnerabilityDatabase.enabled=true,vulnerabilityDatabase.bundleKeys[0]={public}",
         local_images()
     ))
+}
+
+/// The tests' bundle signing key (made once with `sightline bundle
+/// keygen`): its file and its public key.
+pub fn bundle_signing_key(env: &Env) -> Result<(std::path::PathBuf, String)> {
+    let key = env.work.join("bundle-signing.pem");
+    let public = env.work.join("bundle-signing.pub");
+    if !public.is_file() {
+        let out =
+            std::process::Command::new(sightline_testenv::binaries::workspace_binary("sightline")?)
+                .args(["bundle", "keygen", "--output-file"])
+                .arg(&key)
+                .output()
+                .context("running sightline bundle keygen")?;
+        ensure!(
+            out.status.success(),
+            "bundle keygen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("ed25519:"))
+            .map(str::to_owned)
+            .context("keygen printed no public key")?;
+        std::fs::write(&public, &line)?;
+    }
+    Ok((key, std::fs::read_to_string(&public)?.trim().to_owned()))
 }
 
 /// `--set` values that run the images imported into the node.

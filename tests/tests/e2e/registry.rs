@@ -2,7 +2,9 @@
 //! CronJob, a run of it (started at once, as `kubectl create job --from`
 //! does) scans a registry the pods reach, and the images land in the
 //! inventory with the Sensor's status updated; its ServiceAccount may do
-//! exactly what a registry sensor needs.
+//! exactly what a registry sensor needs. The vulnerability database
+//! reaches it as a bundle signed by the key the chart pins, imported with
+//! `sightline bundle import`, and the image's Asset carries its findings.
 
 use std::time::Duration;
 
@@ -24,11 +26,12 @@ pub const NS: &str = "e2e-registry";
 pub async fn cronjob_scans_a_registry(env: &Env) -> Result<()> {
     let reg = Registry::start_on(Auth::Anonymous, false, GATEWAY)?;
     let dir = reg.scratch();
+    // Alpine 3.19's OpenSSL before the fixes of the scanner's test records.
     let layer = apk_layer(
         dir,
         "app",
-        b"ID=alpine\nVERSION_ID=3.22.1\n",
-        b"P:musl\nV:1.2.5-r10\nA:x86_64\no:musl\n",
+        b"ID=alpine\nVERSION_ID=3.19.0\n",
+        b"P:libcrypto3\nV:3.1.4-r2\nA:x86_64\no:openssl\n\nP:musl\nV:1.2.4_git20230717-r4\nA:x86_64\no:musl\n",
     )?;
     let archive = dir.join("app.tar");
     let id = docker_archive(&["team/app:1.0"], &[layer], &RunConfig::default(), &archive)?;
@@ -39,6 +42,7 @@ pub async fn cronjob_scans_a_registry(env: &Env) -> Result<()> {
     )?;
 
     env.namespace(NS)?;
+    let advisories = import_a_signed_bundle(env).await?;
     let sensor = json!({
         "apiVersion": "sightline.dev/v1alpha1", "kind": "Sensor",
         "metadata": {"name": "registry", "namespace": NS},
@@ -102,7 +106,17 @@ pub async fn cronjob_scans_a_registry(env: &Env) -> Result<()> {
         status["observed"]["registry"]["repositories"][0]["repository"] == "team/app",
         "{status}"
     );
-    ensure!(status["observed"]["packages"]["apk"] == 1, "{status}");
+    ensure!(status["observed"]["packages"]["apk"] == 2, "{status}");
+    // Matched against the signed bundle's database (checked by the sensor
+    // against the key the operator passed on).
+    let top: Vec<&str> = status["findings"]["vulnerabilities"]["top"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|v| v["id"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        top.contains(&"ALPINE-CVE-2024-0727") && advisories >= top.len(),
+        "{status}"
+    );
     let s = Api::<Sensor>::namespaced(env.client(), NS)
         .get("registry")
         .await?
@@ -280,6 +294,12 @@ fn keep_the_store_on_a_claim(env: &Env) -> Result<()> {
 
 /// Runs the CLI as cluster admin; its standard output as JSON.
 fn sightline(env: &Env, args: &[&str]) -> Result<Value> {
+    Ok(serde_json::from_slice(&sightline_ok(env, args)?)?)
+}
+
+/// Runs the CLI as cluster admin, failing with its standard error; its
+/// standard output.
+fn sightline_ok(env: &Env, args: &[&str]) -> Result<Vec<u8>> {
     let out =
         std::process::Command::new(sightline_testenv::binaries::workspace_binary("sightline")?)
             .env("KUBECONFIG", &env.cluster.cp.kubeconfig)
@@ -291,71 +311,132 @@ fn sightline(env: &Env, args: &[&str]) -> Result<Value> {
         "sightline {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(serde_json::from_slice(&out.stdout)?)
+    Ok(out.stdout)
+}
+
+/// A bundle of the scanner's Alpine test records (real IDs and ranges),
+/// signed with the tests' key and sent with `sightline bundle import` as a
+/// ServiceAccount bound to `sightline-bundle-importer`; how many
+/// advisories it holds.
+async fn import_a_signed_bundle(env: &Env) -> Result<usize> {
+    let (key, _) = crate::chart::bundle_signing_key(env)?;
+    let records = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sensors/scan/tests/data/osv/alpine");
+    let db = env.work.join("alpine.db");
+    let bundle = env.work.join("alpine.bundle");
+    let (records, db, bundle, key) = (
+        records.display().to_string(),
+        db.display().to_string(),
+        bundle.display().to_string(),
+        key.display().to_string(),
+    );
+    sightline_ok(env, &["db", "import", &records, "--output-file", &db])?;
+    sightline_ok(
+        env,
+        &[
+            "bundle",
+            "export",
+            "--db",
+            &db,
+            "--key",
+            &key,
+            "--output-file",
+            &bundle,
+        ],
+    )?;
+    let api = OperatorApi::open(env, "e2e-bundle-importer", "sightline-bundle-importer").await?;
+    let out = api.sightline(env, &["bundle", "import", &bundle])?;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success() && said.contains("imported"),
+        "sightline bundle import: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(std::fs::read_dir(&records)?.count())
+}
+
+/// A port-forward to the operator's API, the CA the chart publishes, and
+/// a token of a ServiceAccount bound to a ClusterRole.
+struct OperatorApi {
+    port: u16,
+    token: String,
+    ca: std::path::PathBuf,
+    _forward: sightline_testenv::process::Proc,
+}
+
+impl OperatorApi {
+    async fn open(env: &Env, account: &str, role: &str) -> Result<OperatorApi> {
+        if env
+            .kubectl(&["get", "serviceaccount", account, "-n", NS])
+            .is_err()
+        {
+            env.kubectl(&["create", "serviceaccount", account, "-n", NS])?;
+            env.kubectl(&[
+                "create",
+                "clusterrolebinding",
+                account,
+                &format!("--clusterrole={role}"),
+                &format!("--serviceaccount={NS}:{account}"),
+            ])?;
+        }
+        let token = env.kubectl(&["create", "token", account, "-n", NS])?;
+        let ca = env.work.join("operator-ca.crt");
+        let pem = env.kubectl(&[
+            "get",
+            "configmap",
+            &format!("{OPERATOR}-ca"),
+            "-n",
+            RELEASE_NS,
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ])?;
+        std::fs::write(&ca, pem)?;
+        let port = sightline_testenv::process::free_port()?;
+        let mut forward = env.kubectl.command();
+        forward.args([
+            "port-forward",
+            "-n",
+            RELEASE_NS,
+            &format!("deploy/{OPERATOR}"),
+            &format!("{port}:8443"),
+        ]);
+        // A log of its own: an older forward's "Forwarding from" says nothing of this one.
+        let log = env.work.join(format!("port-forward-{port}.log"));
+        let forward =
+            sightline_testenv::process::Proc::spawn("kubectl port-forward", forward, &log)?;
+        eventually("the port-forward", Duration::from_secs(20), || async {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|l| l.contains("Forwarding from"))
+        })
+        .await?;
+        Ok(OperatorApi {
+            port,
+            token: token.trim().to_owned(),
+            ca,
+            _forward: forward,
+        })
+    }
+
+    /// `sightline ARGS --api …` as the ServiceAccount.
+    fn sightline(&self, env: &Env, args: &[&str]) -> Result<std::process::Output> {
+        std::process::Command::new(sightline_testenv::binaries::workspace_binary("sightline")?)
+            .env("KUBECONFIG", &env.cluster.cp.kubeconfig)
+            .env("SIGHTLINE_TOKEN", &self.token)
+            .args(["--api-ca", &self.ca.display().to_string()])
+            .args(args)
+            .args(["--api", &format!("https://127.0.0.1:{}", self.port)])
+            .output()
+            .context("running sightline")
+    }
 }
 
 /// `sightline sbom --asset TAG` through a port-forward to the operator's
 /// API, trusting the CA the chart publishes, as a ServiceAccount bound to
 /// `sightline-view`.
 async fn served_sbom(env: &Env, tag: &str) -> Result<Value> {
-    let reader = "e2e-sbom-reader";
-    if env
-        .kubectl(&["get", "serviceaccount", reader, "-n", NS])
-        .is_err()
-    {
-        env.kubectl(&["create", "serviceaccount", reader, "-n", NS])?;
-        env.kubectl(&[
-            "create",
-            "clusterrolebinding",
-            reader,
-            "--clusterrole=sightline-view",
-            &format!("--serviceaccount={NS}:{reader}"),
-        ])?;
-    }
-    let token = env.kubectl(&["create", "token", reader, "-n", NS])?;
-    let ca = env.work.join("operator-ca.crt");
-    let pem = env.kubectl(&[
-        "get",
-        "configmap",
-        &format!("{OPERATOR}-ca"),
-        "-n",
-        RELEASE_NS,
-        "-o",
-        "jsonpath={.data.ca\\.crt}",
-    ])?;
-    std::fs::write(&ca, pem)?;
-    let port = sightline_testenv::process::free_port()?;
-    let mut forward = env.kubectl.command();
-    forward.args([
-        "port-forward",
-        "-n",
-        RELEASE_NS,
-        &format!("deploy/{OPERATOR}"),
-        &format!("{port}:8443"),
-    ]);
-    // A log of its own: an older forward's "Forwarding from" says nothing of this one.
-    let log = env.work.join(format!("port-forward-{port}.log"));
-    let _forward = sightline_testenv::process::Proc::spawn("kubectl port-forward", forward, &log)?;
-    eventually("the port-forward", Duration::from_secs(20), || async {
-        std::fs::read_to_string(&log)
-            .ok()
-            .filter(|l| l.contains("Forwarding from"))
-    })
-    .await?;
-    let out =
-        std::process::Command::new(sightline_testenv::binaries::workspace_binary("sightline")?)
-            .env("KUBECONFIG", &env.cluster.cp.kubeconfig)
-            .env("SIGHTLINE_TOKEN", token.trim())
-            .args(["--api-ca", &ca.display().to_string()])
-            .args([
-                "sbom",
-                "--asset",
-                tag,
-                "--api",
-                &format!("https://127.0.0.1:{port}"),
-            ])
-            .output()
-            .context("running sightline sbom --asset")?;
+    let api = OperatorApi::open(env, "e2e-sbom-reader", "sightline-view").await?;
+    let out = api.sightline(env, &["sbom", "--asset", tag])?;
     ensure!(
         out.status.success(),
         "sightline sbom --asset {tag}: {}",

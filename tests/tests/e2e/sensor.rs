@@ -95,7 +95,7 @@ pub async fn reports_the_node(env: &Env) -> Result<()> {
             "apiVersion": "sightline.dev/v1alpha1", "kind": "ActivationKey",
             "metadata": {"name": "e2e"},
             "spec": {
-                "modules": ["inventory", "containerSecurity", "runtimeSecurity"],
+                "modules": ["inventory", "containerSecurity", "runtimeSecurity", "vulnerability"],
                 "tags": {"site": "e2e"},
                 "scope": {"namespaceSelector": {"matchExpressions": [{
                     "key": "kubernetes.io/metadata.name", "operator": "In",
