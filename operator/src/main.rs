@@ -167,6 +167,11 @@ struct Args {
     /// and the detail endpoints answer 501.
     #[arg(long, env = "SIGHTLINE_DETAIL_STORE", hide_env_values = true)]
     detail_store: Option<String>,
+    /// The CA (PEM file) a PostgreSQL detail store's certificate must be
+    /// issued by, when its URL names no `sslrootcert`; the public roots
+    /// otherwise. (TLS as the URL's `sslmode` says; see the README.)
+    #[arg(long, env = "SIGHTLINE_DETAIL_STORE_CA", value_name = "FILE")]
+    detail_store_ca: Option<std::path::PathBuf>,
     /// Seconds between sweeps that drop the details of Assets no longer
     /// in the inventory.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
@@ -246,9 +251,12 @@ async fn main() -> Result<()> {
     let auth = Arc::new(Authorizer::new(client.clone()));
     let store = match &args.detail_store {
         Some(location) => {
-            let store = sightline_operator::store::Store::open(location)
-                .await
-                .context("opening the detail store (--detail-store)")?;
+            let store = sightline_operator::store::Store::open_with_ca(
+                location,
+                args.detail_store_ca.as_deref(),
+            )
+            .await
+            .context("opening the detail store (--detail-store)")?;
             tracing::info!(engine = store.engine(), "detail store open");
             tokio::spawn(details::sweep(
                 store.clone(),

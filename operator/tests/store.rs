@@ -225,3 +225,66 @@ async fn postgresql_behaves_and_refuses_a_newer_schema() -> Result<()> {
     drop(pg);
     Ok(())
 }
+
+/// What opening `url` said, for refusals.
+async fn refusal(url: &str, ca: Option<&std::path::Path>) -> String {
+    match Store::open_with_ca(url, ca).await {
+        Ok(_) => format!("{url}: opened"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn postgresql_over_tls_checks_the_servers_certificate() -> Result<()> {
+    let ca = sightline_testenv::certs::Ca::new()?;
+    let pg = sightline_testenv::postgres::Postgres::start_tls(&ca)?;
+    let dir = tempfile::tempdir()?;
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.cert_pem())?;
+    let url = pg.url();
+
+    // libpq's way: verify-full with the CA in the URL; the store works.
+    let full = format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        ca_file.display()
+    );
+    let store = Store::open(&full).await?;
+    behaves(&store).await?;
+    // Or the CA from --detail-store-ca, with TLS required.
+    Store::open_with_ca(&format!("{url}?sslmode=require"), Some(&ca_file)).await?;
+
+    // A certificate from another CA, or one the public roots do not know,
+    // is refused, whether TLS was required or only preferred.
+    let other = sightline_testenv::certs::Ca::new()?;
+    let other_file = dir.path().join("other.crt");
+    std::fs::write(&other_file, other.cert_pem())?;
+    for (how, u, ca) in [
+        (
+            "required",
+            format!("{url}?sslmode=require"),
+            Some(other_file.as_path()),
+        ),
+        ("preferred", url.clone(), None),
+    ] {
+        let said = refusal(&u, ca).await;
+        ensure!(said.contains("certificate"), "TLS {how}: {said}");
+        ensure!(
+            !said.contains("sightline-test-password"),
+            "the password leaked: {said}"
+        );
+    }
+    // Without encryption the server (hostssl only) lets nobody in.
+    let said = refusal(&format!("{url}?sslmode=disable"), Some(&ca_file)).await;
+    ensure!(
+        said.contains("no encryption") || said.contains("pg_hba.conf"),
+        "{said}"
+    );
+    // A CA file that is missing or holds no certificate is named.
+    let said = refusal(&url, Some(&dir.path().join("missing.crt"))).await;
+    ensure!(said.contains("missing.crt"), "{said}");
+    std::fs::write(dir.path().join("empty.crt"), "not a certificate")?;
+    let said = refusal(&url, Some(&dir.path().join("empty.crt"))).await;
+    ensure!(said.contains("holds no certificate"), "{said}");
+    drop(pg);
+    Ok(())
+}

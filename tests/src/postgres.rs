@@ -73,6 +73,17 @@ fn as_postgres(program: &Path) -> Command {
 impl Postgres {
     /// Creates a data directory and starts a server on a free port.
     pub fn start() -> Result<Postgres> {
+        Postgres::start_with(None)
+    }
+
+    /// As [`Postgres::start`], serving TLS with a certificate for
+    /// 127.0.0.1 and `localhost` issued by `ca`, and refusing every
+    /// connection over TCP that is not encrypted (`hostssl` only).
+    pub fn start_tls(ca: &crate::certs::Ca) -> Result<Postgres> {
+        Postgres::start_with(Some(ca))
+    }
+
+    fn start_with(ca: Option<&crate::certs::Ca>) -> Result<Postgres> {
         let bin = bin_dir()?;
         let (uid, gid) = postgres_user()?;
         let dir = tempfile::Builder::new()
@@ -118,6 +129,31 @@ impl Postgres {
             .arg("-k")
             .arg(dir.path())
             .args(["-c", "fsync=off"]);
+        if let Some(ca) = ca {
+            let pem = ca.serving("postgres", &["127.0.0.1", "localhost"])?;
+            let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            let hba = data.join("pg_hba.conf");
+            for (path, text, mode) in [
+                (&cert, pem.cert.as_str(), 0o644),
+                (&key, pem.key.as_str(), 0o600),
+                (
+                    &hba,
+                    "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+                    0o600,
+                ),
+            ] {
+                std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .map_err(io(format!("setting the mode of {}", path.display())))?;
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .map_err(io(format!("giving {} to postgres", path.display())))?;
+            }
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!("ssl_cert_file={}", cert.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", key.display()));
+        }
         let mut proc = Proc::spawn("postgres", cmd, &log)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -181,6 +181,7 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         "rbac.aggregateToDefaultRoles=false",
         "detailStore.engine=postgresql",
         "detailStore.postgresql.existingSecret=detail-store",
+        "detailStore.postgresql.caSecret=detail-store-ca",
     ])?;
     ensure!(!full.contains("aggregate-to-"), "aggregation off");
     let said = dry_run(&cp, &full)?;
@@ -216,6 +217,11 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
             && full.contains("name: detail-store\n                  key: url")
             && !full.contains("--detail-store"),
         "the PostgreSQL URL from its Secret"
+    );
+    ensure!(
+        full.contains("value: /etc/sightline/detail-store-ca/ca.crt")
+            && full.contains("secretName: detail-store-ca"),
+        "the PostgreSQL server's CA from its Secret"
     );
 
     // The detail store: an emptyDir by default, a kept claim when asked.

@@ -154,9 +154,18 @@ impl Store {
     /// Opens (and creates or migrates) the store at `location`: a
     /// `postgres://` or `postgresql://` URL, else a SQLite file path.
     pub async fn open(location: &str) -> Result<Store, StoreError> {
+        Store::open_with_ca(location, None).await
+    }
+
+    /// As [`Store::open`]; a PostgreSQL server's certificate is checked
+    /// against `ca` (PEM file) when the URL names no `sslrootcert`.
+    pub async fn open_with_ca(
+        location: &str,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Store, StoreError> {
         if location.starts_with("postgres://") || location.starts_with("postgresql://") {
             Ok(Store::Postgres(std::sync::Arc::new(
-                postgres::Postgres::open(location).await?,
+                postgres::Postgres::open(location, ca).await?,
             )))
         } else if location.is_empty() || location.contains("://") {
             let scheme = location.split("://").next().unwrap_or_default();

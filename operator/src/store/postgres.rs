@@ -3,11 +3,20 @@
 //! for writes (in transactions) and one for reads, each opened again when
 //! the server drops it.
 //!
-//! The connection is not encrypted: run the server where the operator
-//! reaches it over a trusted network (the same cluster, a NetworkPolicy).
+//! The connection is encrypted with TLS as libpq's URL parameters say:
+//! `sslmode=require` (or `verify-ca`, `verify-full`) insists on it,
+//! `prefer` (the default) uses it whenever the server offers it, and
+//! `disable` does without (only on a network you trust). Whenever TLS is
+//! used the server's certificate is verified, chain and name (libpq's
+//! `verify-full`), against the CA in `sslrootcert=FILE` or
+//! `--detail-store-ca`, else the public roots.
+
+use std::path::Path;
 
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{FindingRecord, Put, Row, SCHEMA_VERSION, StoreError, schema, sql, stamp, time};
 
@@ -16,16 +25,106 @@ const SCHEMA_LOCK: i64 = 0x5349_4748_544c_494e; // "SIGHTLIN"
 
 /// A PostgreSQL store.
 pub struct Postgres {
-    url: String,
+    target: Target,
     writer: Mutex<Option<Client>>,
     reader: Mutex<Option<Client>>,
+}
+
+/// Where and how to connect.
+struct Target {
+    config: Config,
+    /// `None`: `sslmode=disable`.
+    tls: Option<MakeRustlsConnect>,
+}
+
+fn location_error(message: String) -> StoreError {
+    StoreError::Engine {
+        engine: "postgresql",
+        message,
+    }
+}
+
+impl Target {
+    /// Reads a libpq-style URL; `sslrootcert` (a file) is taken out and
+    /// becomes the only CA trusted, as `ca` does when the URL names none.
+    fn parse(url: &str, ca: Option<&Path>) -> Result<Target, StoreError> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut kept = Vec::new();
+        let mut root = ca.map(Path::to_path_buf);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("sslrootcert", file)) => root = Some(file.into()),
+                // Certificates are always checked in full when TLS is used.
+                Some(("sslmode", "verify-ca" | "verify-full")) => kept.push("sslmode=require"),
+                _ => kept.push(pair),
+            }
+        }
+        let plain = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        // The URL holds a password: errors never repeat it.
+        let config: Config = plain
+            .parse()
+            .map_err(|e| location_error(format!("the detail store's URL: {e}")))?;
+        if config.get_ssl_mode() == SslMode::Disable {
+            tracing::warn!("sslmode=disable: the detail store's connection is not encrypted");
+            return Ok(Target { config, tls: None });
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        match &root {
+            Some(file) => {
+                use rustls::pki_types::CertificateDer;
+                use rustls::pki_types::pem::PemObject;
+                let pem = std::fs::read(file).map_err(|e| {
+                    location_error(format!("reading the CA {}: {e}", file.display()))
+                })?;
+                for der in CertificateDer::pem_slice_iter(&pem) {
+                    let der =
+                        der.map_err(|e| location_error(format!("the CA {}: {e}", file.display())))?;
+                    roots
+                        .add(der)
+                        .map_err(|e| location_error(format!("the CA {}: {e}", file.display())))?;
+                }
+                if roots.is_empty() {
+                    return Err(location_error(format!(
+                        "the CA {} holds no certificate",
+                        file.display()
+                    )));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| location_error(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Target {
+            config,
+            tls: Some(MakeRustlsConnect::new(tls)),
+        })
+    }
 }
 
 fn pg(e: tokio_postgres::Error) -> StoreError {
     // The server's own message (a constraint, a missing table) says most.
     let message = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+        // With the cause: "error performing TLS handshake" alone says
+        // nothing of the certificate that was refused.
+        None => {
+            let mut m = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                m = format!("{m}: {c}");
+                cause = c.source();
+            }
+            m
+        }
     };
     StoreError::Engine {
         engine: "postgresql",
@@ -33,32 +132,44 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-async fn connect(url: &str) -> Result<Client, StoreError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "the detail store's PostgreSQL connection ended");
+async fn connect(target: &Target) -> Result<Client, StoreError> {
+    let ended = |e: tokio_postgres::Error| {
+        tracing::warn!(error = %e, "the detail store's PostgreSQL connection ended");
+    };
+    let client = match &target.tls {
+        Some(tls) => {
+            let (client, connection) = target.config.connect(tls.clone()).await.map_err(pg)?;
+            tokio::spawn(async move { connection.await.map_err(ended) });
+            client
         }
-    });
+        None => {
+            let (client, connection) = target.config.connect(NoTls).await.map_err(pg)?;
+            tokio::spawn(async move { connection.await.map_err(ended) });
+            client
+        }
+    };
     Ok(client)
 }
 
 /// The open connection in `slot`, connecting again if it is gone.
 async fn client<'a>(
-    url: &str,
+    target: &Target,
     slot: &'a Mutex<Option<Client>>,
 ) -> Result<tokio::sync::MutexGuard<'a, Option<Client>>, StoreError> {
     let mut guard = slot.lock().await;
     if guard.as_ref().is_none_or(Client::is_closed) {
-        *guard = Some(connect(url).await?);
+        *guard = Some(connect(target).await?);
     }
     Ok(guard)
 }
 
 impl Postgres {
-    /// Connects to `url` and creates the tables when missing.
-    pub async fn open(url: &str) -> Result<Postgres, StoreError> {
-        let mut c = connect(url).await?;
+    /// Connects to `url` (with `ca`, when the URL names no
+    /// `sslrootcert`, the only CA trusted) and creates the tables when
+    /// missing.
+    pub async fn open(url: &str, ca: Option<&Path>) -> Result<Postgres, StoreError> {
+        let target = Target::parse(url, ca)?;
+        let mut c = connect(&target).await?;
         let tx = c.transaction().await.map_err(pg)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .await
@@ -85,14 +196,14 @@ impl Postgres {
         }
         tx.commit().await.map_err(pg)?;
         Ok(Postgres {
-            url: url.to_owned(),
+            target,
             writer: Mutex::new(Some(c)),
             reader: Mutex::new(None),
         })
     }
 
     pub(crate) async fn put(&self, p: &Put) -> Result<bool, StoreError> {
-        let mut guard = client(&self.url, &self.writer).await?;
+        let mut guard = client(&self.target, &self.writer).await?;
         let Some(c) = guard.as_mut() else {
             return Err(pg_gone());
         };
@@ -165,7 +276,7 @@ impl Postgres {
         asset: &str,
         source: Option<&str>,
     ) -> Result<Option<Row>, StoreError> {
-        let guard = client(&self.url, &self.reader).await?;
+        let guard = client(&self.target, &self.reader).await?;
         let c = guard.as_ref().ok_or_else(pg_gone)?;
         let row = c
             .query_opt(sql::LATEST, &[&asset, &source])
@@ -180,7 +291,7 @@ impl Postgres {
     }
 
     pub(crate) async fn history(&self, asset: &str) -> Result<Vec<FindingRecord>, StoreError> {
-        let guard = client(&self.url, &self.reader).await?;
+        let guard = client(&self.target, &self.reader).await?;
         let c = guard.as_ref().ok_or_else(pg_gone)?;
         let rows = c.query(sql::HISTORY, &[&asset]).await.map_err(pg)?;
         Ok(rows
@@ -200,7 +311,7 @@ impl Postgres {
     }
 
     pub(crate) async fn assets(&self) -> Result<Vec<String>, StoreError> {
-        let guard = client(&self.url, &self.reader).await?;
+        let guard = client(&self.target, &self.reader).await?;
         let c = guard.as_ref().ok_or_else(pg_gone)?;
         let rows = c.query(sql::ASSETS, &[]).await.map_err(pg)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -211,7 +322,7 @@ impl Postgres {
         source: &str,
         asset: Option<&str>,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let guard = client(&self.url, &self.reader).await?;
+        let guard = client(&self.target, &self.reader).await?;
         let c = guard.as_ref().ok_or_else(pg_gone)?;
         let rows = c
             .query(sql::KEPT_BY, &[&source, &asset])
@@ -221,7 +332,7 @@ impl Postgres {
     }
 
     pub(crate) async fn forget(&self, asset: &str) -> Result<(), StoreError> {
-        let mut guard = client(&self.url, &self.writer).await?;
+        let mut guard = client(&self.target, &self.writer).await?;
         let c = guard.as_mut().ok_or_else(pg_gone)?;
         let tx = c.transaction().await.map_err(pg)?;
         tx.execute(sql::FORGET_DETAILS, &[&asset])
