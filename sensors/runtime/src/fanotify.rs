@@ -169,6 +169,14 @@ impl FanEnforcer {
             .map_err(|e| root_err(e.to_string()))?
             .to_string_lossy()
             .into_owned();
+        // A container's first process joins its cgroup before it enters
+        // its root filesystem: until then its root is ours, and marking
+        // that would put every exec on the node through this thread.
+        if prefix == "/" {
+            return Err(root_err(
+                "resolves to the sensor's own root: the container has not entered its root filesystem yet (tried again at the next resync)".into(),
+            ));
+        }
         let aliases = exec_aliases(&work);
         let mut mask = MaskFlags::empty();
         if work.exec {
@@ -205,6 +213,14 @@ impl FanEnforcer {
     }
 
     /// Makes the mark on filesystem `dev` exactly what its workloads need.
+    ///
+    /// A workload just set (`dir`, its root as resolved) has its
+    /// filesystem marked through that descriptor every time, whatever the
+    /// state says: device numbers are reused, so the state may describe a
+    /// filesystem that is gone (and its mark with it) while a new one has
+    /// its number. Removing a mark from a filesystem that is gone is no
+    /// failure, and the state never keeps a mark that could not be
+    /// confirmed: one workload's end can never leave the next unprotected.
     fn remark(&self, state: &mut State, dev: u64, dir: Option<&File>) -> Result<(), String> {
         let mut want = MaskFlags::empty();
         let mut reach = None;
@@ -217,51 +233,54 @@ impl FanEnforcer {
             }
             reach.get_or_insert_with(|| p.work.root.clone());
         }
-        let had = state
-            .marks
-            .get(&dev)
-            .map(|(m, _)| *m)
-            .unwrap_or(MaskFlags::empty());
-        if want == had {
-            return Ok(());
-        }
-        let path = match (dir, reach.clone(), state.marks.get(&dev)) {
-            (Some(_), Some(p), _) => p,
-            (_, _, Some((_, p))) => p.clone(),
-            (_, Some(p), None) => p,
-            (_, None, None) => return Ok(()),
+        let (had, known) = match state.marks.get(&dev) {
+            Some((m, p)) => (*m, Some(p.clone())),
+            None => (MaskFlags::empty(), None),
         };
         let fs = MarkFlags::FAN_MARK_FILESYSTEM;
-        let removed = had - want;
-        if !removed.is_empty() {
-            self.shared
-                .fan
-                .mark(
-                    MarkFlags::FAN_MARK_REMOVE | fs,
-                    removed,
-                    nix::fcntl::AT_FDCWD,
-                    Some(&path),
-                )
-                .map_err(|e| format!("removing the fanotify mark: {e}"))?;
-        }
-        let added = want - had;
-        if !added.is_empty() {
-            self.shared
+        let mut result = Ok(());
+        if let Some(dir) = dir
+            && !want.is_empty()
+        {
+            result = self
+                .shared
                 .fan
                 .mark(
                     MarkFlags::FAN_MARK_ADD | fs,
-                    added,
-                    nix::fcntl::AT_FDCWD,
-                    Some(&path),
+                    want,
+                    dir.as_fd(),
+                    None::<&Path>,
                 )
-                .map_err(|e| format!("fanotify_mark(FAN_MARK_FILESYSTEM): {e}"))?;
+                .map_err(|e| format!("fanotify_mark(FAN_MARK_FILESYSTEM): {e}"));
         }
-        if want.is_empty() {
-            state.marks.remove(&dev);
-        } else {
-            state.marks.insert(dev, (want, path));
+        let removed = had - want;
+        if let Some(path) = reach.clone().or(known).filter(|_| !removed.is_empty()) {
+            match self.shared.fan.mark(
+                MarkFlags::FAN_MARK_REMOVE | fs,
+                removed,
+                nix::fcntl::AT_FDCWD,
+                Some(&path),
+            ) {
+                // Gone: the filesystem (or the process reaching it), and
+                // the mark with it; or the mark was never there.
+                Ok(())
+                | Err(nix::Error::ENOENT | nix::Error::ESRCH | nix::Error::ENODEV)
+                | Err(nix::Error::ENOTDIR) => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "removing a fanotify mark: {e}");
+                }
+            }
         }
-        Ok(())
+        match (result.is_ok(), want.is_empty(), reach) {
+            (_, true, _) | (false, _, _) => {
+                state.marks.remove(&dev);
+            }
+            (true, false, Some(path)) => {
+                state.marks.insert(dev, (want, path));
+            }
+            (true, false, None) => {}
+        }
+        result
     }
 }
 

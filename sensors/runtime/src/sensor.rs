@@ -151,6 +151,9 @@ struct Tracked {
     written: Written,
     cgroups: Vec<u64>,
     fan: bool,
+    /// The fanotify enforcer refused the workload (its root not ready):
+    /// the same spec is applied again at the next resync, not cached.
+    fan_failed: bool,
     /// What was applied, and how: applying the same spec again (every
     /// resync) changes nothing and returns this.
     spec: WorkloadSpec,
@@ -250,6 +253,7 @@ impl Sensor {
         let cgroup_id = meta.ino();
         if let Some(t) = self.tracked.get(&cgroup_id)
             && t.spec == *spec
+            && !t.fan_failed
         {
             return Ok(t.applied.clone());
         }
@@ -332,6 +336,7 @@ impl Sensor {
         let rules = Arc::new(set);
         let fan_exec = applied.exec == Some(Enforcer::Fanotify);
         let fan_file = applied.file == Some(Enforcer::Fanotify);
+        let mut fan_failed = false;
         if let (Some(fan), Some(root)) = (&self.fan, &spec.root) {
             if fan_exec || fan_file {
                 let work = FanWorkload {
@@ -342,6 +347,7 @@ impl Sensor {
                 };
                 if let Err(e) = fan.set(cgroup_id, work) {
                     applied.notes.push(format!("fanotify: {e}"));
+                    fan_failed = true;
                 }
             } else {
                 fan.remove(cgroup_id);
@@ -354,6 +360,7 @@ impl Sensor {
                 written,
                 cgroups: cgroups.clone(),
                 fan: fan_exec || fan_file,
+                fan_failed,
                 spec: spec.clone(),
                 applied: applied.clone(),
             },

@@ -456,3 +456,78 @@ fn a_rule_on_a_link_denies_the_program_it_leads_to() {
     assert_eq!(out.matches("rc=126").count(), 2, "{out}");
     assert!(out.contains("other"), "{out}");
 }
+
+#[test]
+fn pods_that_come_and_go_never_leave_a_later_pod_unprotected() {
+    // As the daemon does for pods: the root is reached through the pod's
+    // process (`/proc/PID/root`), and the pod is gone (its process dead,
+    // its filesystem unmounted) before its rules are removed. A new
+    // filesystem then often gets the number the old one had.
+    let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
+    let block = deny_all(PolicyAction::Block, 9);
+    for round in 0..20 {
+        let mut jail = jail();
+        let pid = jail.hold().expect("the pod's process");
+        // Once chrooted, the process is the pod's (as runc starts it).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_link(format!("/proc/{pid}/root"))
+            .ok()
+            .as_deref()
+            != Some(jail.root.as_path())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the pod's process never entered its root"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let spec = WorkloadSpec {
+            cgroup: jail.cgroup.clone(),
+            root: Some(format!("/proc/{pid}/root").into()),
+            policies: vec![(policy("block"), block.clone())],
+        };
+        let applied = sensor.apply(&spec).expect("applying the policy");
+        assert_eq!(applied.exec, Some(Enforcer::Fanotify), "{applied:?}");
+        let out = sh(&jail, "/bin/echo ran-denied; echo exec=$?");
+        assert!(
+            !out.contains("ran-denied") && out.contains("exec=126"),
+            "round {round}: the pod's denied program ran: {out} ({applied:?})"
+        );
+        let id = jail.cgroup_id().expect("cgroup");
+        drop(jail);
+        sensor.remove(id);
+    }
+}
+
+#[test]
+fn a_root_that_is_still_the_nodes_is_not_marked_until_it_is_the_containers() {
+    // A container's first process is in its cgroup before it enters its
+    // root filesystem; until then `/proc/PID/root` is the node's. Here a
+    // link stands for it: first to the node's root, then to the jail's.
+    let jail = jail();
+    let dir = tempfile::tempdir().expect("a directory");
+    let link = dir.path().join("root");
+    std::os::unix::fs::symlink("/", &link).expect("symlink");
+    let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
+    let spec = WorkloadSpec {
+        cgroup: jail.cgroup.clone(),
+        root: Some(link.clone()),
+        policies: vec![(policy("block"), deny_all(PolicyAction::Block, 9))],
+    };
+    let applied = sensor.apply(&spec).expect("applying the policy");
+    assert!(
+        applied
+            .notes
+            .iter()
+            .any(|n| n.contains("has not entered its root filesystem")),
+        "{applied:?}"
+    );
+    // Once the container is in its root, the same spec applied again (the
+    // next resync) protects it: the refusal was not cached.
+    std::fs::remove_file(&link).expect("unlink");
+    std::os::unix::fs::symlink(&jail.root, &link).expect("symlink");
+    let again = sensor.apply(&spec).expect("applying again");
+    assert!(again.notes.is_empty(), "{again:?}");
+    let out = sh(&jail, "/bin/echo ran-denied; echo exec=$?");
+    assert!(out.contains("exec=126"), "{out}");
+}
