@@ -12,8 +12,10 @@
 //!
 //! The thread answering events never opens a file by path: the path comes
 //! from the event's own descriptor, the contents (for SHA-256 rules) are
-//! read through it, and how the file was opened comes from
-//! `/proc/<tid>/syscall`. Closing the group (the sensor stopping) lets
+//! read through it (up to [`MAX_HASH_BYTES`]), and how the file was
+//! opened comes from the flags in `/proc/<tid>/syscall` (registers, which
+//! the caller cannot change under us; `openat2`'s flags live in its memory,
+//! so such an open counts as reading and writing). Closing the group (the sensor stopping) lets
 //! every pending and future open through: enforcement is released.
 
 use std::collections::HashMap;
@@ -84,6 +86,11 @@ struct State {
     /// Marked filesystems by device: the mask and a path to reach them.
     marks: HashMap<u64, (MaskFlags, PathBuf)>,
 }
+
+/// Largest program hashed for SHA-256 rules: a larger one (a huge sparse
+/// file would keep every permission event on the node waiting) is decided
+/// as of unknown contents, which SHA-256 deny rules refuse.
+pub const MAX_HASH_BYTES: u64 = 256 << 20;
 
 /// A file's device, inode, modification and change times and size.
 type FileVersion = (u64, u64, i64, i64, u64);
@@ -349,20 +356,22 @@ impl Shared {
             if !p.work.exec {
                 return None;
             }
-            let sum = if p.work.rules.needs_sha256() {
-                self.sha256(fd)
-            } else {
-                None
-            };
             let rules = &p.work.rules;
-            let by_path = rules.exec_hit(&path, sum.as_ref());
+            let needs = rules.needs_sha256();
+            let sum = if needs { self.sha256(fd) } else { None };
+            let hit_for = |name: &str| match (needs, sum.as_ref()) {
+                // Too large to hash, or unreadable: decided as unknown.
+                (true, None) => rules.exec_hit_unhashed(name),
+                (_, sum) => rules.exec_hit(name, sum),
+            };
+            let by_path = hit_for(&path);
             let alias = nix::sys::stat::fstat(fd)
                 .ok()
                 .and_then(|st| p.aliases.get(&(st.st_dev, st.st_ino)));
             let hit = match alias {
                 None => by_path,
                 Some(name) => {
-                    let by_name = rules.exec_hit(name, sum.as_ref());
+                    let by_name = hit_for(name);
                     if rules.allowlists.is_empty() {
                         // Denied under either name.
                         Hit::max(by_path, by_name)
@@ -400,11 +409,15 @@ impl Shared {
     }
 
     /// The SHA-256 of the file behind `fd`, cached by identity and change
-    /// time.
+    /// time; `None` for a file larger than [`MAX_HASH_BYTES`] (every event
+    /// on the node waits while this thread reads) or unreadable.
     fn sha256(&self, fd: BorrowedFd<'_>) -> Option<[u8; 32]> {
         let dup = fd.try_clone_to_owned().ok()?;
         let file = File::from(dup);
         let m = file.metadata().ok()?;
+        if m.size() > MAX_HASH_BYTES {
+            return None;
+        }
         let key = (
             m.dev(),
             m.ino(),
@@ -422,6 +435,10 @@ impl Shared {
             let n = file.read_at(&mut buf, off).ok()?;
             if n == 0 {
                 break;
+            }
+            // It grew while being read.
+            if off + n as u64 > MAX_HASH_BYTES {
+                return None;
             }
             hasher.update(&buf[..n]);
             off += n as u64;
@@ -528,7 +545,8 @@ fn access(tid: i32) -> (bool, bool) {
         257 => arg(3),
         #[cfg(target_arch = "aarch64")]
         56 => arg(3),
-        437 => arg(3).and_then(|how| read_u64(tid, how)),
+        // openat2's flags are in the caller's memory, which another of its
+        // threads may change between our read and the kernel's: unknown.
         _ => None,
     };
     match flags {
@@ -543,13 +561,6 @@ pub fn open_access(flags: u32) -> (bool, bool) {
     let write = acc == 1 || acc == 2 || flags & (0o100 | 0o1000 | 0o2000) != 0;
     let read = acc != 1;
     (read, write)
-}
-
-fn read_u64(tid: i32, addr: u64) -> Option<u64> {
-    let f = File::open(format!("/proc/{tid}/mem")).ok()?;
-    let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, addr).ok()?;
-    Some(u64::from_ne_bytes(b))
 }
 
 #[cfg(test)]

@@ -203,6 +203,18 @@ impl RuleSet {
         best
     }
 
+    /// As [`RuleSet::exec_hit`] for a program whose contents could not be
+    /// hashed (larger than the enforcer hashes, or unreadable): every
+    /// SHA-256 deny rule counts as matching, so an unknown program fails
+    /// closed (an allowlist already admits only what it names).
+    pub fn exec_hit_unhashed(&self, path: &str) -> Option<Hit> {
+        self.exec_sha256
+            .values()
+            .fold(self.exec_hit(path, None), |best, h| {
+                Hit::max(best, Some(*h))
+            })
+    }
+
     /// Whether deciding an exec needs the program's SHA-256.
     pub fn needs_sha256(&self) -> bool {
         !self.exec_sha256.is_empty() || self.allowlists.iter().any(|a| !a.sha256.is_empty())

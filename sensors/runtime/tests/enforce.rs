@@ -531,3 +531,107 @@ fn a_root_that_is_still_the_nodes_is_not_marked_until_it_is_the_containers() {
     let out = sh(&jail, "/bin/echo ran-denied; echo exec=$?");
     assert!(out.contains("exec=126"), "{out}");
 }
+
+#[test]
+fn a_program_too_large_to_hash_is_refused_by_sha256_rules_without_stalling() {
+    // A 64 GiB sparse "program": hashing it would hold every permission
+    // event on the node for minutes. Above the cap its contents are
+    // unknown, which a SHA-256 deny rule refuses.
+    let jail = jail();
+    let huge = std::fs::File::create(jail.path("/bin/huge")).expect("create");
+    huge.set_len(64 << 30).expect("a sparse file");
+    drop(huge);
+    let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
+    let spec = RuntimePolicySpec {
+        action: PolicyAction::Block,
+        process: Some(ProcessRules {
+            deny: Some(vec![ProcessMatch {
+                path: None,
+                sha256: Some("ab".repeat(32)),
+            }]),
+            allow: None,
+        }),
+        ..Default::default()
+    };
+    sensor
+        .apply(&workload(&jail, vec![(policy("sha"), spec)]))
+        .expect("apply");
+    let started = Instant::now();
+    let out = sh(
+        &jail,
+        "chmod +x /bin/huge; /bin/huge; echo rc=$?; /bin/echo fine",
+    );
+    assert!(out.contains("rc=126") && out.contains("fine"), "{out}");
+    let id = jail.cgroup_id().expect("cgroup");
+    let vs = violations(&mut sensor, id, 1);
+    let m = by_activity(&vs);
+    let exec = m
+        .get("exec /bin/huge")
+        .expect("the huge program's exec reported");
+    assert_eq!(exec[0].outcome, Outcome::Denied, "{vs:#?}");
+    // Not a speed check: hashing 64 GiB would take minutes, not seconds.
+    assert!(started.elapsed() < Duration::from_secs(60), "stalled");
+}
+
+/// Opens `path` with openat2 asking to write, while another thread keeps
+/// rewriting the request to read-only in the caller's memory (the kernel
+/// has already copied it): Python's ctypes releases its lock during the
+/// call, so the rewrite lands while the open waits for the enforcer.
+const OPENAT2_RACE: &str = r#"
+import ctypes, fcntl, os, sys, threading
+procs, path, n = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
+with open(procs, "w") as f:
+    f.write(str(os.getpid()))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+class How(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+how = How(0, 0, 0)
+stop = False
+def flip():
+    while not stop:
+        how.flags = os.O_RDONLY
+threading.Thread(target=flip, daemon=True).start()
+writes = denied = 0
+for _ in range(n):
+    how.flags = os.O_WRONLY
+    fd = libc.syscall(ctypes.c_long(437), ctypes.c_int(-100), ctypes.c_char_p(path),
+                      ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        denied += ctypes.get_errno() == 1
+        continue
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY:
+        writes += 1
+    os.close(fd)
+stop = True
+print(f"writes={writes} denied={denied}")
+"#;
+
+#[test]
+fn openat2_cannot_pass_a_write_off_as_a_read() {
+    let jail = jail();
+    let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
+    sensor
+        .apply(&workload(
+            &jail,
+            vec![(policy("block"), deny_all(PolicyAction::Block, 9))],
+        ))
+        .expect("apply");
+    let out = std::process::Command::new("python3")
+        .args(["-c", OPENAT2_RACE])
+        .arg(jail.cgroup.join("cgroup.procs"))
+        .arg(jail.path("/etc/passwd"))
+        .arg("300")
+        .output()
+        .expect("running python3");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("writes=0 denied=300"),
+        "every openat2 of a write-protected file is refused: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(jail.path("/etc/passwd")).expect("passwd"),
+        "root:x:0:0::/:/bin/sh\n"
+    );
+}
