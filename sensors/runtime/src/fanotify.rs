@@ -23,8 +23,10 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::fanotify::{
@@ -78,6 +80,10 @@ struct Prepared {
     /// path the rule used: `/bin/sh` is often a link to `/usr/bin/dash`,
     /// and the event's descriptor shows the file the link leads to.
     aliases: HashMap<(u64, u64), String>,
+    /// The files under the rules' file prefixes, by device and inode, with
+    /// their path there: a hard link elsewhere (`ln /etc/shadow /tmp/x`)
+    /// is the same inode, so the rule follows it.
+    protected: HashMap<(u64, u64), String>,
 }
 
 #[derive(Default)]
@@ -100,6 +106,57 @@ struct Shared {
     state: RwLock<State>,
     cgroup_root: PathBuf,
     hashes: std::sync::Mutex<HashMap<FileVersion, [u8; 32]>>,
+    /// When the answering thread started on the event it holds
+    /// (milliseconds since `epoch`, plus one), 0 while it waits for more.
+    busy_since: AtomicU64,
+    epoch: Instant,
+    /// The answering thread is running.
+    alive: AtomicBool,
+    /// The enforcer is being dropped.
+    stopping: AtomicBool,
+    /// Faults injected by tests: the next event panics, or waits this many
+    /// milliseconds.
+    fault_panic: AtomicBool,
+    fault_stall_ms: AtomicU64,
+}
+
+/// How long the answering thread may hold events before the watchdog
+/// calls the enforcement stopped: every marked open and exec on the node
+/// waits for it meanwhile.
+pub const STALL_AFTER: Duration = Duration::from_secs(10);
+
+/// What happens when answering stops (the thread ended, or it held an
+/// event longer than [`STALL_AFTER`]). The daemon's ends the process: the
+/// kernel then closes the group, which lets every waiting open through, and
+/// Kubernetes starts the sensor again; nothing on the node hangs.
+#[derive(Clone)]
+pub struct StallHandler(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for StallHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StallHandler")
+    }
+}
+
+impl StallHandler {
+    /// Logs why and ends the process (exit code 70).
+    pub fn exit() -> StallHandler {
+        StallHandler(Arc::new(|why: &str| {
+            tracing::error!(
+                "{why}: exiting so that the kernel releases every waiting open (the sensor is restarted)"
+            );
+            std::process::exit(70);
+        }))
+    }
+}
+
+/// Marks the answering thread gone however it ends (a panic included).
+struct Alive<'a>(&'a AtomicBool);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Why the enforcer is unavailable or an update failed.
@@ -126,11 +183,17 @@ pub struct FanEnforcer {
     shared: Arc<Shared>,
     stop: OwnedFd,
     thread: Option<std::thread::JoinHandle<()>>,
+    watchdog: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FanEnforcer {
-    /// Creates the group and starts answering events; violations go to `out`.
-    pub fn start(cgroup_root: PathBuf, out: Sender<FanViolation>) -> Result<Self, FanError> {
+    /// Creates the group and starts answering events; violations go to
+    /// `out`; `on_stall` is called (once) if answering stops.
+    pub fn start(
+        cgroup_root: PathBuf,
+        out: Sender<FanViolation>,
+        on_stall: StallHandler,
+    ) -> Result<Self, FanError> {
         let fan = Fanotify::init(
             InitFlags::FAN_CLASS_CONTENT
                 | InitFlags::FAN_CLOEXEC
@@ -147,16 +210,33 @@ impl FanEnforcer {
             state: RwLock::new(State::default()),
             cgroup_root,
             hashes: std::sync::Mutex::new(HashMap::new()),
+            busy_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+            alive: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+            fault_panic: AtomicBool::new(false),
+            fault_stall_ms: AtomicU64::new(0),
         });
+        let spawn_err =
+            |e: std::io::Error| FanError::Init(nix::Error::from_raw(e.raw_os_error().unwrap_or(0)));
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("fanotify".into())
-            .spawn(move || worker.run(stop_rx, out))
-            .map_err(|e| FanError::Init(nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))?;
+            .spawn(move || {
+                let _alive = Alive(&worker.alive);
+                worker.run(stop_rx, out);
+            })
+            .map_err(spawn_err)?;
+        let watched = shared.clone();
+        let watchdog = std::thread::Builder::new()
+            .name("fanotify-watchdog".into())
+            .spawn(move || watched.watch(&on_stall))
+            .map_err(spawn_err)?;
         Ok(FanEnforcer {
             shared,
             stop: stop_tx,
             thread: Some(thread),
+            watchdog: Some(watchdog),
         })
     }
 
@@ -177,14 +257,23 @@ impl FanEnforcer {
             .to_string_lossy()
             .into_owned();
         // A container's first process joins its cgroup before it enters
-        // its root filesystem: until then its root is ours, and marking
-        // that would put every exec on the node through this thread.
-        if prefix == "/" {
+        // its root filesystem: until then its root is the node's (or, for
+        // a sensor outside a container, ours), and marking that would put
+        // every exec on the node through this thread. (A root shown as
+        // `/` is normal: another mount namespace's root reads so.)
+        let identity = |m: &std::fs::Metadata| (m.dev(), m.ino());
+        let node_roots = ["/proc/1/root", "/"]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| identity(&m));
+        let this = dir.metadata().map_err(|e| root_err(e.to_string()))?;
+        if node_roots.into_iter().any(|n| n == identity(&this)) {
             return Err(root_err(
-                "resolves to the sensor's own root: the container has not entered its root filesystem yet (tried again at the next resync)".into(),
+                "is the node's root: the container has not entered its root filesystem yet (tried again at the next resync)".into(),
             ));
         }
         let aliases = exec_aliases(&work);
+        let protected = protected_files(&work);
         let mut mask = MaskFlags::empty();
         if work.exec {
             mask |= MaskFlags::FAN_OPEN_EXEC_PERM;
@@ -204,6 +293,7 @@ impl FanEnforcer {
                 prefix,
                 dev,
                 aliases,
+                protected,
             },
         );
         self.remark(&mut state, dev, Some(&dir)).map_err(root_err)
@@ -291,16 +381,104 @@ impl FanEnforcer {
     }
 }
 
+impl FanEnforcer {
+    /// For tests: the next event's decision panics.
+    #[doc(hidden)]
+    pub fn inject_panic(&self) {
+        self.shared.fault_panic.store(true, Ordering::SeqCst);
+    }
+
+    /// For tests: the next event is held for `d` before it is decided.
+    #[doc(hidden)]
+    pub fn inject_stall(&self, d: Duration) {
+        self.shared
+            .fault_stall_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
 impl Drop for FanEnforcer {
     fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = nix::unistd::write(&self.stop, b"x");
-        if let Some(t) = self.thread.take() {
+        for t in [self.thread.take(), self.watchdog.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = t.join();
         }
     }
 }
 
 impl Shared {
+    /// Watches the answering thread until the enforcer stops; calls
+    /// `on_stall` once if the thread ended or holds events too long.
+    fn watch(&self, on_stall: &StallHandler) {
+        while !self.stopping.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            if !self.alive.load(Ordering::SeqCst) {
+                (on_stall.0)("the thread answering fanotify events ended");
+                return;
+            }
+            let since = self.busy_since.load(Ordering::SeqCst);
+            let now = self.epoch.elapsed().as_millis() as u64 + 1;
+            if since != 0 && now.saturating_sub(since) > STALL_AFTER.as_millis() as u64 {
+                (on_stall.0)(&format!(
+                    "no fanotify event answered for {}s",
+                    now.saturating_sub(since) / 1000
+                ));
+                return;
+            }
+        }
+    }
+
+    /// The answer when deciding failed (a panic): deny an event of a
+    /// workload the rules cover, allow anyone else's.
+    fn fallback(&self, tid: i32) -> Response {
+        let covered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cgroup_of(&self.cgroup_root, tid).is_some_and(|id| {
+                self.state
+                    .read()
+                    .is_ok_and(|s| s.workloads.contains_key(&id))
+            })
+        }));
+        if covered.unwrap_or(false) {
+            Response::FAN_DENY
+        } else {
+            Response::FAN_ALLOW
+        }
+    }
+
+    /// Decides one event, containing a panic (which fails closed for a
+    /// covered workload) so the thread goes on answering.
+    fn decide_guarded(
+        &self,
+        tid: i32,
+        fd: BorrowedFd<'_>,
+        mask: MaskFlags,
+    ) -> Result<Option<FanViolation>, Response> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let stall = self.fault_stall_ms.swap(0, Ordering::SeqCst);
+            if stall > 0 {
+                std::thread::sleep(Duration::from_millis(stall));
+            }
+            if self.fault_panic.swap(false, Ordering::SeqCst) {
+                panic!("injected fault");
+            }
+            self.decide(tid, fd, mask)
+        }))
+        .map_err(|_| {
+            tracing::error!(
+                tid,
+                "deciding a fanotify event panicked; answered as a failure"
+            );
+            self.fallback(tid)
+        })
+    }
+
     fn run(&self, stop: OwnedFd, out: Sender<FanViolation>) {
         let me = std::process::id() as i32;
         loop {
@@ -329,19 +507,29 @@ impl Shared {
             };
             for ev in events {
                 let Some(fd) = ev.fd() else { continue };
+                // Each event's own clock: a long batch is no stall.
+                self.busy_since.store(
+                    self.epoch.elapsed().as_millis() as u64 + 1,
+                    Ordering::SeqCst,
+                );
                 let mut response = Response::FAN_ALLOW;
-                if ev.pid() != me
-                    && let Some(v) = self.decide(ev.pid(), fd, ev.mask())
-                {
-                    if v.denied {
-                        response = Response::FAN_DENY;
+                if ev.pid() != me {
+                    match self.decide_guarded(ev.pid(), fd, ev.mask()) {
+                        Ok(Some(v)) => {
+                            if v.denied {
+                                response = Response::FAN_DENY;
+                            }
+                            let _ = out.send(v);
+                        }
+                        Ok(None) => {}
+                        Err(fallback) => response = fallback,
                     }
-                    let _ = out.send(v);
                 }
                 if let Err(e) = self.fan.write_response(FanotifyResponse::new(fd, response)) {
                     tracing::error!("answering a fanotify event: {e}");
                 }
             }
+            self.busy_since.store(0, Ordering::SeqCst);
         }
     }
 
@@ -389,12 +577,14 @@ impl Shared {
                 return None;
             }
             let (read, write) = access(tid);
-            (
-                p.work
-                    .rules
-                    .file_hit(&path, write, read && p.work.rules.has_read_rules()),
-                write,
-            )
+            let read = read && p.work.rules.has_read_rules();
+            let by_path = p.work.rules.file_hit(&path, write, read);
+            // Under another name (a hard link), the rules of its own.
+            let by_inode = nix::sys::stat::fstat(fd)
+                .ok()
+                .and_then(|st| p.protected.get(&(st.st_dev, st.st_ino)))
+                .and_then(|name| p.work.rules.file_hit(name, write, read));
+            (Hit::max(by_path, by_inode), write)
         };
         let hit = hit?;
         Some(FanViolation {
@@ -468,6 +658,55 @@ fn exec_aliases(work: &FanWorkload) -> HashMap<(u64, u64), String> {
     for path in named {
         if let Ok(m) = std::fs::metadata(work.root.join(path.trim_start_matches('/'))) {
             out.insert((m.dev(), m.ino()), path.clone());
+        }
+    }
+    out
+}
+
+/// Most files indexed under a workload's file rules; past it, hard links
+/// to the files not indexed are not followed (and a warning says so).
+pub const MAX_PROTECTED_FILES: usize = 100_000;
+
+/// Every regular file under the rules' file prefixes in the workload's
+/// root (not following links, not leaving the root's filesystem), by
+/// device and inode, with its path inside the root.
+fn protected_files(work: &FanWorkload) -> HashMap<(u64, u64), String> {
+    let mut out = HashMap::new();
+    if !work.file {
+        return out;
+    }
+    let Ok(root_dev) = std::fs::metadata(&work.root).map(|m| m.dev()) else {
+        return out;
+    };
+    let mut stack: Vec<String> = work.rules.files.iter().map(|f| f.path.clone()).collect();
+    while let Some(inner) = stack.pop() {
+        if out.len() >= MAX_PROTECTED_FILES {
+            tracing::warn!(
+                root = %work.root.display(),
+                "more than {MAX_PROTECTED_FILES} files under the file rules: hard links to the rest are not followed"
+            );
+            break;
+        }
+        let host = work.root.join(inner.trim_start_matches('/'));
+        let Ok(m) = std::fs::symlink_metadata(&host) else {
+            continue;
+        };
+        if m.dev() != root_dev {
+            continue;
+        }
+        if m.is_file() {
+            out.entry((m.dev(), m.ino())).or_insert(inner);
+        } else if m.is_dir()
+            && let Ok(entries) = std::fs::read_dir(&host)
+        {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                stack.push(if inner == "/" {
+                    format!("/{name}")
+                } else {
+                    format!("{inner}/{name}")
+                });
+            }
         }
     }
     out

@@ -29,6 +29,9 @@ pub struct Options {
     pub cgroup_root: PathBuf,
     /// Map sizes.
     pub limits: Limits,
+    /// What happens if the fanotify enforcer stops answering (the daemon
+    /// exits, which releases every waiting open).
+    pub on_stall: crate::fanotify::StallHandler,
 }
 
 impl Default for Options {
@@ -38,6 +41,7 @@ impl Default for Options {
             audit_only: false,
             cgroup_root: cgroup2_root().unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup")),
             limits: Limits::default(),
+            on_stall: crate::fanotify::StallHandler::exit(),
         }
     }
 }
@@ -187,7 +191,7 @@ impl Sensor {
         let loaded = loader::load(opts.limits)?;
         let (tx, fan_rx) = channel();
         let (fan, fan_error) = if opts.enforcers.contains(&Enforcer::Fanotify) {
-            match FanEnforcer::start(opts.cgroup_root.clone(), tx) {
+            match FanEnforcer::start(opts.cgroup_root.clone(), tx, opts.on_stall.clone()) {
                 Ok(f) => (Some(f), None),
                 Err(e) => (None, Some(e.to_string())),
             }
@@ -204,6 +208,12 @@ impl Sensor {
             next_ruleset: 1,
             opts,
         })
+    }
+
+    /// The fanotify enforcer, when it runs (tests inject faults through it).
+    #[doc(hidden)]
+    pub fn fanotify_enforcer(&self) -> Option<&FanEnforcer> {
+        self.fan.as_ref()
     }
 
     /// Why the LSM enforcer is not used, if it is not.

@@ -635,3 +635,123 @@ fn openat2_cannot_pass_a_write_off_as_a_read() {
         "root:x:0:0::/:/bin/sh\n"
     );
 }
+
+#[test]
+fn a_hard_link_to_a_protected_file_is_protected_too() {
+    let jail = jail();
+    let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
+    sensor
+        .apply(&workload(
+            &jail,
+            vec![(policy("block"), deny_all(PolicyAction::Block, 9))],
+        ))
+        .expect("apply");
+    // Writes under /etc are denied; the same file under /tmp is /etc's.
+    let out = sh(
+        &jail,
+        "/bin/busybox ln /etc/passwd /tmp/x && echo linked; echo pwned >> /tmp/x; echo write=$?; \
+         /bin/busybox cat /tmp/x; echo read=$?",
+    );
+    assert!(out.contains("linked"), "{out}");
+    assert!(out.contains("write=1") || out.contains("write=2"), "{out}");
+    assert!(out.contains("read=0"), "reads are not denied: {out}");
+    assert_eq!(
+        std::fs::read_to_string(jail.path("/etc/passwd")).expect("passwd"),
+        "root:x:0:0::/:/bin/sh\n"
+    );
+    let id = jail.cgroup_id().expect("cgroup");
+    let vs = violations(&mut sensor, id, 1);
+    assert!(
+        vs.iter().any(
+            |v| matches!(&v.activity, Activity::Open { path, write: true, .. } if path == "/tmp/x")
+                && v.outcome == Outcome::Denied
+        ),
+        "{vs:#?}"
+    );
+}
+
+/// Options whose stall handler reports to a channel instead of ending the
+/// test process.
+fn watched() -> (Options, std::sync::mpsc::Receiver<String>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    let opts = Options {
+        on_stall: sightline_runtime_sensor::fanotify::StallHandler(Arc::new(move |why: &str| {
+            let _ = tx.lock().expect("lock").send(why.to_owned());
+        })),
+        ..Options::default()
+    };
+    (opts, rx)
+}
+
+#[test]
+fn a_panic_while_deciding_fails_closed_and_answering_goes_on() {
+    let jail = jail();
+    let (opts, stalls) = watched();
+    let mut sensor = Sensor::start(opts).expect("starting the sensor");
+    sensor
+        .apply(&workload(
+            &jail,
+            vec![(policy("block"), deny_all(PolicyAction::Block, 9))],
+        ))
+        .expect("apply");
+    sensor
+        .fanotify_enforcer()
+        .expect("the fanotify enforcer")
+        .inject_panic();
+    // The panicking event is the jail's own (its shell's exec): refused.
+    let out = sh(&jail, "echo ran");
+    assert!(
+        out.contains("Operation not permitted") && !out.contains("ran"),
+        "{out}"
+    );
+    // The thread goes on answering: the rules work as before.
+    let out = sh(
+        &jail,
+        "/bin/busybox true; echo allowed=$?; /bin/echo x; echo denied=$?",
+    );
+    assert!(
+        out.contains("allowed=0") && out.contains("denied=126"),
+        "{out}"
+    );
+    assert!(stalls.try_recv().is_err(), "the thread goes on answering");
+}
+
+#[test]
+fn answering_that_stops_is_noticed_within_the_deadline() {
+    let jail = jail();
+    let (opts, stalls) = watched();
+    let mut sensor = Sensor::start(opts).expect("starting the sensor");
+    sensor
+        .apply(&workload(
+            &jail,
+            vec![(policy("block"), deny_all(PolicyAction::Block, 9))],
+        ))
+        .expect("apply");
+    let stall = sightline_runtime_sensor::fanotify::STALL_AFTER + Duration::from_secs(4);
+    sensor
+        .fanotify_enforcer()
+        .expect("the fanotify enforcer")
+        .inject_stall(stall);
+    let started = Instant::now();
+    let waiting = std::thread::spawn({
+        let root = jail.root.clone();
+        let cgroup = jail.cgroup.clone();
+        move || {
+            std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!(
+                    "echo $$ > {} && exec /usr/sbin/chroot {} /bin/busybox true",
+                    cgroup.join("cgroup.procs").display(),
+                    root.display()
+                ))
+                .status()
+        }
+    });
+    let why = stalls
+        .recv_timeout(stall)
+        .expect("the watchdog noticed before the event was answered");
+    assert!(why.contains("no fanotify event answered"), "{why}");
+    assert!(started.elapsed() >= sightline_runtime_sensor::fanotify::STALL_AFTER);
+    let _ = waiting.join();
+}
