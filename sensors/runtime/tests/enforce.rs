@@ -670,9 +670,9 @@ fn a_hard_link_to_a_protected_file_is_protected_too() {
     );
 }
 
-/// Options whose stall handler reports to a channel instead of ending the
-/// test process.
-fn watched() -> (Options, std::sync::mpsc::Receiver<String>) {
+/// A jail under a Block policy, and a sensor whose stall handler reports
+/// to a channel instead of ending the test process.
+fn watched_jail() -> (Jail, Sensor, std::sync::mpsc::Receiver<String>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let tx = Mutex::new(tx);
     let opts = Options {
@@ -681,13 +681,7 @@ fn watched() -> (Options, std::sync::mpsc::Receiver<String>) {
         })),
         ..Options::default()
     };
-    (opts, rx)
-}
-
-#[test]
-fn a_panic_while_deciding_fails_closed_and_answering_goes_on() {
     let jail = jail();
-    let (opts, stalls) = watched();
     let mut sensor = Sensor::start(opts).expect("starting the sensor");
     sensor
         .apply(&workload(
@@ -695,6 +689,12 @@ fn a_panic_while_deciding_fails_closed_and_answering_goes_on() {
             vec![(policy("block"), deny_all(PolicyAction::Block, 9))],
         ))
         .expect("apply");
+    (jail, sensor, rx)
+}
+
+#[test]
+fn a_panic_while_deciding_fails_closed_and_answering_goes_on() {
+    let (jail, sensor, stalls) = watched_jail();
     sensor
         .fanotify_enforcer()
         .expect("the fanotify enforcer")
@@ -719,15 +719,7 @@ fn a_panic_while_deciding_fails_closed_and_answering_goes_on() {
 
 #[test]
 fn answering_that_stops_is_noticed_within_the_deadline() {
-    let jail = jail();
-    let (opts, stalls) = watched();
-    let mut sensor = Sensor::start(opts).expect("starting the sensor");
-    sensor
-        .apply(&workload(
-            &jail,
-            vec![(policy("block"), deny_all(PolicyAction::Block, 9))],
-        ))
-        .expect("apply");
+    let (jail, sensor, stalls) = watched_jail();
     let stall = sightline_runtime_sensor::fanotify::STALL_AFTER + Duration::from_secs(4);
     sensor
         .fanotify_enforcer()
