@@ -87,7 +87,10 @@ struct NpmLock {
 
 /// npm's `package-lock.json`, lockfile versions 1 (`dependencies`, nested)
 /// and 2–3 (`packages` keyed by `node_modules/…` path). Links to local
-/// directories and the root project are left out.
+/// directories and the root project are left out, and so are packages
+/// restricted to some platforms (`os`, `cpu`: esbuild's and swc's
+/// per-platform binaries): npm installs only the host's, so only its
+/// `node_modules/…/package.json` says which one is there.
 pub fn npm_lock(text: &[u8], path: &str) -> (Vec<Package>, Vec<String>) {
     let lock: NpmLock = match serde_json::from_slice(text) {
         Ok(l) => l,
@@ -106,6 +109,9 @@ pub fn npm_lock(text: &[u8], path: &str) -> (Vec<Package>, Vec<String>) {
             };
             let name = &key[i + "node_modules/".len()..];
             if v.get("link").and_then(serde_json::Value::as_bool) == Some(true) {
+                continue;
+            }
+            if v.get("os").is_some() || v.get("cpu").is_some() {
                 continue;
             }
             if let Some(version) = v.get("version").and_then(serde_json::Value::as_str) {
@@ -350,6 +356,22 @@ source = "registry+https://github.com/rust-lang/crates.io-index"
             warnings,
             ["Cargo.lock:17: [[package]] lacks name or version; entry skipped"]
         );
+    }
+
+    #[test]
+    fn npm_lock_leaves_platform_packages_to_node_modules() {
+        let lock = br#"{"lockfileVersion": 3, "packages": {
+            "": {"name": "app", "version": "1.0.0"},
+            "node_modules/esbuild": {"version": "0.21.5", "optionalDependencies": {}},
+            "node_modules/@esbuild/darwin-arm64": {"version": "0.21.5", "optional": true, "os": ["darwin"], "cpu": ["arm64"]},
+            "node_modules/@esbuild/linux-x64": {"version": "0.21.5", "optional": true, "os": ["linux"], "cpu": ["x64"]},
+            "node_modules/fsevents": {"version": "2.3.3", "optional": true, "os": ["darwin"]},
+            "node_modules/plain-optional": {"version": "1.0.0", "optional": true}
+        }}"#;
+        let (found, warnings) = npm_lock(lock, "app/package-lock.json");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let names: Vec<&str> = found.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["esbuild", "plain-optional"]);
     }
 
     #[test]
