@@ -262,6 +262,7 @@ pub async fn run(
                 if let Ok(s) = sensor.lock() {
                     metrics.observe_drops(s.drops());
                     metrics.workloads.set(s.tracked().len() as i64);
+                    metrics.unprotected.set(s.unprotected() as i64);
                 }
                 if server.is_finished() {
                     anyhow::bail!("serving metrics on {} stopped (is the port taken?)", cfg.metrics_addr);
@@ -392,11 +393,12 @@ fn reconcile(
                 policies: selecting.clone(),
             };
             wanted.insert(cgroup_id);
+            let who = format!("pod {ns}/{} container {}", pod.name_any(), cs.name);
             match sensor.apply(&spec) {
-                Ok(applied) => record_status(&mut status, &selecting, &applied, &sensor),
+                Ok(applied) => record_status(&mut status, &selecting, &applied, &sensor, &who),
                 Err(e) => {
                     for (p, _) in &selecting {
-                        status.insert(p.clone(), (None, false, format!("container {id}: {e}")));
+                        merge(&mut status, p, (None, false, format!("{who}: {e}")));
                     }
                 }
             }
@@ -423,15 +425,47 @@ fn reconcile(
     status
 }
 
+/// A policy's status on this node: enforcer, ready, why.
+type NodeStatus = (Option<Enforcer>, bool, String);
+
+/// Most workloads named in one policy's reason.
+const MAX_NAMED: usize = 5;
+
+/// Adds one workload's outcome to a policy's status on this node: the
+/// policy is ready only if it holds on every workload it selects, and the
+/// reason names the ones where it does not (the first few).
+fn merge(status: &mut HashMap<PolicyRef, NodeStatus>, policy: &PolicyRef, entry: NodeStatus) {
+    match status.get_mut(policy) {
+        Some(old) if !old.1 && entry.1 => {}
+        Some(old) if !old.1 && !entry.1 => {
+            let named = old.2.matches("; pod ").count() + 1;
+            if named < MAX_NAMED {
+                old.2 = format!("{}; {}", old.2, entry.2);
+            } else if named == MAX_NAMED {
+                old.2.push_str("; and more");
+            }
+        }
+        _ => {
+            status.insert(policy.clone(), entry);
+        }
+    }
+}
+
 fn record_status(
-    status: &mut HashMap<PolicyRef, (Option<Enforcer>, bool, String)>,
+    status: &mut HashMap<PolicyRef, NodeStatus>,
     selecting: &[(PolicyRef, sightline_crds::runtime_policy::RuntimePolicySpec)],
     applied: &Applied,
     sensor: &Sensor,
+    who: &str,
 ) {
     for (p, _) in selecting {
         if let Some(err) = applied.errors.iter().find(|e| &e.policy == p) {
-            status.insert(p.clone(), (None, false, err.to_string()));
+            merge(status, p, (None, false, err.to_string()));
+            continue;
+        }
+        if let Some(why) = &applied.unprotected {
+            let enforcer = applied.exec.or(applied.file).or(applied.net);
+            merge(status, p, (enforcer, false, format!("{who}: {why}")));
             continue;
         }
         // The enforcer of the policy's strongest rule kind: exec, file, then connect.
@@ -451,7 +485,7 @@ fn record_status(
             parts.extend(sensor.fanotify_reason());
         }
         parts.extend(applied.notes.iter().cloned());
-        status.insert(p.clone(), (enforcer, true, parts.join("; ")));
+        merge(status, p, (enforcer, true, parts.join("; ")));
     }
 }
 
@@ -725,6 +759,35 @@ async fn flush_policy_counts(r: &Reporting) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_is_ready_only_where_it_holds_on_every_pod_and_names_the_others() {
+        let p = PolicyRef {
+            namespace: "shop".into(),
+            name: "block".into(),
+        };
+        let ok = |why: &str| (Some(Enforcer::Fanotify), true, why.to_owned());
+        let failed = |pod: &str| {
+            (
+                Some(Enforcer::Fanotify),
+                false,
+                format!("pod shop/{pod} container app: fanotify: gone"),
+            )
+        };
+        let mut status = HashMap::new();
+        merge(&mut status, &p, ok("exec rules: fanotify"));
+        merge(&mut status, &p, failed("web-1"));
+        // A later pod where it holds does not hide the one where it does not.
+        merge(&mut status, &p, ok("exec rules: fanotify"));
+        for i in 2..10 {
+            merge(&mut status, &p, failed(&format!("web-{i}")));
+        }
+        let (_, ready, why) = &status[&p];
+        assert!(!ready);
+        assert!(why.starts_with("pod shop/web-1 container app"), "{why}");
+        assert_eq!(why.matches("pod shop/").count(), MAX_NAMED, "{why}");
+        assert!(why.ends_with("; and more"), "{why}");
+    }
 
     #[test]
     fn container_ids_come_from_runtime_urls() {

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub violations: Family<OutcomeLabel, Counter>,
     /// Workloads with rules.
     pub workloads: Gauge,
+    /// Workloads whose rules do not hold now (retried each pass).
+    pub unprotected: Gauge,
     /// Events the webhook could not take or deliver.
     pub webhook_dropped: Counter,
     registry: Arc<Registry>,
@@ -50,6 +52,7 @@ impl Default for Metrics {
         let dropped = Family::<KindLabel, Counter>::default();
         let violations = Family::<OutcomeLabel, Counter>::default();
         let workloads = Gauge::default();
+        let unprotected = Gauge::default();
         let webhook_dropped = Counter::default();
         registry.register("events", "Records delivered to userspace", events.clone());
         registry.register(
@@ -62,6 +65,11 @@ impl Default for Metrics {
             "workloads",
             "Containers with rules applied",
             workloads.clone(),
+        );
+        registry.register(
+            "unprotected_workloads",
+            "Containers whose rules could not be applied as chosen (the policy's node status names them)",
+            unprotected.clone(),
         );
         registry.register(
             "webhook_dropped",
@@ -78,6 +86,7 @@ impl Default for Metrics {
             dropped,
             violations,
             workloads,
+            unprotected,
             webhook_dropped,
             registry: Arc::new(registry),
             last_drops: Arc::default(),

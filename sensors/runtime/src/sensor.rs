@@ -87,6 +87,10 @@ pub struct Applied {
     pub errors: Vec<RuleError>,
     /// Why a preferred engine was not used.
     pub notes: Vec<String>,
+    /// Why the rules chosen for this workload do not hold on it now (the
+    /// fanotify enforcer could not mark its root); retried at the next
+    /// apply.
+    pub unprotected: Option<String>,
 }
 
 /// What the workload did against a rule.
@@ -208,6 +212,15 @@ impl Sensor {
             next_ruleset: 1,
             opts,
         })
+    }
+
+    /// How many tracked workloads are not protected as their rules say
+    /// (see [`Applied::unprotected`]).
+    pub fn unprotected(&self) -> usize {
+        self.tracked
+            .values()
+            .filter(|t| t.applied.unprotected.is_some())
+            .count()
     }
 
     /// The fanotify enforcer, when it runs (tests inject faults through it).
@@ -357,6 +370,7 @@ impl Sensor {
                 };
                 if let Err(e) = fan.set(cgroup_id, work) {
                     applied.notes.push(format!("fanotify: {e}"));
+                    applied.unprotected = Some(format!("fanotify: {e}"));
                     fan_failed = true;
                 }
             } else {

@@ -522,12 +522,18 @@ fn a_root_that_is_still_the_nodes_is_not_marked_until_it_is_the_containers() {
             .any(|n| n.contains("has not entered its root filesystem")),
         "{applied:?}"
     );
+    assert!(applied.unprotected.is_some(), "{applied:?}");
+    assert_eq!(sensor.unprotected(), 1, "counted for the metric");
     // Once the container is in its root, the same spec applied again (the
     // next resync) protects it: the refusal was not cached.
     std::fs::remove_file(&link).expect("unlink");
     std::os::unix::fs::symlink(&jail.root, &link).expect("symlink");
     let again = sensor.apply(&spec).expect("applying again");
-    assert!(again.notes.is_empty(), "{again:?}");
+    assert!(
+        again.notes.is_empty() && again.unprotected.is_none(),
+        "{again:?}"
+    );
+    assert_eq!(sensor.unprotected(), 0);
     let out = sh(&jail, "/bin/echo ran-denied; echo exec=$?");
     assert!(out.contains("exec=126"), "{out}");
 }
