@@ -164,6 +164,97 @@ fn java_archives_and_nested_jars() -> Result<()> {
     Ok(())
 }
 
+/// A jar whose only record of itself is its manifest.
+fn manifest_jar(manifest: &str) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut out);
+    let opts = zip::write::SimpleFileOptions::default();
+    zip.start_file("META-INF/MANIFEST.MF", opts)?;
+    zip.write_all(manifest.as_bytes())?;
+    zip.start_file("com/example/Widget.class", opts)?;
+    zip.write_all(b"\xca\xfe\xba\xbe")?;
+    zip.finish()?;
+    Ok(out.into_inner())
+}
+
+#[test]
+fn jars_known_only_by_their_manifest_loose_and_in_a_war() -> Result<()> {
+    sightline_testenv::docker::check_packages()?;
+    let io = std::path::Path::new("/usr/share/java/commons-io.jar");
+    let dir = tempfile::tempdir()?;
+    // Gradle-built: Maven's archiver entries, no pom.properties.
+    let widget = manifest_jar(
+        "Manifest-Version: 1.0\r\nImplementation-Title: widget\r\n\
+         Implementation-Vendor-Id: com.example\r\nImplementation-Version: 1.2.3\r\n\r\n",
+    )?;
+    // An OSGi bundle, its symbolic name wrapped at 72 bytes.
+    let databind = manifest_jar(
+        "Manifest-Version: 1.0\nBundle-SymbolicName: com.fasterxml.jackson.core.jackson-da\n tabind\nBundle-Version: 2.9.8\n\n",
+    )?;
+    let war = dir.path().join("shop.war");
+    {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&war)?);
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        // The WAR's own manifest names nothing usable: not listed.
+        zip.start_file("META-INF/MANIFEST.MF", stored)?;
+        zip.write_all(b"Manifest-Version: 1.0\nCreated-By: test\n")?;
+        zip.start_file("WEB-INF/lib/widget-1.2.3.jar", stored)?;
+        zip.write_all(&widget)?;
+        // A jar with a pom.properties is named by it, once.
+        zip.start_file("WEB-INF/lib/commons-io.jar", stored)?;
+        zip.write_all(&std::fs::read(io)?)?;
+        zip.finish()?;
+    }
+    let loose = dir.path().join("databind.jar");
+    std::fs::write(&loose, &databind)?;
+    let layer = dir.path().join("layer.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&layer)?);
+        b.append_path_with_name(&war, "srv/shop.war")?;
+        b.append_path_with_name(&loose, "opt/lib/jackson-databind-2.9.8.jar")?;
+        b.finish()?;
+    }
+    let mut a = Analyzer::new(Limits::default());
+    a.add_layer(std::fs::File::open(&layer)?, &LayerExpect::default())?;
+    let analysis = a.finish();
+    let got: BTreeSet<(String, String, String)> = analysis
+        .packages
+        .iter()
+        .filter(|p| p.kind == PackageKind::Maven)
+        .map(|p| (p.name.clone(), p.version.clone(), p.path.clone()))
+        .collect();
+    let io_version = unzip_coordinates(io)?
+        .into_iter()
+        .next()
+        .context("commons-io's coordinates")?
+        .1;
+    let want: BTreeSet<(String, String, String)> = [
+        (
+            "com.example:widget",
+            "1.2.3",
+            "srv/shop.war!WEB-INF/lib/widget-1.2.3.jar",
+        ),
+        (
+            "commons-io:commons-io",
+            io_version.as_str(),
+            "srv/shop.war!WEB-INF/lib/commons-io.jar",
+        ),
+        (
+            "com.fasterxml.jackson.core:jackson-databind",
+            "2.9.8",
+            "opt/lib/jackson-databind-2.9.8.jar",
+        ),
+    ]
+    .iter()
+    .map(|(n, v, p)| (n.to_string(), v.to_string(), p.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    Ok(())
+}
+
 /// Registry crates `cargo tree` says a crate links (normal dependencies,
 /// so not its build dependencies).
 fn cargo_tree(dir: &std::path::Path) -> Result<BTreeSet<(String, String)>> {

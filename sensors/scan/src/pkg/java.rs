@@ -6,6 +6,16 @@
 //! over [`MAX_ARCHIVE`] and nested ones over [`MAX_NESTED`] are reported as
 //! not read rather than growing memory. The packages match OSV's Maven
 //! records as `group:artifact`.
+//!
+//! An archive without a `pom.properties` of its own (built by Gradle, Ant
+//! or an OSGi tool) is named by its `META-INF/MANIFEST.MF` where that is
+//! unambiguous: the version from `Implementation-Version`, else
+//! `Bundle-Version`; the artifact from the file name when it reads
+//! `<artifact>-<version>.jar`, else a title without spaces; the group from
+//! `Implementation-Vendor-Id` (what Maven's archiver writes), or from a
+//! `Bundle-SymbolicName` that ends with `.<artifact>` (the group is the
+//! rest). Anything else would be a guess at coordinates, and a wrong group
+//! matches no advisory while looking authoritative: not listed.
 
 use std::io::{Cursor, Read};
 
@@ -46,6 +56,8 @@ fn read_archive(
             return;
         }
     };
+    let mut own_pom = false;
+    let mut manifest = None;
     for i in 0..zip.len() {
         let mut entry = match zip.by_index(i) {
             Ok(e) => e,
@@ -55,7 +67,14 @@ fn read_archive(
             }
         };
         let name = entry.name().to_owned();
-        if name.starts_with("META-INF/maven/") && name.ends_with("/pom.properties") {
+        if name.eq_ignore_ascii_case("META-INF/MANIFEST.MF") {
+            let mut text = String::new();
+            match (&mut entry).take(64 << 10).read_to_string(&mut text) {
+                Ok(_) => manifest = Some(text),
+                Err(e) => warnings.push(format!("{shown}!{name}: {e}")),
+            }
+        } else if name.starts_with("META-INF/maven/") && name.ends_with("/pom.properties") {
+            own_pom = true;
             let mut text = String::new();
             if let Err(e) = (&mut entry).take(64 << 10).read_to_string(&mut text) {
                 warnings.push(format!("{shown}!{name}: {e}"));
@@ -96,6 +115,79 @@ fn read_archive(
             read_archive(&inner, &nested, depth + 1, out, warnings);
         }
     }
+    if !own_pom
+        && let Some(text) = manifest
+        && let Some((group, artifact, version)) = from_manifest(&text, shown)
+    {
+        out.push(Package {
+            kind: PackageKind::Maven,
+            name: format!("{group}:{artifact}"),
+            version,
+            source: None,
+            arch: None,
+            purl: String::new(),
+            layer: 0,
+            path: shown.to_owned(),
+        });
+    }
+}
+
+/// The main section of a manifest: `Name: value` headers, long values
+/// continued on lines that start with a space.
+fn manifest_headers(text: &str) -> std::collections::HashMap<String, String> {
+    let mut headers = std::collections::HashMap::new();
+    let mut last: Option<String> = None;
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            break;
+        }
+        if let Some(more) = line.strip_prefix(' ') {
+            if let Some(v) = last.as_ref().and_then(|k| headers.get_mut(k)) {
+                let v: &mut String = v;
+                v.push_str(more);
+            }
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            let k = k.trim().to_ascii_lowercase();
+            headers.insert(k.clone(), v.trim().to_owned());
+            last = Some(k);
+        }
+    }
+    headers
+}
+
+/// Coordinates from a manifest (see the module's documentation), given the
+/// archive's path for its file name.
+fn from_manifest(text: &str, shown: &str) -> Option<(String, String, String)> {
+    let h = manifest_headers(text);
+    let get = |k: &str| h.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let version = get("implementation-version").or(get("bundle-version"))?;
+    // `com.example.widget;singleton:=true`
+    let symbolic = get("bundle-symbolicname")
+        .map(|s| s.split(';').next().unwrap_or(s).trim())
+        .filter(|s| !s.is_empty());
+    // `…/lib/widget-1.2.3.jar`
+    let file = shown.rsplit(['/', '!']).next().unwrap_or(shown);
+    let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
+    let from_file = stem
+        .strip_suffix(version)
+        .and_then(|s| s.strip_suffix('-'))
+        .filter(|s| !s.is_empty());
+    let artifact = from_file.or(get("implementation-title"))?;
+    let group = get("implementation-vendor-id")
+        .map(str::to_owned)
+        .or_else(|| {
+            symbolic
+                .and_then(|s| s.strip_suffix(artifact))
+                .and_then(|g| g.strip_suffix('.'))
+                .filter(|g| !g.is_empty())
+                .map(str::to_owned)
+        })?;
+    let clean = |s: &str| !s.contains([' ', ':', '/']);
+    (clean(&group) && clean(artifact) && clean(version))
+        .then(|| (group, artifact.to_owned(), version.to_owned()))
 }
 
 /// `groupId`, `artifactId`, `version` of a `pom.properties`.
@@ -140,6 +232,42 @@ mod tests {
             Some(("commons-io".into(), "commons-io".into(), "2.11.0".into()))
         );
         assert_eq!(coordinates("groupId=x\nversion=1\n"), None);
+        let manifest = "Manifest-Version: 1.0\r\nImplementation-Title: Widget Library\r\nImplementation-Vendor-Id: com.example\r\nImplementation-Version: 1.2.3\r\n\r\nName: x\r\nImplementation-Version: 9\r\n";
+        assert_eq!(
+            from_manifest(manifest, "srv/lib/widget-1.2.3.jar"),
+            Some(("com.example".into(), "widget".into(), "1.2.3".into())),
+            "the artifact from the file name, the title has spaces"
+        );
+        assert_eq!(
+            from_manifest(manifest, "srv/lib/widget.jar"),
+            None,
+            "a title with spaces is no artifact id"
+        );
+        let bundle = "Manifest-Version: 1.0\nBundle-SymbolicName: com.fasterxml.jackson.core.jac\n kson-databind;singleton:=true\nBundle-Version: 2.9.8\n";
+        assert_eq!(
+            from_manifest(bundle, "app.war!WEB-INF/lib/jackson-databind-2.9.8.jar"),
+            Some((
+                "com.fasterxml.jackson.core".into(),
+                "jackson-databind".into(),
+                "2.9.8".into()
+            )),
+            "continued lines, parameters, the group from the symbolic name"
+        );
+        assert_eq!(
+            from_manifest(bundle, "app.war!WEB-INF/lib/databind.jar"),
+            None,
+            "no artifact the symbolic name agrees with: not guessed"
+        );
+        // Debian's guice-assistedinject: com.google.inject.assistedinject
+        // names no artifact `guice-assistedinject`; its group would be a guess.
+        assert_eq!(
+            from_manifest(
+                "Bundle-SymbolicName: com.google.inject.assistedinject\nBundle-Version: 4.2.3\n",
+                "usr/share/java/guice-assistedinject-4.2.3.jar"
+            ),
+            None
+        );
+        assert_eq!(from_manifest("Manifest-Version: 1.0\n", "x.jar"), None);
         let (pkgs, warnings) = parse(b"PK\x03\x04 not really", "a.jar");
         assert!(pkgs.is_empty() && warnings[0].starts_with("a.jar: not a readable Java archive"));
     }
