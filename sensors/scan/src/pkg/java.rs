@@ -81,16 +81,7 @@ fn read_archive(
                 continue;
             }
             match coordinates(&text) {
-                Some((group, artifact, version)) => out.push(Package {
-                    kind: PackageKind::Maven,
-                    name: format!("{group}:{artifact}"),
-                    version,
-                    source: None,
-                    arch: None,
-                    purl: String::new(),
-                    layer: 0,
-                    path: shown.to_owned(),
-                }),
+                Some(coordinates) => out.push(maven(coordinates, shown)),
                 None => warnings.push(format!(
                     "{shown}!{name}: no groupId, artifactId or version; skipped"
                 )),
@@ -117,18 +108,23 @@ fn read_archive(
     }
     if !own_pom
         && let Some(text) = manifest
-        && let Some((group, artifact, version)) = from_manifest(&text, shown)
+        && let Some(coordinates) = from_manifest(&text, shown)
     {
-        out.push(Package {
-            kind: PackageKind::Maven,
-            name: format!("{group}:{artifact}"),
-            version,
-            source: None,
-            arch: None,
-            purl: String::new(),
-            layer: 0,
-            path: shown.to_owned(),
-        });
+        out.push(maven(coordinates, shown));
+    }
+}
+
+/// The package of Maven coordinates found in the archive at `shown`.
+fn maven((group, artifact, version): (String, String, String), shown: &str) -> Package {
+    Package {
+        kind: PackageKind::Maven,
+        name: format!("{group}:{artifact}"),
+        version,
+        source: None,
+        arch: None,
+        purl: String::new(),
+        layer: 0,
+        path: shown.to_owned(),
     }
 }
 
