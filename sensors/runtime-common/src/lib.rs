@@ -9,6 +9,9 @@
 
 /// Bytes of a path kept in an event (longer paths are cut, and flagged).
 pub const PATH_LEN: usize = 256;
+/// Bytes of the buffer a path is resolved into before a rule is looked up
+/// (`PATH_MAX`): a path the kernel accepts is never cut before deciding.
+pub const FULL_PATH_LEN: usize = 4096;
 /// Bytes of the argument list kept in an exec event (NUL-separated).
 pub const ARGS_LEN: usize = 256;
 /// Bytes of a task's command name.
@@ -94,7 +97,9 @@ pub mod flags {
     pub const PATH_TRUNCATED: u32 = 1;
     /// The argument list was longer than the record holds and was cut.
     pub const ARGS_TRUNCATED: u32 = 2;
-    /// The path could not be read from the process's memory.
+    /// The path could not be read (from the process's memory, or resolved
+    /// by the kernel): file rules were decided by the workload's
+    /// [`super::Workload::unknown_path`] rule (fail closed).
     pub const PATH_UNREADABLE: u32 = 4;
 }
 
@@ -213,6 +218,10 @@ pub struct Workload {
     pub allow_rule: u32,
     /// Padding.
     pub _pad2: u32,
+    /// What an open whose path cannot be read or resolved is decided by:
+    /// the strongest read and write rules of every prefix, so an
+    /// unreadable path fails closed.
+    pub unknown_path: FileRule,
 }
 
 /// What a matching rule does and which it is.
@@ -334,6 +343,6 @@ const _: () = {
     assert!(core::mem::size_of::<Header>() == 48);
     assert!(core::mem::size_of::<PathKey>() == 256);
     assert!(core::mem::size_of::<NetKey>() == 22);
-    assert!(core::mem::size_of::<Workload>() == 24);
+    assert!(core::mem::size_of::<Workload>() == 40);
     assert!(core::mem::size_of::<ExecEvent>() == 48 + 24 + PATH_LEN + ARGS_LEN + COMM_LEN);
 };

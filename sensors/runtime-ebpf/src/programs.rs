@@ -4,6 +4,12 @@
 //!
 //! Each program is `fn prog(ctx) { let _ = try_prog(ctx); }`: a failed read
 //! ends the program quietly, and a full ring buffer is counted in [`DROPS`].
+//!
+//! Enforcing programs decide first and record second: the path is resolved
+//! into a per-CPU buffer ([`PATHS`]), the rule looked up and applied, and
+//! only then is a record reserved. A full ring buffer loses the record
+//! (counted), never the decision; a path that cannot be read is decided by
+//! the workload's strongest file rule ([`Workload::unknown_path`]).
 
 use core::ptr::read_volatile;
 
@@ -17,9 +23,9 @@ use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::maps::{HashMap, LpmTrie, PerCpuArray, RingBuf};
 use aya_ebpf::programs::{BtfTracePointContext, LsmContext, TracePointContext};
 use sightline_runtime_common::{
-    ARGS_LEN, ConnectEvent, ExecEvent, ExitEvent, FileRule, Header, InodeKey, KEY_PATH_LEN,
-    NET_KEY_PREFIX_BITS, NetKey, Offsets, OpenEvent, PATH_LEN, PathKey, RuleValue, Workload,
-    action, engine, flags, kind, verdict, workload,
+    ARGS_LEN, ConnectEvent, ExecEvent, ExitEvent, FULL_PATH_LEN, FileRule, Header, InodeKey,
+    KEY_PATH_LEN, NET_KEY_PREFIX_BITS, NetKey, Offsets, OpenEvent, PATH_LEN, PathKey, RuleValue,
+    Workload, action, engine, flags, kind, verdict, workload,
 };
 
 /// Events for userspace. The size is a default; userspace sets its own.
@@ -56,6 +62,11 @@ static NET_RULES: LpmTrie<NetKey, RuleValue> = LpmTrie::with_max_entries(16384, 
 #[map]
 static SCRATCH: PerCpuArray<Key<PathKey>> = PerCpuArray::with_max_entries(1, 0);
 
+/// The path of the call being decided, whole (up to `PATH_MAX`), before any
+/// record is reserved.
+#[map]
+static PATHS: PerCpuArray<[u8; FULL_PATH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Field offsets, set by userspace before loading (read-only afterwards, so
 /// the verifier sees them as constants).
 #[unsafe(no_mangle)]
@@ -65,6 +76,7 @@ const SIGKILL: u32 = 9;
 const EPERM: i32 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
+const ENOMEM: i64 = 12;
 const O_ACCMODE: u32 = 3;
 const O_WRONLY: u32 = 1;
 const O_RDWR: u32 = 2;
@@ -182,10 +194,11 @@ fn enforce(rule_action: u8, eng: u32) -> u8 {
     }
 }
 
-/// Copies the NUL-terminated `path` (already in kernel memory, inside a
-/// record) into the scratch key for `ruleset`.
+/// Copies the NUL-terminated `path` (already in kernel memory: a record or
+/// [`PATHS`]) into the scratch key for `ruleset`. A path longer than the
+/// key keeps its head, which is what prefix rules match.
 #[inline(always)]
-fn path_key(ruleset: u32, path: &[u8; PATH_LEN]) -> Option<&'static Key<PathKey>> {
+fn path_key(ruleset: u32, path: *const u8) -> Option<&'static Key<PathKey>> {
     let key = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the per-CPU scratch slot is ours for this program run; the copy
     // is bounded by the key's size.
@@ -195,7 +208,7 @@ fn path_key(ruleset: u32, path: &[u8; PATH_LEN]) -> Option<&'static Key<PathKey>
         bpf_probe_read_kernel(
             (*key).data.path.as_mut_ptr().cast(),
             KEY_PATH_LEN as u32,
-            path.as_ptr().cast(),
+            path.cast(),
         );
         Some(&*key)
     }
@@ -204,7 +217,7 @@ fn path_key(ruleset: u32, path: &[u8; PATH_LEN]) -> Option<&'static Key<PathKey>
 /// The exec rule verdict for the executable (`dev`, `ino`, path in `name`)
 /// of a workload, with the rule that decided it.
 #[inline(always)]
-fn exec_rule(w: &Workload, dev: u32, ino: u64, name: &[u8; PATH_LEN]) -> Option<RuleValue> {
+fn exec_rule(w: &Workload, dev: u32, ino: u64, name: *const u8) -> Option<RuleValue> {
     let ikey = InodeKey {
         ruleset: w.ruleset,
         dev,
@@ -238,49 +251,78 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// The device and inode of the program `bprm` runs (zero where unreadable).
+#[inline(always)]
+fn exe_inode(bprm: u64, o: &Offsets) -> (u32, u64) {
+    let file = kread::<u64>(bprm, o.bprm_file).unwrap_or(0);
+    let inode = kread::<u64>(file, o.file_inode).unwrap_or(0);
+    let ino = kread::<u64>(inode, o.inode_ino).unwrap_or(0);
+    let dev = kread::<u32>(kread::<u64>(inode, o.inode_sb).unwrap_or(0), o.sb_dev).unwrap_or(0);
+    (dev, ino)
+}
+
+/// Reads the path `bprm` was executed by into `buf` ([`PATHS`]); returns
+/// its length with the NUL, or an error (then `buf` holds "").
+#[inline(always)]
+fn exe_path(bprm: u64, o: &Offsets, buf: *mut [u8; FULL_PATH_LEN]) -> i64 {
+    let mut n = -1;
+    if let Ok(name) = kread::<u64>(bprm, o.bprm_filename) {
+        // SAFETY: the per-CPU buffer is ours for this run; the read is bounded.
+        n = unsafe {
+            bpf_probe_read_kernel_str(buf.cast(), FULL_PATH_LEN as u32, name as *const _)
+        };
+    }
+    if n < 0 {
+        // SAFETY: as above.
+        unsafe { (*buf)[0] = 0 };
+    }
+    n
+}
+
 fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let o = offsets();
     let task: u64 = ctx.arg(0);
     let bprm: u64 = ctx.arg(2);
     let cgroup_id = current_cgroup();
+    let (dev, ino) = exe_inode(bprm, &o);
+    let buf = PATHS.get_ptr_mut(0).ok_or(-ENOMEM)?;
+    let n = exe_path(bprm, &o, buf);
+    // Decide before reserving: a full ring loses the record, not the kill.
+    let mut hit = None;
+    if let Some(w) = workload(cgroup_id) {
+        let eng = engine::of(w.engines, engine::EXEC_SHIFT);
+        if eng == engine::SIGNAL
+            && let Some(rule) = exec_rule(&w, dev, ino, buf.cast())
+        {
+            hit = Some((enforce(rule.action, eng), rule.rule));
+        }
+    }
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count_drop(kind::EXEC as u32);
-        return exec_without_record(cgroup_id, bprm, &o);
+        count_drop(match hit {
+            Some((v, _)) if v != verdict::NONE => 0,
+            _ => kind::EXEC as u32,
+        });
+        return Ok(());
     };
     let e = entry.as_mut_ptr();
+    let pflags = path_flags(n);
     // SAFETY: `e` is the reserved record; every field is written before submit.
     unsafe {
         (*e).header = header(kind::EXEC, cgroup_id);
+        if let Some((v, rule)) = hit {
+            (*e).header.verdict = v;
+            (*e).header.rule = rule;
+        }
+        (*e).header.flags = pflags;
         (*e).ppid = 0;
-        (*e).dev = 0;
-        (*e).ino = 0;
+        (*e).dev = dev;
+        (*e).ino = ino;
         (*e).args_len = 0;
         (*e)._pad = 0;
-        (*e).filename[0] = 0;
         (*e).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        record_path(&mut (*e).filename, buf.cast(), pflags);
         if let Ok(parent) = kread::<u64>(task, o.task_real_parent) {
             (*e).ppid = kread::<u32>(parent, o.task_tgid).unwrap_or(0);
-        }
-        if let Ok(file) = kread::<u64>(bprm, o.bprm_file)
-            && let Ok(inode) = kread::<u64>(file, o.file_inode)
-        {
-            (*e).ino = kread::<u64>(inode, o.inode_ino).unwrap_or(0);
-            if let Ok(sb) = kread::<u64>(inode, o.inode_sb) {
-                (*e).dev = kread::<u32>(sb, o.sb_dev).unwrap_or(0);
-            }
-        }
-        if let Ok(name) = kread::<u64>(bprm, o.bprm_filename) {
-            let n = bpf_probe_read_kernel_str(
-                (*e).filename.as_mut_ptr().cast(),
-                PATH_LEN as u32,
-                name as *const _,
-            );
-            if n >= PATH_LEN as i64 {
-                (*e).header.flags |= flags::PATH_TRUNCATED;
-            } else if n < 0 {
-                (*e).filename[0] = 0;
-                (*e).header.flags |= flags::PATH_UNREADABLE;
-            }
         }
         if let Ok(mm) = kread::<u64>(task, o.task_mm)
             && let (Ok(start), Ok(end)) = (
@@ -302,52 +344,8 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
                 (*e).args_len = len;
             }
         }
-        if let Some(w) = workload(cgroup_id) {
-            let eng = engine::of(w.engines, engine::EXEC_SHIFT);
-            if eng == engine::SIGNAL
-                && let Some(rule) = exec_rule(&w, (*e).dev, (*e).ino, &(*e).filename)
-            {
-                (*e).header.verdict = enforce(rule.action, eng);
-                (*e).header.rule = rule.rule;
-            }
-        }
     }
     entry.submit(0);
-    Ok(())
-}
-
-/// With the ring buffer full the exec rules must still hold: match without
-/// a record, and count the lost violation.
-#[inline(never)]
-fn exec_without_record(cgroup_id: u64, bprm: u64, o: &Offsets) -> Result<(), i64> {
-    let Some(w) = workload(cgroup_id) else {
-        return Ok(());
-    };
-    let eng = engine::of(w.engines, engine::EXEC_SHIFT);
-    if eng != engine::SIGNAL {
-        return Ok(());
-    }
-    let file = kread::<u64>(bprm, o.bprm_file)?;
-    let inode = kread::<u64>(file, o.file_inode)?;
-    let ino = kread::<u64>(inode, o.inode_ino)?;
-    let sb = kread::<u64>(inode, o.inode_sb)?;
-    let dev = kread::<u32>(sb, o.sb_dev)?;
-    let key = SCRATCH.get_ptr_mut(0).ok_or(-12)?;
-    let name = kread::<u64>(bprm, o.bprm_filename)?;
-    // SAFETY: the scratch slot is ours; the path is read into it, bounded.
-    let path: &[u8; PATH_LEN] = unsafe {
-        bpf_probe_read_kernel_str(
-            (*key).data.path.as_mut_ptr().cast(),
-            KEY_PATH_LEN as u32,
-            name as *const _,
-        );
-        &*((*key).data.path.as_ptr() as *const [u8; PATH_LEN])
-    };
-    if let Some(rule) = exec_rule(&w, dev, ino, path)
-        && enforce(rule.action, eng) != verdict::NONE
-    {
-        count_drop(0);
-    }
     Ok(())
 }
 
@@ -410,6 +408,56 @@ fn file_rule(rule: &FileRule, open_flags: u32) -> RuleValue {
     }
 }
 
+/// The file rule an open with `open_flags` of the path in `path` meets in
+/// workload `w`, when it is not "none". An unreadable path meets the
+/// workload's strongest rules.
+#[inline(always)]
+fn file_decision(
+    w: &Workload,
+    open_flags: u32,
+    path: *const u8,
+    unreadable: bool,
+) -> Option<RuleValue> {
+    let rule = if unreadable {
+        w.unknown_path
+    } else {
+        *FILE_PREFIXES.get(path_key(w.ruleset, path)?)?
+    };
+    let hit = file_rule(&rule, open_flags);
+    (hit.action != action::NONE).then_some(hit)
+}
+
+/// Event flags for a path read into [`PATHS`] with result `n` (its length
+/// with the NUL, or an error): unreadable, or longer than a record holds.
+#[inline(always)]
+fn path_flags(n: i64) -> u32 {
+    if n < 0 {
+        flags::PATH_UNREADABLE
+    } else if n > PATH_LEN as i64 {
+        flags::PATH_TRUNCATED
+    } else {
+        0
+    }
+}
+
+/// Copies the head of the decided path into a record's `dst`, always
+/// NUL-terminated.
+///
+/// # Safety
+/// `dst` is a reserved record's path field and `src` is [`PATHS`]' slot.
+#[inline(always)]
+unsafe fn record_path(dst: &mut [u8; PATH_LEN], src: *const u8, pflags: u32) {
+    // SAFETY: both are at least PATH_LEN bytes of kernel memory (caller).
+    unsafe {
+        if pflags & flags::PATH_UNREADABLE != 0
+            || bpf_probe_read_kernel(dst.as_mut_ptr().cast(), PATH_LEN as u32, src.cast()) != 0
+        {
+            dst[0] = 0;
+        }
+    }
+    dst[PATH_LEN - 1] = 0;
+}
+
 #[inline(always)]
 fn on_open(dfd: i32, path: u64, open_flags: u32) -> Result<(), i64> {
     let cgroup_id = current_cgroup();
@@ -423,42 +471,38 @@ fn on_open(dfd: i32, path: u64, open_flags: u32) -> Result<(), i64> {
     if !check && !trace {
         return Ok(());
     }
+    let buf = PATHS.get_ptr_mut(0).ok_or(-ENOMEM)?;
+    // SAFETY: the per-CPU buffer is ours for this run; the read is bounded.
+    let n = unsafe { bpf_probe_read_user_str(buf.cast(), FULL_PATH_LEN as u32, path as *const _) };
+    let pflags = path_flags(n);
+    // Decide before reserving: a full ring loses the record, not the kill.
+    let hit = if check {
+        file_decision(&w, open_flags, buf.cast(), n < 0)
+    } else {
+        None
+    };
+    let v = hit.map_or(verdict::NONE, |h| enforce(h.action, eng));
+    if v == verdict::NONE && !trace {
+        return Ok(());
+    }
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-        count_drop(kind::OPEN as u32);
+        count_drop(if v == verdict::NONE {
+            kind::OPEN as u32
+        } else {
+            0
+        });
         return Ok(());
     };
     let e = entry.as_mut_ptr();
     // SAFETY: `e` is the reserved record; every field is written before submit.
     unsafe {
         (*e).header = header(kind::OPEN, cgroup_id);
+        (*e).header.verdict = v;
+        (*e).header.rule = hit.map_or(0, |h| h.rule);
+        (*e).header.flags = pflags;
         (*e).open_flags = open_flags;
         (*e).dfd = dfd;
-        (*e).path[0] = 0;
-        let n = bpf_probe_read_user_str(
-            (*e).path.as_mut_ptr().cast(),
-            PATH_LEN as u32,
-            path as *const _,
-        );
-        if n >= PATH_LEN as i64 {
-            (*e).header.flags |= flags::PATH_TRUNCATED;
-        } else if n < 0 {
-            (*e).path[0] = 0;
-            (*e).header.flags |= flags::PATH_UNREADABLE;
-        }
-        if check
-            && let Some(key) = path_key(w.ruleset, &(*e).path)
-            && let Some(rule) = FILE_PREFIXES.get(key)
-        {
-            let hit = file_rule(rule, open_flags);
-            if hit.action != action::NONE {
-                (*e).header.verdict = enforce(hit.action, eng);
-                (*e).header.rule = hit.rule;
-            }
-        }
-        if (*e).header.verdict == verdict::NONE && !trace {
-            entry.discard(0);
-            return Ok(());
-        }
+        record_path(&mut (*e).path, buf.cast(), pflags);
     }
     entry.submit(0);
     Ok(())
@@ -667,54 +711,45 @@ fn try_lsm_bprm(ctx: &LsmContext) -> Result<i32, i64> {
         return Ok(0);
     }
     let bprm: u64 = ctx.arg(0);
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count_drop(kind::EXEC as u32);
+    let (dev, ino) = exe_inode(bprm, &o);
+    let buf = PATHS.get_ptr_mut(0).ok_or(-ENOMEM)?;
+    let n = exe_path(bprm, &o, buf);
+    // Decide before reserving: an allowed program is reported by the exec
+    // tracepoint once it runs; a refused one is refused with or without
+    // its record.
+    let Some(rule) = exec_rule(&w, dev, ino, buf.cast()) else {
         return Ok(0);
     };
+    let v = enforce(rule.action, engine::LSM);
+    let ret = if v == verdict::DENIED { -EPERM } else { 0 };
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_drop(0);
+        return Ok(ret);
+    };
     let e = entry.as_mut_ptr();
-    let mut ret = 0;
+    let pflags = path_flags(n);
     // SAFETY: `e` is the reserved record; every field is written before submit.
     unsafe {
         (*e).header = header(kind::EXEC, cgroup_id);
+        (*e).header.verdict = v;
+        (*e).header.rule = rule.rule;
+        (*e).header.flags = pflags;
         (*e).ppid = 0;
+        (*e).dev = dev;
+        (*e).ino = ino;
         (*e).args_len = 0;
         (*e)._pad = 0;
         (*e).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        (*e).filename[0] = 0;
-        let file = kread::<u64>(bprm, o.bprm_file).unwrap_or(0);
-        let inode = kread::<u64>(file, o.file_inode).unwrap_or(0);
-        (*e).ino = kread::<u64>(inode, o.inode_ino).unwrap_or(0);
-        (*e).dev =
-            kread::<u32>(kread::<u64>(inode, o.inode_sb).unwrap_or(0), o.sb_dev).unwrap_or(0);
-        if let Ok(name) = kread::<u64>(bprm, o.bprm_filename) {
-            bpf_probe_read_kernel_str(
-                (*e).filename.as_mut_ptr().cast(),
-                PATH_LEN as u32,
-                name as *const _,
-            );
-        }
-        match exec_rule(&w, (*e).dev, (*e).ino, &(*e).filename) {
-            Some(rule) => {
-                (*e).header.verdict = enforce(rule.action, engine::LSM);
-                (*e).header.rule = rule.rule;
-                if (*e).header.verdict == verdict::DENIED {
-                    ret = -EPERM;
-                }
-            }
-            None => {
-                // Allowed: the exec tracepoint reports it once it succeeds.
-                entry.discard(0);
-                return Ok(0);
-            }
-        }
+        record_path(&mut (*e).filename, buf.cast(), pflags);
     }
     entry.submit(0);
     Ok(ret)
 }
 
-/// `file_open` (sleepable, for `bpf_d_path`): refuse a denied open with
-/// the path resolved by the kernel, whatever the process passed.
-#[lsm(hook = "file_open", sleepable)]
+/// `file_open`: refuse a denied open with the path resolved by the kernel,
+/// whatever the process passed. Not sleepable: sleepable programs may not
+/// use LPM tries, and `bpf_d_path` is allowed on this hook either way.
+#[lsm(hook = "file_open")]
 pub fn lsm_file_open(ctx: LsmContext) -> i32 {
     let prev: i32 = ctx.arg(1);
     if prev != 0 {
@@ -733,47 +768,42 @@ fn try_lsm_file_open(ctx: &LsmContext) -> Result<i32, i64> {
         return Ok(0);
     }
     let file: u64 = ctx.arg(0);
-    let open_flags = kread::<u32>(file, o.file_flags)?;
+    // Flags that cannot be read count as reading and writing.
+    let open_flags = kread::<u32>(file, o.file_flags).unwrap_or(O_RDWR);
     let write = writes(open_flags);
     if !write && w.flags & workload::FILE_READ_RULES == 0 {
         return Ok(0);
     }
-    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-        count_drop(kind::OPEN as u32);
+    let buf = PATHS.get_ptr_mut(0).ok_or(-ENOMEM)?;
+    // SAFETY: the per-CPU buffer is ours for this run; `bpf_d_path` writes
+    // at most its size.
+    let n = unsafe {
+        bpf_d_path(
+            (file + o.file_path as u64) as *mut _,
+            buf.cast(),
+            FULL_PATH_LEN as u32,
+        )
+    };
+    let Some(hit) = file_decision(&w, open_flags, buf.cast(), n < 0) else {
         return Ok(0);
     };
+    let v = enforce(hit.action, engine::LSM);
+    let ret = if v == verdict::DENIED { -EPERM } else { 0 };
+    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
+        count_drop(0);
+        return Ok(ret);
+    };
     let e = entry.as_mut_ptr();
-    let mut ret = 0;
+    let pflags = path_flags(n);
     // SAFETY: `e` is the reserved record; every field is written before submit.
     unsafe {
         (*e).header = header(kind::OPEN, cgroup_id);
+        (*e).header.verdict = v;
+        (*e).header.rule = hit.rule;
+        (*e).header.flags = pflags;
         (*e).open_flags = open_flags;
         (*e).dfd = -100;
-        (*e).path[0] = 0;
-        if bpf_d_path(
-            (file + o.file_path as u64) as *mut _,
-            (*e).path.as_mut_ptr().cast(),
-            PATH_LEN as u32,
-        ) < 0
-        {
-            (*e).header.flags |= flags::PATH_UNREADABLE;
-        }
-        if let Some(key) = path_key(w.ruleset, &(*e).path)
-            && let Some(rule) = FILE_PREFIXES.get(key)
-        {
-            let hit = file_rule(rule, open_flags);
-            if hit.action != action::NONE {
-                (*e).header.verdict = enforce(hit.action, engine::LSM);
-                (*e).header.rule = hit.rule;
-                if (*e).header.verdict == verdict::DENIED {
-                    ret = -EPERM;
-                }
-            }
-        }
-        if (*e).header.verdict == verdict::NONE {
-            entry.discard(0);
-            return Ok(0);
-        }
+        record_path(&mut (*e).path, buf.cast(), pflags);
     }
     entry.submit(0);
     Ok(ret)

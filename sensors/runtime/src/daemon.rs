@@ -260,7 +260,13 @@ pub async fn run(
             _ = flush.tick() => {
                 drain(&sensor, &reporting).await;
                 if let Ok(s) = sensor.lock() {
-                    metrics.observe_drops(s.drops());
+                    let lost = metrics.observe_drops(s.drops());
+                    if lost > 0 {
+                        tracing::warn!(
+                            lost,
+                            "violations were enforced but their records were lost (the ring buffer was full); counted in sightline_runtime_dropped_total{{kind=\"violation\"}}"
+                        );
+                    }
                     metrics.workloads.set(s.tracked().len() as i64);
                     metrics.unprotected.set(s.unprotected() as i64);
                 }

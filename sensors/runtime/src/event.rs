@@ -42,8 +42,12 @@ pub struct Common {
     pub verdict: Verdict,
     /// The matched rule's id (meaningful when `verdict` is not `None`).
     pub rule: u32,
-    /// The path was cut to the record's size.
+    /// The path was cut to the record's size (the rule was decided on the
+    /// whole path).
     pub path_truncated: bool,
+    /// The path could not be read or resolved: file rules were decided as
+    /// if it were under the workload's strongest prefix (fail closed).
+    pub path_unreadable: bool,
 }
 
 /// A program started.
@@ -204,6 +208,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         },
         rule: b.u32(offset_of!(Header, rule)),
         path_truncated: event_flags & flags::PATH_TRUNCATED != 0,
+        path_unreadable: event_flags & flags::PATH_UNREADABLE != 0,
     };
     Ok(match k {
         kind::EXEC => {

@@ -60,6 +60,16 @@ fn value(hit: Option<Hit>) -> RuleValue {
     }
 }
 
+/// What an open whose path cannot be read meets in the kernel: the
+/// strongest read and write rules of the whole set (fail closed).
+pub fn unknown_path_rule(set: &RuleSet) -> FileRule {
+    let (read, write) = set.strongest_file_rules();
+    FileRule {
+        read: value(read),
+        write: value(write),
+    }
+}
+
 /// The path key of `path`: `exact` includes its NUL (the whole path and
 /// nothing longer), otherwise it is the directory prefix `path/`.
 pub fn path_key(ruleset: u32, path: &str, exact: bool) -> Option<Key<PathKey>> {

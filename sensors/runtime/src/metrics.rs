@@ -103,11 +103,13 @@ pub fn kind_name(k: u8) -> &'static str {
 }
 
 impl Metrics {
-    /// Brings the drop counters up to the programs' totals.
-    pub fn observe_drops(&self, totals: [u64; kind::COUNT as usize]) {
+    /// Brings the drop counters up to the programs' totals; returns how
+    /// many violations lost their record since the last call.
+    pub fn observe_drops(&self, totals: [u64; kind::COUNT as usize]) -> u64 {
         let Ok(mut last) = self.last_drops.lock() else {
-            return;
+            return 0;
         };
+        let lost_violations = totals[0].saturating_sub(last[0]);
         for (i, total) in totals.iter().enumerate() {
             let delta = total.saturating_sub(last[i]);
             if delta > 0 {
@@ -119,6 +121,7 @@ impl Metrics {
             }
             last[i] = last[i].max(*total);
         }
+        lost_violations
     }
 
     /// The OpenMetrics text.
@@ -162,8 +165,8 @@ mod tests {
     #[test]
     fn drop_totals_become_counter_increments() {
         let m = Metrics::default();
-        m.observe_drops([0, 5, 0, 0, 1]);
-        m.observe_drops([0, 7, 0, 0, 1]);
+        assert_eq!(m.observe_drops([0, 5, 0, 0, 1]), 0);
+        assert_eq!(m.observe_drops([3, 7, 0, 0, 1]), 3);
         let text = m.encode();
         assert!(
             text.contains("sightline_runtime_dropped_total{kind=\"exec\"} 7"),
@@ -175,6 +178,10 @@ mod tests {
         );
         assert!(
             text.contains("sightline_runtime_dropped_total{kind=\"open\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sightline_runtime_dropped_total{kind=\"violation\"} 3"),
             "{text}"
         );
     }

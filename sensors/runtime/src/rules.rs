@@ -186,6 +186,14 @@ impl RuleSet {
         best
     }
 
+    /// The strongest read and the strongest write rule over every prefix:
+    /// what an open of a path that cannot be known meets.
+    pub fn strongest_file_rules(&self) -> (Option<Hit>, Option<Hit>) {
+        self.files.iter().fold((None, None), |(r, w), f| {
+            (Hit::max(r, f.read), Hit::max(w, f.write))
+        })
+    }
+
     /// The exec rule for a program at `path` with contents `sha256` (when
     /// known; computing it is the caller's choice, see [`RuleSet::needs_sha256`]).
     pub fn exec_hit(&self, path: &str, sha256: Option<&[u8; 32]>) -> Option<Hit> {

@@ -59,6 +59,10 @@ pub fn cgroup2_root() -> Option<PathBuf> {
     })
 }
 
+/// The path a violation shows when the kernel could not read or resolve it
+/// (the call was decided by the workload's strongest file rule).
+pub const UNREADABLE_PATH: &str = "<unreadable path>";
+
 /// A workload to enforce rules on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkloadSpec {
@@ -348,6 +352,7 @@ impl Sensor {
             _pad: [0; 3],
             allow_rule: allow.map_or(0, |h| h.rule),
             _pad2: 0,
+            unknown_path: kmaps::unknown_path_rule(&set),
         };
         let cgroups = descendants(&spec.cgroup);
         for id in &cgroups {
@@ -484,12 +489,21 @@ impl Sensor {
             Verdict::Killed => (Outcome::Killed, Enforcer::Signal),
             Verdict::Denied => (Outcome::Denied, Enforcer::Lsm),
         };
+        let shown = |path: &str| {
+            if c.path_unreadable {
+                UNREADABLE_PATH.to_string()
+            } else if c.path_truncated {
+                format!("{path}…")
+            } else {
+                path.to_string()
+            }
+        };
         let activity = match ev {
             Event::Exec(e) => Activity::Exec {
-                path: e.filename.clone(),
+                path: shown(&e.filename),
             },
             Event::Open(o) => Activity::Open {
-                path: o.path.clone(),
+                path: shown(&o.path),
                 write: crate::fanotify::open_access(o.flags).1,
             },
             Event::Connect(n) => Activity::Connect {

@@ -18,9 +18,11 @@ use sightline_crds::runtime_policy::{
     RuntimePolicySpec,
 };
 use sightline_crds::sensor::Enforcer;
+use sightline_runtime_common::kind;
+use sightline_runtime_sensor::loader::Limits;
 use sightline_runtime_sensor::rules::PolicyRef;
 use sightline_runtime_sensor::sensor::{
-    Activity, Options, Outcome, Report, Sensor, Violation, WorkloadSpec,
+    Activity, Options, Outcome, Report, Sensor, UNREADABLE_PATH, Violation, WorkloadSpec,
 };
 use sightline_testenv::jail::Jail;
 
@@ -752,4 +754,180 @@ fn answering_that_stops_is_noticed_within_the_deadline() {
     assert!(why.contains("no fanotify event answered"), "{why}");
     assert!(started.elapsed() >= sightline_runtime_sensor::fanotify::STALL_AFTER);
     let _ = waiting.join();
+}
+
+/// Violations reported for `cgroup_id` until none came for half a second.
+fn all_violations(sensor: &mut Sensor, cgroup_id: u64) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_millis(500) {
+        let before = out.len();
+        let n = sensor.drain(|r| {
+            if let Report::Violation(v) = r
+                && v.cgroup_id == cgroup_id
+            {
+                out.push(v);
+            }
+        });
+        if n > 0 || out.len() > before {
+            quiet_since = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out
+}
+
+const ATTEMPTS: usize = 1000;
+
+// Two writers open files as fast as they can (every open-for-write in a
+// tracked container is traced), while the shell runs the denied program
+// and writes under the denied prefix, ATTEMPTS times each.
+const FLOOD: &str = "mkdir /dev && mknod /dev/null c 1 3; \
+     flood() { while :; do : > /tmp/flood-$1; done; }; \
+     flood 1 & a=$!; flood 2 & b=$!; \
+     i=0; while [ $i -lt $N ]; do \
+       /bin/echo ran-denied; (echo data >> /etc/denied); i=$((i+1)); \
+     done; \
+     kill $a $b; wait; echo done";
+
+#[test]
+fn a_flooded_ring_buffer_loses_records_never_decisions() {
+    let mut engines = vec![Enforcer::Signal, Enforcer::Fanotify];
+    if Sensor::start(Options::default())
+        .expect("starting the sensor")
+        .lsm_reason()
+        .is_none()
+    {
+        engines.push(Enforcer::Lsm);
+    } else {
+        eprintln!("this kernel refuses BPF LSM programs: the lsm enforcer is not flooded here");
+    }
+    for enforcer in engines {
+        let jail = jail();
+        // A small ring, never drained while the flood runs: it is full
+        // after a few dozen records.
+        let mut sensor = Sensor::start(Options {
+            enforcers: vec![enforcer],
+            limits: Limits {
+                ring_bytes: 16 << 10,
+            },
+            ..Options::default()
+        })
+        .expect("starting the sensor");
+        let applied = sensor
+            .apply(&workload(
+                &jail,
+                vec![(policy("block"), deny_all(PolicyAction::Block, 9))],
+            ))
+            .expect("applying the policy");
+        assert_eq!(
+            (applied.exec, applied.file),
+            (Some(enforcer), Some(enforcer)),
+            "{applied:?}"
+        );
+        let out = sh(&jail, &FLOOD.replace("$N", &ATTEMPTS.to_string()));
+        assert!(out.contains("done"), "{enforcer:?}: {out}");
+        assert!(!out.contains("ran-denied"), "{enforcer:?}: {out}");
+        let written = std::fs::read_to_string(jail.path("/etc/denied")).unwrap_or_default();
+        assert_eq!(
+            written.lines().count(),
+            0,
+            "{enforcer:?}: denied writes went through"
+        );
+
+        let id = jail.cgroup_id().expect("cgroup");
+        let drops = sensor.drops();
+        let vs = all_violations(&mut sensor, id);
+        assert!(
+            vs.iter().all(|v| v.outcome != Outcome::Reported),
+            "{enforcer:?}: every violation was prevented: {vs:#?}"
+        );
+        let recorded = by_activity(&vs);
+        let exec = recorded.get("exec /bin/echo").map_or(0, Vec::len);
+        let write = recorded.get("open /etc/denied").map_or(0, Vec::len);
+        eprintln!(
+            "{enforcer:?}: {exec} denied execs and {write} denied writes reported, {} violations and {} opens lost",
+            drops[0],
+            drops[kind::OPEN as usize]
+        );
+        assert!(recorded.len() <= 2, "{enforcer:?}: {recorded:#?}");
+        // Every attempt is either reported or counted as a lost violation.
+        assert_eq!(
+            exec + write + drops[0] as usize,
+            2 * ATTEMPTS,
+            "{enforcer:?}: {exec} execs and {write} writes reported, {} lost",
+            drops[0]
+        );
+        if enforcer == Enforcer::Fanotify {
+            // fanotify reports from userspace: nothing of it is lost.
+            assert_eq!((exec, write), (ATTEMPTS, ATTEMPTS), "{enforcer:?}");
+        } else {
+            assert!(drops[0] > 0, "{enforcer:?}: the ring was never full");
+        }
+        assert!(
+            drops[kind::OPEN as usize] > 0,
+            "{enforcer:?}: the writers' records were lost: {drops:?}"
+        );
+    }
+}
+
+// A path in a page of a file mapping the process has not touched yet: the
+// kernel faults it in when `open` copies it, a BPF program reading it in the
+// tracepoint cannot.
+const UNTOUCHED_PATH: &str = r#"
+import ctypes, mmap, os, sys
+cgroup, root = sys.argv[1:3]
+libc = ctypes.CDLL(None, use_errno=True)
+with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+    f.write(str(os.getpid()))
+os.chroot(root)
+os.chdir("/")
+fd = os.open("/tmp/path", os.O_RDWR)
+m = mmap.mmap(fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+at = ctypes.addressof(ctypes.c_char.from_buffer(m))
+r = libc.open(ctypes.c_void_p(at), os.O_WRONLY | os.O_CREAT, 0o644)
+print("opened", r, ctypes.get_errno(), flush=True)
+"#;
+
+#[test]
+fn a_path_the_sensor_cannot_read_meets_the_strongest_rule() {
+    let jail = jail();
+    let mut sensor = Sensor::start(Options {
+        enforcers: vec![Enforcer::Signal],
+        ..Options::default()
+    })
+    .expect("starting the sensor");
+    sensor
+        .apply(&workload(
+            &jail,
+            vec![(policy("block"), deny_all(PolicyAction::Block, 9))],
+        ))
+        .expect("applying the policy");
+    let mut page = b"/etc/untouched\0".to_vec();
+    page.resize(4096, 0);
+    std::fs::write(jail.path("/tmp/path"), page).expect("writing the path");
+    let out = std::process::Command::new("python3")
+        .args(["-c", UNTOUCHED_PATH])
+        .arg(&jail.cgroup)
+        .arg(&jail.root)
+        .output()
+        .expect("running python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("opened"),
+        "the open went through: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9),
+        "killed: {out:?}"
+    );
+    let vs = all_violations(&mut sensor, jail.cgroup_id().expect("cgroup"));
+    assert_eq!(vs.len(), 1, "{vs:#?}");
+    assert_eq!(vs[0].outcome, Outcome::Killed);
+    assert!(
+        matches!(&vs[0].activity, Activity::Open { path, write: true } if path == UNREADABLE_PATH),
+        "{vs:#?}"
+    );
 }
