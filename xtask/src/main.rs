@@ -26,6 +26,9 @@ enum Cmd {
     Setup,
     /// Run every test: fmt, clippy, CRD drift, unit and integration tests.
     Test,
+    /// Supply-chain checks only: cargo deny's licenses, bans, sources and
+    /// advisories (from the RustSec snapshot in third_party/).
+    Deny,
     /// The local cluster.
     Cluster {
         #[command(subcommand)]
@@ -84,6 +87,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Setup => setup(),
         Cmd::Test => test::run_all(),
+        Cmd::Deny => test::supply_chain(),
         Cmd::Cluster {
             cmd: ClusterCmd::Up { control_plane_only },
         } => rt.block_on(cluster::up(control_plane_only)).map(|_| ()),

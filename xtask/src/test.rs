@@ -4,6 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use sha2::Digest;
 use sightline_testenv::process::{PID_DIR_ENV, stop_recorded};
 
 use crate::{run, setup};
@@ -117,9 +118,9 @@ pub fn fuzz_briefly() -> Result<()> {
 const CARGO_DENY: &str = "0.20.2";
 
 /// `cargo deny` (deny.toml): every dependency's licence, bans and source,
-/// with Cargo.lock as committed. The advisories check is left out: its
-/// database comes from GitHub, which these machines cannot reach.
-fn supply_chain() -> Result<()> {
+/// with Cargo.lock as committed; then the RustSec advisories, from the
+/// snapshot in `third_party/` (these machines cannot reach GitHub).
+pub fn supply_chain() -> Result<()> {
     let installed = Command::new("cargo")
         .args(["deny", "--version"])
         .output()
@@ -135,7 +136,97 @@ fn supply_chain() -> Result<()> {
         .context("installing cargo-deny")?;
     }
     run(Command::new("cargo").args(["deny", "--locked", "check", "licenses", "bans", "sources"]))
-        .context("cargo deny found a dependency deny.toml does not allow")
+        .context("cargo deny found a dependency deny.toml does not allow")?;
+    advisories()
+}
+
+/// The RustSec advisory database snapshot in `third_party/`: where it came
+/// from, and its digest (checked before use).
+const ADVISORY_DB: &str = "third_party/rustsec-advisory-db.tar.gz";
+const ADVISORY_DB_COMMIT: &str = "bf5c0d245a92671908518d7e765914d437954ed6";
+const ADVISORY_DB_DATE: &str = "2026-08-21T08:28:40+02:00";
+const ADVISORY_DB_SHA256: &str = "c6102463aa7ecfbc24dc9370ca88a434a33b5a86397dd2a5558f492291443d54";
+/// The directory cargo-deny keeps the database for
+/// `https://github.com/rustsec/advisory-db` in, under `db-path`.
+const ADVISORY_DB_DIR: &str = "advisory-db-3157b0e258782691";
+
+/// `cargo deny check advisories` against the snapshot: unpacked into a git
+/// repository (cargo-deny reads the database's date from its HEAD) dated
+/// as the snapshot, and checked offline.
+fn advisories() -> Result<()> {
+    let root = crate::root();
+    let tarball = root.join(ADVISORY_DB);
+    let bytes = std::fs::read(&tarball).with_context(|| format!("reading {ADVISORY_DB}"))?;
+    let digest: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    anyhow::ensure!(
+        digest == ADVISORY_DB_SHA256,
+        "{ADVISORY_DB} has sha256 {digest}, not the {ADVISORY_DB_SHA256} recorded in xtask/src/test.rs (see third_party/README.md to refresh it)"
+    );
+    let base = sightline_testenv::binaries::cache_dir().join("advisory-db");
+    let db_root = base.join(&ADVISORY_DB_SHA256[..16]);
+    let db = db_root.join(ADVISORY_DB_DIR);
+    // Written last, so an interrupted unpacking is redone.
+    let ready = db_root.join("ready");
+    if !ready.exists() {
+        let _ = std::fs::remove_dir_all(&db);
+        std::fs::create_dir_all(&db).with_context(|| format!("creating {}", db.display()))?;
+        run(Command::new("tar")
+            .arg("-xzf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&db))
+        .context("unpacking the advisory database")?;
+        let git = |args: &[&str]| {
+            let mut cmd = Command::new("git");
+            cmd.arg("-C")
+                .arg(&db)
+                .args([
+                    "-c",
+                    "user.name=sightline",
+                    "-c",
+                    "user.email=xtask@sightline.invalid",
+                ])
+                .args(args)
+                .env("GIT_AUTHOR_DATE", ADVISORY_DB_DATE)
+                .env("GIT_COMMITTER_DATE", ADVISORY_DB_DATE);
+            cmd
+        };
+        run(&mut git(&["init", "-q"]))?;
+        run(&mut git(&["add", "-A"]))?;
+        run(&mut git(&[
+            "commit",
+            "-q",
+            "-m",
+            &format!("rustsec/advisory-db {ADVISORY_DB_COMMIT}"),
+        ]))
+        .context("recording the advisory database as a git repository")?;
+        std::fs::write(&ready, ADVISORY_DB_COMMIT)?;
+    }
+    let config = std::fs::read_to_string(root.join("deny.toml")).context("reading deny.toml")?;
+    let header = "[advisories]\n";
+    anyhow::ensure!(
+        config.contains(header),
+        "deny.toml has no [advisories] table for the snapshot's db-path"
+    );
+    let config = config.replacen(
+        header,
+        &format!("{header}db-path = {:?}\n", db_root.display().to_string()),
+        1,
+    );
+    let config_path = base.join("deny.toml");
+    std::fs::write(&config_path, config).context("writing the advisories' deny.toml")?;
+    eprintln!(
+        "advisories: the RustSec database as of {ADVISORY_DB_DATE} (commit {})",
+        &ADVISORY_DB_COMMIT[..12]
+    );
+    run(Command::new("cargo")
+        .args(["deny", "--locked", "--offline", "--config"])
+        .arg(&config_path)
+        .args(["check", "advisories"]))
+    .context("cargo deny found a dependency with a RustSec advisory")
 }
 
 /// Runs fmt, clippy and the whole test suite.
