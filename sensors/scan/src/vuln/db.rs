@@ -91,6 +91,17 @@ impl Severity {
     };
 }
 
+/// A package name as the index keys it: PyPI's as PEP 503 normalizes
+/// them (records write `PyYAML` or `Jinja2`, installed metadata may write
+/// `pyyaml` or `jinja2`, and both mean the same project).
+fn index_name(ecosystem: &str, name: &str) -> String {
+    if ecosystem == "PyPI" {
+        crate::pkg::lang::normalize_python(name)
+    } else {
+        name.to_owned()
+    }
+}
+
 /// One advisory, as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Advisory {
@@ -202,14 +213,15 @@ impl Database {
         for (i, a) in self.advisories.iter().enumerate() {
             for (j, p) in a.affected.iter().enumerate() {
                 self.index
-                    .entry((p.ecosystem.clone(), p.name.clone()))
+                    .entry((p.ecosystem.clone(), index_name(&p.ecosystem, &p.name)))
                     .or_default()
                     .push((i as u32, j as u32));
             }
         }
     }
 
-    /// The advisories naming a package in an ecosystem, each with the
+    /// The advisories naming a package in an ecosystem (PyPI names compared
+    /// as PEP 503 normalizes them), each with the
     /// affected-package entry that names it.
     pub fn lookup<'a>(
         &'a self,
@@ -217,7 +229,7 @@ impl Database {
         name: &str,
     ) -> impl Iterator<Item = (&'a Advisory, &'a AffectedPackage)> + 'a {
         self.index
-            .get(&(ecosystem.to_owned(), name.to_owned()))
+            .get(&(ecosystem.to_owned(), index_name(ecosystem, name)))
             .into_iter()
             .flatten()
             .map(|(i, j)| {

@@ -325,10 +325,9 @@ mod tests {
 
     use Event::*;
 
-    #[test]
-    fn language_packages_match_in_their_ecosystem_without_a_distribution() {
-        use crate::pkg::lang;
-        let advisory = |id: &str, ecosystem: &str, name: &str, fixed: &str| db::Advisory {
+    /// A language advisory fixed at `fixed`.
+    fn advisory(id: &str, ecosystem: &str, name: &str, fixed: &str) -> db::Advisory {
+        db::Advisory {
             id: id.into(),
             aliases: vec![],
             summary: None,
@@ -347,7 +346,12 @@ mod tests {
                 versions: vec![],
                 severity: None,
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn language_packages_match_in_their_ecosystem_without_a_distribution() {
+        use crate::pkg::lang;
         let db = Database::from_advisories(
             vec![
                 advisory("T-1", "PyPI", "typing-extensions", "4.16.0"),
@@ -383,6 +387,29 @@ mod tests {
             ]
         );
         assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    }
+
+    #[test]
+    fn pypi_records_match_whatever_spelling_of_the_name_they_use() {
+        use crate::pkg::lang;
+        // GHSA-8q59-q68h-6hv4 names `PyYAML`; its dist-info says `PyYAML`
+        // too, which the analyzer normalizes to `pyyaml`.
+        let db = Database::from_advisories(
+            vec![
+                advisory("GHSA-8q59-q68h-6hv4", "PyPI", "PyYAML", "5.4"),
+                advisory("T-5", "PyPI", "Zope.Interface", "9.0"),
+            ],
+            String::new(),
+        );
+        let (yaml, _) = lang::python_metadata(b"Name: PyYAML\nVersion: 5.3.1\n", "m");
+        let (zope, _) = lang::python_metadata(b"Name: zope-interface\nVersion: 5.0\n", "m");
+        let analysis = Analysis {
+            packages: [yaml, zope].concat(),
+            ..Analysis::default()
+        };
+        let m = match_analysis(&analysis, &db);
+        let got: Vec<&str> = m.findings.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(got, ["GHSA-8q59-q68h-6hv4", "T-5"], "{m:?}");
     }
 
     #[test]
