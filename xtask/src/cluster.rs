@@ -142,7 +142,7 @@ pub async fn demo() -> Result<()> {
     ]))?;
     step(
         3,
-        "images: Sightline's and a Debian 12 workload, imported into the node's containerd",
+        "images: Sightline's and a Debian 12 workload with old npm and PyPI libraries, imported into the node's containerd",
     );
     let release = crate::target_dir().join("release");
     let socket = node.dir.join("containerd/containerd.sock");
@@ -159,13 +159,17 @@ pub async fn demo() -> Result<()> {
             .arg(&archive))?;
     }
     // Something worth inventorying: a workload on a real Debian 12 image
-    // (debootstrap, cached after the first run), with its 100+ packages.
+    // (debootstrap, cached after the first run), with its 100+ packages,
+    // and an application layer with libraries real advisories affect.
     let debian = images.join("debian.tar");
     sightline_testenv::archive::docker_archive(
         &["sightline.local/legacy-app:1.0"],
-        &[sightline_testenv::archive::Layer::from_tar(
-            &sightline_testenv::images::debian_rootfs()?,
-        )?],
+        &[
+            sightline_testenv::archive::Layer::from_tar(
+                &sightline_testenv::images::debian_rootfs()?,
+            )?,
+            crate::demo::app_layer(&images)?,
+        ],
         &sightline_testenv::archive::RunConfig {
             cmd: vec!["sleep".into(), "infinity".into()],
             ..Default::default()
@@ -182,7 +186,12 @@ pub async fn demo() -> Result<()> {
             .env("KUBECONFIG", &state.kubeconfig)
             .args(args))
     };
-    step(4, "installing the chart with helm, then the examples");
+    step(
+        4,
+        "installing the chart with helm, importing the demo's advisories as a signed bundle, then the examples",
+    );
+    let cli = release.join("sightline");
+    let (signing_key, public_key) = crate::demo::signing_key(&cli, &state.dir)?;
     let (repo, tag) = split_image(&sightline_image("sightline-operator"));
     let (sensor_repo, _) = split_image(&sightline_image("sightline-sensor"));
     run(Command::new(sightline_testenv::binaries::helm()?)
@@ -208,7 +217,13 @@ pub async fn demo() -> Result<()> {
             // at one of the usual paths container sensors may mount.
             "--set",
             &format!("sensorPolicy.runtimeSockets[0]=unix://{}", socket.display()),
+            // The operator serves only databases signed by the demo's key.
+            "--set",
+            &format!(
+                "vulnerabilityDatabase.enabled=true,vulnerabilityDatabase.bundleKeys[0]={public_key}"
+            ),
         ]))?;
+    import_demo_advisories(&state, &cli, &signing_key)?;
     let _ = Command::new(state.bin_dir.join("kubectl"))
         .env("KUBECONFIG", &state.kubeconfig)
         .args(["create", "namespace", "sightline-demo"])
@@ -270,6 +285,32 @@ pub async fn demo() -> Result<()> {
         }
         std::thread::sleep(Duration::from_secs(2));
     }
+    // The legacy app's findings, from the imported advisories.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = Command::new(state.bin_dir.join("kubectl"))
+            .env("KUBECONFIG", &state.kubeconfig)
+            .args([
+                "get",
+                "assets",
+                "-o",
+                "jsonpath={.items[*].status.findings.vulnerabilities.critical}",
+            ])
+            .output()?;
+        let criticals = String::from_utf8_lossy(&out.stdout).into_owned();
+        if criticals
+            .split_whitespace()
+            .any(|n| n.parse::<i64>().is_ok_and(|n| n > 0))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the legacy app's image has no critical findings after 2 minutes; see `kubectl -n sightline-demo logs ds/sightline-sensor-nodes` and `kubectl -n sightline-system logs deploy/sightline-operator`"
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
     std::thread::sleep(Duration::from_secs(2));
     // The runtime sensor: a policy on the legacy app, and an exec it blocks.
     let policy = root_dir_file(&state.dir, "legacy-app-policy.yaml", LEGACY_APP_POLICY)?;
@@ -324,6 +365,16 @@ pub async fn demo() -> Result<()> {
     step(7, "the inventory");
     kubectl(&["get", "akey,sen,rtp", "-A"])?;
     kubectl(&["get", "assets"])?;
+    let query = "findings.vulnerabilities.critical>0";
+    let found = Command::new(&cli)
+        .env("KUBECONFIG", &state.kubeconfig)
+        .args(["search", query])
+        .output()?;
+    println!(
+        "\n$ sightline search '{query}'\n{}{}",
+        String::from_utf8_lossy(&found.stdout),
+        String::from_utf8_lossy(&found.stderr)
+    );
     println!(
         "\nThe demo cluster is up ({took} in all): a real node ({node}) with containerd, the kubelet and kube-proxy, \
          the control plane, the operator installed by Helm, a container sensor and a runtime \
@@ -370,6 +421,95 @@ spec:
   file:
     denyWrite: [/etc]
 "#;
+
+/// Imports the demo's advisories (`xtask/demo/advisories`, real GitHub
+/// advisories) into the operator the way an air-gapped user would: a
+/// database built with `sightline db import`, a bundle signed with the
+/// demo's key, and `sightline bundle import` as a ServiceAccount bound to
+/// the chart's `sightline-bundle-importer` role, through a port-forward
+/// that trusts the CA the chart publishes.
+fn import_demo_advisories(state: &State, cli: &Path, signing_key: &Path) -> Result<()> {
+    const NS: &str = "sightline-system";
+    const ACCOUNT: &str = "sightline-demo-importer";
+    let kubectl = |args: &[&str]| -> Result<String> {
+        let out = Command::new(state.bin_dir.join("kubectl"))
+            .env("KUBECONFIG", &state.kubeconfig)
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let db = state.dir.join("demo-vulns.db");
+    let bundle = state.dir.join("demo-vulns.bundle");
+    run(Command::new(cli)
+        .args(["db", "import"])
+        .arg(crate::demo::advisories())
+        .arg("--output-file")
+        .arg(&db))?;
+    run(Command::new(cli)
+        .args(["bundle", "export", "--db"])
+        .arg(&db)
+        .arg("--key")
+        .arg(signing_key)
+        .arg("--output-file")
+        .arg(&bundle))?;
+    if kubectl(&["get", "serviceaccount", ACCOUNT, "-n", NS]).is_err() {
+        kubectl(&["create", "serviceaccount", ACCOUNT, "-n", NS])?;
+        kubectl(&[
+            "create",
+            "clusterrolebinding",
+            ACCOUNT,
+            "--clusterrole=sightline-bundle-importer",
+            &format!("--serviceaccount={NS}:{ACCOUNT}"),
+        ])?;
+    }
+    let token = kubectl(&["create", "token", ACCOUNT, "-n", NS, "--duration=10m"])?;
+    let ca = state.dir.join("operator-ca.crt");
+    std::fs::write(
+        &ca,
+        kubectl(&[
+            "get",
+            "configmap",
+            "sightline-operator-ca",
+            "-n",
+            NS,
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ])?,
+    )?;
+    let port = sightline_testenv::process::free_port()?;
+    let log = state.dir.join("demo-port-forward.log");
+    let mut forward = Command::new(state.bin_dir.join("kubectl"));
+    forward.env("KUBECONFIG", &state.kubeconfig).args([
+        "port-forward",
+        "-n",
+        NS,
+        "deploy/sightline-operator",
+        &format!("{port}:8443"),
+    ]);
+    let _forward = sightline_testenv::process::Proc::spawn("kubectl port-forward", forward, &log)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Forwarding from")) {
+        if Instant::now() > deadline {
+            bail!("kubectl port-forward to the operator did not start; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    run(Command::new(cli)
+        .env("KUBECONFIG", &state.kubeconfig)
+        .env("SIGHTLINE_TOKEN", token.trim())
+        .arg("--api-ca")
+        .arg(&ca)
+        .args(["bundle", "import"])
+        .arg(&bundle)
+        .args(["--api", &format!("https://127.0.0.1:{port}")]))
+    .context("importing the demo's advisories")
+}
 
 /// Writes `text` to `dir/name`; returns the path as a string.
 fn root_dir_file(dir: &Path, name: &str, text: &str) -> Result<String> {

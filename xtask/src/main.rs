@@ -5,6 +5,7 @@ mod bench_cluster;
 mod bench_registry;
 mod bench_store;
 mod cluster;
+mod demo;
 mod test;
 
 use std::path::{Path, PathBuf};
