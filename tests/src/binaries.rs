@@ -171,12 +171,53 @@ pub fn helm() -> Result<PathBuf> {
     if let Some(h) = std::env::var_os("HELM") {
         return Ok(PathBuf::from(h));
     }
-    let dir = cache_dir()
-        .join("tools")
-        .join(format!("helm-{HELM_VERSION}"));
-    let helm = dir.join("helm");
-    if helm.is_file() {
-        return Ok(helm);
+    go_tool(GoTool {
+        name: "helm",
+        package: "helm.sh/helm/v3/cmd/helm",
+        version: HELM_VERSION,
+        minutes: "2-5",
+    })
+}
+
+/// The CoreDNS release the local cluster serves its DNS with.
+pub const COREDNS_VERSION: &str = "v1.12.4";
+
+/// The `coredns` binary, built once with `go install` into the cache.
+pub fn coredns() -> Result<PathBuf> {
+    go_tool(GoTool {
+        name: "coredns",
+        package: "github.com/coredns/coredns",
+        version: COREDNS_VERSION,
+        minutes: "1-3",
+    })
+}
+
+/// A Go program installed from the module proxy.
+struct GoTool {
+    /// The binary's name.
+    name: &'static str,
+    /// The package `go install` builds.
+    package: &'static str,
+    /// Its module version.
+    version: &'static str,
+    /// How long a cold build takes here, for the notice.
+    minutes: &'static str,
+}
+
+/// Builds `tool` once into `cache/tools/<name>-<version>/` (in a staging
+/// directory moved into place when done, so a half-built binary is never
+/// taken) and returns the binary.
+fn go_tool(tool: GoTool) -> Result<PathBuf> {
+    let GoTool {
+        name,
+        package,
+        version,
+        minutes,
+    } = tool;
+    let dir = cache_dir().join("tools").join(format!("{name}-{version}"));
+    let bin = dir.join(name);
+    if bin.is_file() {
+        return Ok(bin);
     }
     let staging = dir.join(format!("staging-{}", std::process::id()));
     std::fs::create_dir_all(&staging).map_err(io(format!("creating {}", staging.display())))?;
@@ -187,33 +228,30 @@ pub fn helm() -> Result<PathBuf> {
         .try_clone()
         .map_err(io("duplicating the build log handle"))?;
     eprintln!(
-        "building helm {HELM_VERSION} from Go modules into {}; a cold build takes 2-5 minutes, log: {}",
-        helm.display(),
+        "building {name} {version} from Go modules into {}; a cold build takes {minutes} minutes, log: {}",
+        bin.display(),
         log.display()
     );
     let child = Command::new(go_command())
         .env("GOBIN", &staging)
         .env("CGO_ENABLED", "0")
         .env("GOFLAGS", "-buildvcs=false")
-        .args([
-            "install",
-            &format!("helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"),
-        ])
+        .args(["install", &format!("{package}@{version}")])
         .stdout(log_file)
         .stderr(log_err)
         .spawn()
         .map_err(io("running `go install` (is Go installed?)"))?;
-    let status = wait_saying_so(child, "helm", &log)?;
+    let status = wait_saying_so(child, name, &log)?;
     if !status.success() {
         return Err(Error::GoBuild {
-            what: "helm".into(),
+            what: name.into(),
             log: log.display().to_string(),
         });
     }
-    std::fs::rename(staging.join("helm"), &helm)
-        .map_err(io(format!("moving {} into place", helm.display())))?;
+    std::fs::rename(staging.join(name), &bin)
+        .map_err(io(format!("moving {} into place", bin.display())))?;
     let _ = std::fs::remove_dir_all(&staging);
-    Ok(helm)
+    Ok(bin)
 }
 
 /// Builds a small Go program from the texts of its `go.mod` and

@@ -277,6 +277,7 @@ impl ControlPlane {
         for (file, token) in [
             ("kubelet.kubeconfig", &pki.node_token),
             ("kube-proxy.kubeconfig", &pki.proxy_token),
+            ("coredns.kubeconfig", &pki.dns_token),
         ] {
             write_kubeconfig(&dir.join(file), &server, &pki.ca_pem, token)?;
         }
@@ -511,6 +512,7 @@ struct Pki {
     scheduler_token: String,
     node_token: String,
     proxy_token: String,
+    dns_token: String,
 }
 
 impl Pki {
@@ -538,11 +540,13 @@ impl Pki {
         let scheduler_token = random_token();
         let node_token = random_token();
         let proxy_token = random_token();
+        let dns_token = random_token();
         let mut tokens = format!(
             "{admin_token},sightline-admin,sightline-admin,\"system:masters\"\n\
              {controller_manager_token},system:kube-controller-manager,system:kube-controller-manager\n\
              {scheduler_token},system:kube-scheduler,system:kube-scheduler\n\
-             {proxy_token},system:kube-proxy,system:kube-proxy\n"
+             {proxy_token},system:kube-proxy,system:kube-proxy\n\
+             {dns_token},system:coredns,system:coredns\n"
         );
         if let Some(node) = node {
             // The Node authorizer knows a kubelet by this name and group.
@@ -580,6 +584,7 @@ impl Pki {
             scheduler_token,
             node_token,
             proxy_token,
+            dns_token,
         })
     }
 }

@@ -63,6 +63,9 @@ pub enum Error {
         /// Where its log is.
         log: String,
     },
+    /// A DNS query or answer went wrong.
+    #[error("DNS: {0}")]
+    Dns(String),
     /// A component exited early.
     #[error("{component} exited with {status} during start-up; last log lines:\n{tail}")]
     Exited {

@@ -224,14 +224,21 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         "the PostgreSQL server's CA from its Secret"
     );
 
-    // The detail store: an emptyDir by default, a kept claim when asked.
+    // The detail store: a kept claim of the default class by default, an
+    // emptyDir when asked.
     ensure!(
         defaults.contains("- --detail-store=/var/lib/sightline-store/details.db")
-            && !defaults.contains("kind: PersistentVolumeClaim")
-            && !defaults.contains("Recreate")
+            && defaults.contains("kind: PersistentVolumeClaim")
+            && !defaults.contains("storageClassName:")
+            && defaults.contains("type: Recreate")
+    );
+    let scratch = template(&["detailStore.persistence.enabled=false"])?;
+    ensure!(
+        scratch.contains("- --detail-store=/var/lib/sightline-store/details.db")
+            && !scratch.contains("kind: PersistentVolumeClaim")
+            && !scratch.contains("Recreate")
     );
     let kept = template(&[
-        "detailStore.persistence.enabled=true",
         "detailStore.persistence.size=5Gi",
         "detailStore.persistence.storageClassName=local-path",
     ])?;
@@ -306,10 +313,7 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
             "detailStore.postgresql.existingSecret is required",
         ),
         (
-            &[
-                "detailStore.persistence.enabled=true",
-                "operator.replicas=2",
-            ][..],
+            &["operator.replicas=2"][..],
             "needs detailStore.engine=postgresql",
         ),
         (&["detailStore.engine=mysql"][..], "engine"),

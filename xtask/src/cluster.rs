@@ -53,7 +53,20 @@ pub async fn up(control_plane_only: bool) -> Result<State> {
             sightline_testenv::node::NODE_NAME,
             cluster.startup.as_secs_f64()
         );
-        cluster.detach()?
+        let mut state = cluster.detach()?;
+        // The storage provisioner outlives this command: a process of
+        // its own, stopped by `cluster down` like the others.
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["cluster", "provisioner"]);
+        let log = state.dir.join("local-provisioner.log");
+        let provisioner = sightline_testenv::process::Proc::spawn("local provisioner", cmd, &log)?;
+        state.pids.push((
+            "local-provisioner".into(),
+            provisioner.detach(),
+            "provisioner".into(),
+        ));
+        state.save()?;
+        state
     };
     eprintln!(
         "local cluster is up in {:.1}s (logs and certificates in {})",
@@ -67,6 +80,27 @@ pub async fn up(control_plane_only: bool) -> Result<State> {
 fn print_env(state: &State) {
     println!("export KUBECONFIG={}", state.kubeconfig.display());
     println!("export PATH={}:$PATH", state.bin_dir.display());
+}
+
+/// Runs the local cluster's storage provisioner until it is stopped.
+pub async fn provisioner() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_ansi(false)
+        .init();
+    let state = State::read(&dir())?.context("no local cluster")?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&state.kubeconfig)?,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    let client = kube::Client::try_from(config)?;
+    sightline_testenv::node::storage::run(
+        client,
+        sightline_testenv::cluster::volumes_dir(&state.dir),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Prints the exports of the running cluster.
@@ -496,7 +530,10 @@ fn import_demo_advisories(state: &State, cli: &Path, signing_key: &Path) -> Resu
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Forwarding from")) {
         if Instant::now() > deadline {
-            bail!("kubectl port-forward to the operator did not start; see {}", log.display());
+            bail!(
+                "kubectl port-forward to the operator did not start; see {}",
+                log.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -80,6 +80,9 @@ enum ClusterCmd {
     Down,
     /// Print the shell exports that point kubectl at the cluster.
     Env,
+    /// The local cluster's storage provisioner (`cluster up` starts it).
+    #[command(hide = true)]
+    Provisioner,
 }
 
 fn main() -> Result<()> {
@@ -98,6 +101,9 @@ fn main() -> Result<()> {
         Cmd::Cluster {
             cmd: ClusterCmd::Env,
         } => cluster::env(),
+        Cmd::Cluster {
+            cmd: ClusterCmd::Provisioner,
+        } => rt.block_on(cluster::provisioner()),
         Cmd::Demo => rt.block_on(cluster::demo()),
         Cmd::Crdgen => crdgen(),
         Cmd::Bench {
@@ -216,6 +222,7 @@ pub fn setup() -> Result<()> {
     }
     sightline_testenv::Binaries::ensure().context("getting the Kubernetes binaries")?;
     sightline_testenv::binaries::helm().context("getting helm")?;
+    sightline_testenv::binaries::coredns().context("getting CoreDNS")?;
     Ok(())
 }
 

@@ -11,12 +11,13 @@
 //!   `CAP_SYS_RESOURCE` a process may not lower its OOM score;
 //! - kube-proxy leaves conntrack sysctls alone (`--conntrack-*=0`) and
 //!   does not route NodePorts on localhost, so it writes no sysctl;
-//! - no cluster DNS: pods use the host's resolver and reach the API
-//!   server through the `kubernetes` Service, which kube-proxy forwards to
-//!   the gateway address the API server listens on.
+//! - the cluster DNS is CoreDNS on the gateway address ([`dns`]), with no
+//!   forwarder: pods resolve Services, and nothing outside the cluster.
 
 pub mod cleanup;
+pub mod dns;
 pub mod network;
+pub mod storage;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -41,6 +42,7 @@ pub struct Node {
     containerd: Option<Containerd>,
     kubelet: Option<Proc>,
     proxy: Option<Proc>,
+    dns: Option<Proc>,
     kubelet_cmd: Vec<String>,
     cleanup: Cleanup,
     client: kube::Client,
@@ -78,12 +80,14 @@ impl Node {
             containerd: Some(containerd),
             kubelet: None,
             proxy: None,
+            dns: None,
             kubelet_cmd: Vec::new(),
             cleanup,
             client: cp.client(),
             kubectl: Kubectl::of(cp)?,
             stopped: false,
         };
+        node.dns = Some(dns::start(cp, net.gateway, dir).await?);
         node.kubelet_cmd = node.write_kubelet_config(cp, net)?;
         node.start_kubelet(cp)?;
         node.start_proxy(cp)?;
@@ -134,7 +138,8 @@ impl Node {
             "failSwapOn": false,
             "oomScoreAdj": 0,
             "resolvConf": "/etc/resolv.conf",
-            "clusterDomain": "cluster.local",
+            "clusterDomain": dns::CLUSTER_DOMAIN,
+            "clusterDNS": [net.gateway.to_string()],
             "evictionHard": {
                 "memory.available": "100Mi",
                 "nodefs.available": "1%",
@@ -296,6 +301,7 @@ impl Node {
         for (name, p) in [
             ("kubelet", self.kubelet.take()),
             ("kube-proxy", self.proxy.take()),
+            ("coredns", self.dns.take()),
         ] {
             if let Some(p) = p {
                 out.push((name.into(), p.detach(), name.into()));
@@ -321,7 +327,7 @@ impl Node {
             return;
         }
         self.stopped = true;
-        for p in [self.proxy.take(), self.kubelet.take()]
+        for p in [self.proxy.take(), self.kubelet.take(), self.dns.take()]
             .into_iter()
             .flatten()
         {
@@ -337,7 +343,7 @@ impl Node {
     /// The end of the kubelet's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for name in ["kubelet", "kube-proxy"] {
+        for name in ["kubelet", "kube-proxy", "coredns"] {
             let log = self.dir.join(format!("{name}.log"));
             out.push_str(&format!(
                 "{name} log {}:\n{}\n",

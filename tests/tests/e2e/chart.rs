@@ -153,7 +153,8 @@ pub async fn upgrade(env: &Env) -> Result<()> {
         RELEASE_NS,
         "--reuse-values",
         "--set",
-        "operator.replicas=2,operator.logFormat=json",
+        // One SQLite file serves one replica: two keep it in emptyDirs.
+        "operator.replicas=2,operator.logFormat=json,detailStore.persistence.enabled=false",
     ])?;
     let api: Api<CustomResourceDefinition> = Api::all(env.client());
     let after = api.get("sensors.sightline.dev").await?;

@@ -1,6 +1,8 @@
 //! End-to-end tests on the real local cluster (a node with containerd,
 //! the kubelet and kube-proxy): the chart installed with images built
-//! here, a container sensor reporting its node, least-privilege RBAC,
+//! here, Service names resolved by the cluster's DNS, claims given
+//! volumes by its storage provisioner, a container sensor
+//! reporting its node, least-privilege RBAC,
 //! restarts of the node's kubelet and containerd, a runtime sensor
 //! blocking an exec in a pod, and the chart upgraded and uninstalled.
 //!
@@ -11,10 +13,12 @@
 //! the summary line has the shape `cargo test` prints.
 
 mod chart;
+mod dns;
 mod rbac;
 mod registry;
 mod runtime;
 mod sensor;
+mod storage;
 mod support;
 
 use std::process::ExitCode;
@@ -113,6 +117,16 @@ async fn run(filter: Option<&str>) -> (usize, usize) {
         "chart_installs_the_operator",
         &[],
         chart::install(&env).await
+    );
+    test!(
+        "pods_resolve_services_through_the_cluster_dns",
+        &[dns::NS],
+        dns::pods_resolve_services(&env).await
+    );
+    test!(
+        "claims_get_volumes_from_the_local_provisioner",
+        &[storage::NS],
+        storage::claims_get_volumes_until_deleted(&env).await
     );
     test!(
         "container_sensor_reports_its_node",

@@ -17,7 +17,7 @@ use sightline_testenv::archive::{RunConfig, apk_layer, docker_archive};
 use sightline_testenv::node::network::GATEWAY;
 use sightline_testenv::registry::{Auth, Registry};
 
-use crate::support::{Env, OPERATOR, RELEASE, RELEASE_NS, eventually};
+use crate::support::{Env, OPERATOR, RELEASE_NS, eventually};
 
 /// The namespace of the registry test.
 pub const NS: &str = "e2e-registry";
@@ -146,32 +146,18 @@ pub async fn cronjob_scans_a_registry(env: &Env) -> Result<()> {
                 .is_some_and(|c| !c.is_empty()),
         "served {served:#}\nlocal {local:#}"
     );
-    // On a claim, the store outlives the operator's pod. The new, empty
-    // store lacks the image's details, so the next scan analyses it again
-    // and sends them; a restart then keeps them. The chart goes back to its
-    // default afterwards, pass or fail, so later tests may run replicas.
-    keep_the_store_on_a_claim(env)?;
-    let kept = survives_a_restart(env, &jobs, &tag, &local)
+    // The chart keeps the store on a claim of the cluster's default class
+    // (the local provisioner's), so it outlives the operator's pod: a
+    // second scan's details, and then a restart, keep the same SBOM.
+    the_store_is_on_a_provisioned_claim(env)?;
+    survives_a_restart(env, &jobs, &tag, &local)
         .await
         .map_err(|e| {
             let logs = env
                 .kubectl(&["logs", &format!("deployment/{OPERATOR}"), "-n", RELEASE_NS])
                 .unwrap_or_else(|e| e.to_string());
             e.context(format!("the operator on the claim logged:\n{logs}"))
-        });
-    env.helm(&[
-        "upgrade",
-        RELEASE,
-        &crate::support::chart().display().to_string(),
-        "--namespace",
-        RELEASE_NS,
-        "--reuse-values",
-        "--set",
-        "detailStore.persistence.enabled=false",
-        "--wait",
-        "--timeout=180s",
-    ])?;
-    kept
+        })
 }
 
 /// The image's SBOM, `sightline sbom --asset TAG`, retried for a minute;
@@ -240,42 +226,9 @@ fn rolled_out(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// A hostPath PersistentVolume (the local cluster has no provisioner), and
-/// the chart upgraded to keep the detail store on a claim bound to it.
-fn keep_the_store_on_a_claim(env: &Env) -> Result<()> {
-    let dir = env.work.join("detail-store-volume");
-    std::fs::create_dir_all(&dir)?;
-    // The operator runs as 65532; hostPath volumes ignore fsGroup.
-    std::os::unix::fs::chown(&dir, Some(65532), Some(65532))?;
-    let pv = json!({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": "e2e-detail-store"},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "e2e-local",
-            "persistentVolumeReclaimPolicy": "Retain",
-            "hostPath": {"path": dir.display().to_string(), "type": "Directory"},
-        },
-    });
-    let file = env.work.join("detail-store-pv.json");
-    std::fs::write(&file, serde_json::to_vec(&pv)?)?;
-    env.kubectl(&["apply", "--server-side", "-f", &file.display().to_string()])?;
-    env.helm(&[
-        "upgrade",
-        RELEASE,
-        &crate::support::chart().display().to_string(),
-        "--namespace",
-        RELEASE_NS,
-        "--reuse-values",
-        "--set",
-        "detailStore.persistence.enabled=true,detailStore.persistence.storageClassName=e2e-local",
-        "--wait",
-        "--timeout=180s",
-    ])?;
-    // helm may call the Deployment ready before its controller has seen
-    // the new template: wait for the new pod itself.
-    rolled_out(env)?;
+/// The chart's default claim for the store, bound to a volume the local
+/// cluster's provisioner made for it in its default StorageClass.
+fn the_store_is_on_a_provisioned_claim(env: &Env) -> Result<()> {
     let bound = env.kubectl(&[
         "get",
         "pvc",
@@ -283,10 +236,13 @@ fn keep_the_store_on_a_claim(env: &Env) -> Result<()> {
         "-n",
         RELEASE_NS,
         "-o",
-        "jsonpath={.status.phase}/{.spec.volumeName}",
+        "jsonpath={.status.phase}/{.spec.storageClassName}/{.spec.volumeName}",
     ])?;
     ensure!(
-        bound == "Bound/e2e-detail-store",
+        bound.starts_with(&format!(
+            "Bound/{}/pvc-",
+            sightline_testenv::node::storage::STORAGE_CLASS
+        )),
         "the store's claim: {bound}"
     );
     Ok(())

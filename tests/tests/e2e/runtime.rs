@@ -24,7 +24,7 @@ pub const NS: &str = "e2e-runtime";
 
 /// A busybox image: `/bin/busybox`, `/bin/sh`, and `/bin/echo` (the program
 /// the policy denies), imported into the node's containerd.
-fn busybox_image(env: &Env) -> Result<()> {
+pub fn busybox_image(env: &Env) -> Result<()> {
     let dir = env.work.join("runtime-image");
     std::fs::create_dir_all(&dir)?;
     let mut layer = LayerTar::create(&dir.join("layer.tar"))?;
@@ -48,6 +48,21 @@ fn busybox_image(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// A pod of the busybox image that sleeps for an hour.
+pub fn busybox_pod(ns: &str, name: &str, labels: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "containers": [{
+                "name": "app", "image": "e2e/busybox:1", "imagePullPolicy": "Never",
+                "command": ["/bin/busybox", "sleep", "3600"],
+            }],
+            "terminationGracePeriodSeconds": 0,
+        },
+    })
+}
+
 /// Runs the test.
 pub async fn blocks_an_exec_in_a_pod(env: &Env) -> Result<()> {
     busybox_image(env)?;
@@ -60,20 +75,7 @@ pub async fn blocks_an_exec_in_a_pod(env: &Env) -> Result<()> {
             "spec": {"type": "runtime", "activationKeyRef": {"name": "e2e"}, "runtime": {}},
         }),
     )?;
-    apply(
-        env,
-        &json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "shop", "namespace": NS, "labels": {"app": "shop"}},
-            "spec": {
-                "containers": [{
-                    "name": "app", "image": "e2e/busybox:1", "imagePullPolicy": "Never",
-                    "command": ["/bin/busybox", "sleep", "3600"],
-                }],
-                "terminationGracePeriodSeconds": 0,
-            },
-        }),
-    )?;
+    apply(env, &busybox_pod(NS, "shop", json!({"app": "shop"})))?;
     apply(
         env,
         &json!({

@@ -128,3 +128,18 @@ where
 pub fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sightline")
 }
+
+/// Waits (up to two minutes) until pod `name`'s first container is ready.
+pub async fn pod_ready(env: &Env, ns: &str, name: &str) -> Result<()> {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(env.client(), ns);
+    eventually(
+        &format!("pod {ns}/{name} running"),
+        Duration::from_secs(120),
+        || async {
+            let p = pods.get(name).await.ok()?;
+            let ready = p.status?.container_statuses?.first()?.ready;
+            ready.then_some(())
+        },
+    )
+    .await
+}
