@@ -6,7 +6,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{ActivationKey, Asset, Connector, RuntimePolicy, Sensor, TagRule};
+use crate::{ActivationKey, Asset, Connector, ImagePolicy, RuntimePolicy, Sensor, TagRule};
 
 /// Every CRD of the API, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -17,6 +17,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Connector::crd(),
         Asset::crd(),
         TagRule::crd(),
+        ImagePolicy::crd(),
     ]
 }
 

@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod connector;
 pub mod crdgen;
 pub mod duration;
+pub mod image_policy;
 pub mod names;
 pub mod net;
 pub mod rbac;
@@ -23,6 +24,7 @@ pub use activation_key::{ActivationKey, ActivationKeySpec, ActivationKeyStatus, 
 pub use asset::{Asset, AssetKind, AssetSpec, AssetStatus};
 pub use conditions::Condition;
 pub use connector::{Connector, ConnectorSpec, ConnectorStatus};
+pub use image_policy::{ImagePolicy, ImagePolicySpec, ImagePolicyStatus};
 pub use runtime_policy::{RuntimePolicy, RuntimePolicySpec, RuntimePolicyStatus};
 pub use sensor::{Sensor, SensorSpec, SensorStatus, SensorType};
 pub use tag_rule::{TagRule, TagRuleSpec, TagRuleStatus};

@@ -48,6 +48,10 @@ pub struct Index {
     order: Vec<u32>,
     /// Set while bulk loading: `order` is rebuilt once by [`Index::finish_bulk`].
     bulk: bool,
+    /// Image Assets by the references they were seen with
+    /// ([`crate::images::keys_of`]), and each image slot's keys.
+    images: HashMap<Box<str>, Vec<usize>>,
+    image_keys: HashMap<usize, Vec<Box<str>>>,
 }
 
 /// The result of a search.
@@ -110,6 +114,7 @@ impl Index {
         let doc = AssetDoc::from_asset(asset, &mut self.interner);
         if let Some(&slot) = self.slots.get(&doc.name) {
             self.docs[slot] = Some(doc);
+            self.index_image(slot, asset);
             return;
         }
         let name = doc.name.clone();
@@ -124,6 +129,7 @@ impl Index {
             }
         };
         self.slots.insert(name.clone(), slot);
+        self.index_image(slot, asset);
         if !self.bulk {
             let at = self
                 .order
@@ -144,7 +150,106 @@ impl Index {
             }
         }
         self.docs[slot] = None;
+        self.unindex_image(slot);
         self.free.push(slot);
+    }
+
+    /// Keeps the image map up to date for the Asset in `slot`.
+    fn index_image(&mut self, slot: usize, asset: &Asset) {
+        self.unindex_image(slot);
+        let Some(status) = &asset.status else { return };
+        if status.kind != Some(sightline_crds::AssetKind::ContainerImage) {
+            return;
+        }
+        let strings = |key: &str| -> Vec<&str> {
+            status
+                .observed
+                .get(key)
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default()
+        };
+        let keys = crate::images::keys_of(
+            &strings("repoTags"),
+            &strings("repoDigests"),
+            status.identity.as_deref(),
+        );
+        let keys: Vec<Box<str>> = keys.into_iter().map(String::into_boxed_str).collect();
+        for k in &keys {
+            self.images.entry(k.clone()).or_default().push(slot);
+        }
+        self.image_keys.insert(slot, keys);
+    }
+
+    fn unindex_image(&mut self, slot: usize) {
+        for k in self.image_keys.remove(&slot).unwrap_or_default() {
+            if let Some(slots) = self.images.get_mut(&k) {
+                slots.retain(|s| *s != slot);
+                if slots.is_empty() {
+                    self.images.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// The image Assets a pod's image reference names (by tag, registry
+    /// digest or image ID), as admission control reads them.
+    pub fn images(&self, reference: &str) -> Vec<crate::images::ImageView> {
+        let Some(r) = crate::images::Reference::parse(reference) else {
+            return Vec::new();
+        };
+        let mut slots: Vec<usize> = Vec::new();
+        for k in r.keys() {
+            for s in self.images.get(k.as_str()).into_iter().flatten() {
+                if !slots.contains(s) {
+                    slots.push(*s);
+                }
+            }
+        }
+        // An image ID given as a reference (`sha256:…`) is not a reference
+        // Docker parses; look it up as it is.
+        if slots.is_empty()
+            && let Some(s) = self.images.get(reference.to_ascii_lowercase().as_str())
+        {
+            slots.extend(s);
+        }
+        slots
+            .into_iter()
+            .filter_map(|s| self.docs.get(s)?.as_ref())
+            .map(|d| self.image_view(d))
+            .collect()
+    }
+
+    fn image_view(&self, d: &AssetDoc) -> crate::images::ImageView {
+        let sym = |s: crate::doc::OptSym| s.get().map(|s| self.interner.get(s).to_owned());
+        crate::images::ImageView {
+            name: d.name.to_string(),
+            display_name: d.display_name.as_deref().map(str::to_owned),
+            counts: d.vuln_counts.map(|n| n.get().unwrap_or(0)),
+            top: d
+                .vulns
+                .iter()
+                .map(|v| crate::images::TopVulnerability {
+                    id: sym(v.id).unwrap_or_default(),
+                    package: sym(v.package).unwrap_or_default(),
+                    installed: sym(v.installed).unwrap_or_default(),
+                    fixed: sym(v.fixed),
+                    severity: sym(v.severity).unwrap_or_default(),
+                })
+                .collect(),
+            lifecycle: sym(d.lifecycle),
+            last_seen: d.last_seen.get(),
+        }
+    }
+
+    /// Whether the Asset `name` matches `query` (anchored at `now`).
+    pub fn matches(&self, query: &str, now: i64, name: &str) -> Result<bool, Error> {
+        let compiled = compile_text(query, &self.interner, now)?;
+        Ok(self
+            .slots
+            .get(name)
+            .and_then(|&s| self.docs.get(s)?.as_ref())
+            .is_some_and(|d| compiled.matches(d)))
     }
 
     /// Number of Assets.

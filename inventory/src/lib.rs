@@ -8,5 +8,6 @@ pub mod catalog;
 pub mod doc;
 pub mod eval;
 pub mod fields;
+pub mod images;
 pub mod index;
 pub mod query;

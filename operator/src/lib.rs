@@ -1,6 +1,7 @@
 //! Sightline's operator: reconciles ActivationKeys and Sensors into sensor
 //! workloads with least-privilege RBAC, behind a leader lease.
 
+pub mod admission;
 pub mod apply;
 pub mod context;
 pub mod controllers;

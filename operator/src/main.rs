@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
+use kube::runtime::WatchStreamExt;
 use sightline_inventory::catalog::Catalog;
+use sightline_operator::admission;
 use sightline_operator::controllers::sensor::netpol::NetworkDefaults;
 use sightline_operator::controllers::sensor::policy::SensorPolicy;
 use sightline_operator::controllers::{self, InventoryOptions, sensor::render::Defaults};
@@ -176,6 +178,22 @@ struct Args {
     /// in the inventory.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     detail_sweep_seconds: u64,
+    /// Serve the image admission webhook (`/api/v1/admission/images`):
+    /// pods are judged against the ImagePolicies.
+    #[arg(long, env = "SIGHTLINE_ADMISSION")]
+    admission: bool,
+    /// The ValidatingWebhookConfiguration whose `caBundle` this operator
+    /// keeps set to its CA (the chart's; it may only patch that one).
+    #[arg(long, env = "SIGHTLINE_ADMISSION_WEBHOOK")]
+    admission_webhook: Option<String>,
+    /// A namespace whose pods are never judged (repeat, or separate by
+    /// commas); the operator's own always is.
+    #[arg(
+        long = "admission-exclude-namespace",
+        value_delimiter = ',',
+        default_value = "kube-system"
+    )]
+    admission_excluded: Vec<String>,
     /// Remove Assets no sensor has seen for this long (`30d`, `12h`, …), or `forever`.
     #[arg(long, env = "SIGHTLINE_ASSET_RETENTION", default_value = "30d", value_parser = parse_retention)]
     asset_retention: Retention,
@@ -244,6 +262,14 @@ async fn main() -> Result<()> {
         Some(secret) => Some(start_tls(&client, &args, secret, service.as_ref()).await?),
         None => None,
     };
+    if let (Some(webhook), Some((_, ca))) = (&args.admission_webhook, &tls) {
+        // The API server trusts the webhook's certificate through this CA.
+        tokio::spawn(admission::keep_ca_bundle(
+            client.clone(),
+            webhook.clone(),
+            ca.clone(),
+        ));
+    }
 
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
@@ -313,6 +339,38 @@ async fn main() -> Result<()> {
         ready: ready.clone(),
     });
     let exported = metrics.clone();
+    let admission = if args.admission {
+        let mut excluded = args.admission_excluded.clone();
+        excluded.push(args.namespace.clone());
+        let (policies, writer) = kube::runtime::reflector::store();
+        let watch = kube::runtime::reflector(
+            writer,
+            kube::runtime::watcher(
+                kube::Api::<sightline_crds::ImagePolicy>::all(client.clone()),
+                kube::runtime::watcher::Config::default(),
+            ),
+        )
+        .default_backoff();
+        tokio::spawn(futures::StreamExt::for_each(watch, |event| async move {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "watching ImagePolicies");
+            }
+        }));
+        tracing::info!(
+            path = admission::PATH,
+            "serving the image admission webhook"
+        );
+        admission::router(Arc::new(admission::AdmissionState::new(
+            client.clone(),
+            policies,
+            index.clone(),
+            synced.clone(),
+            excluded,
+            metrics.clone(),
+        )))
+    } else {
+        axum::Router::new()
+    };
     let api = search::router(SearchState {
         index: index.clone(),
         synced,
@@ -321,7 +379,8 @@ async fn main() -> Result<()> {
     })
     .merge(vulndb::router(vulndb_state))
     .merge(ingest::router(ingest))
-    .merge(details);
+    .merge(details)
+    .merge(admission);
     let plain = match &tls {
         Some((config, _)) => {
             let api_listener = tokio::net::TcpListener::bind(args.api_addr)

@@ -35,6 +35,13 @@ pub struct InventoryLabels {
     pub value: String,
 }
 
+/// An admission verdict.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// `allowed`, `warned` or `refused`.
+    pub verdict: String,
+}
+
 /// Labels of a refused report or observation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
@@ -67,6 +74,10 @@ pub struct Metrics {
     pub ingest_refusals: Family<RefusalLabels, Counter>,
     /// Vulnerability databases and bundles refused, by reason.
     pub vulndb_refusals: Family<RefusalLabels, Counter>,
+    /// Pods the image admission webhook judged, by verdict.
+    pub admission_reviews: Family<VerdictLabels, Counter>,
+    /// Time to judge a pod.
+    pub admission_duration: Histogram,
     /// Registry they are in.
     pub registry: Arc<Registry>,
 }
@@ -139,7 +150,22 @@ impl Default for Metrics {
             "Vulnerability databases and signed bundles refused (not served), by reason",
             vulndb_refusals.clone(),
         );
+        let admission_reviews = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "admission_reviews",
+            "Pods the image admission webhook judged, by verdict (allowed, warned, refused)",
+            admission_reviews.clone(),
+        );
+        let admission_duration =
+            Histogram::new([0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1]);
+        registry.register(
+            "admission_duration_seconds",
+            "Time to judge a pod's images against the ImagePolicies",
+            admission_duration.clone(),
+        );
         Self {
+            admission_reviews,
+            admission_duration,
             ingest_accepted,
             ingest_refusals,
             vulndb_refusals,

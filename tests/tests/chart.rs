@@ -139,6 +139,24 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         !defaults.contains("- --allowed-sensor-image="),
         "no image allowlist flag by default"
     );
+    // The image admission webhook: registered for new pods, never for
+    // kube-system or the release's namespace, failing open by default.
+    for part in [
+        "kind: ValidatingWebhookConfiguration",
+        "name: images.sightline.dev",
+        "failurePolicy: Ignore",
+        "path: /api/v1/admission/images",
+        "- kube-system",
+        "- --admission",
+        "- --admission-webhook=sightline-operator-images",
+        "resourceNames: [sightline-operator-images]",
+    ] {
+        ensure!(defaults.contains(part), "{part} missing from the defaults");
+    }
+    let closed = template(&["admission.failurePolicy=Fail"])?;
+    ensure!(closed.contains("failurePolicy: Fail"));
+    let off = template(&["admission.enabled=false"])?;
+    ensure!(!off.contains("ValidatingWebhookConfiguration") && !off.contains("--admission"));
     // NetworkPolicies on: the operator keeps the Sensors' and its own.
     ensure!(!defaults.contains("kind: ServiceMonitor"));
     for part in [

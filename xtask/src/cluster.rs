@@ -138,6 +138,7 @@ const DEMO_EXAMPLES: &[&str] = &[
     "examples/runtime-sensor.yaml",
     "examples/runtime-policy.yaml",
     "examples/connector.yaml",
+    "examples/image-policy.yaml",
 ];
 
 /// The whole flow on the local cluster: images built here and imported
@@ -397,7 +398,7 @@ pub async fn demo() -> Result<()> {
     );
     std::thread::sleep(Duration::from_secs(3));
     step(7, "the inventory");
-    kubectl(&["get", "akey,sen,rtp", "-A"])?;
+    kubectl(&["get", "akey,sen,rtp,imgpol", "-A"])?;
     kubectl(&["get", "assets"])?;
     let query = "findings.vulnerabilities.critical>0";
     let found = Command::new(&cli)

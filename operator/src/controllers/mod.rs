@@ -1,5 +1,6 @@
 //! The controllers, and the loop that runs them until shutdown.
 
+pub mod image_policy;
 pub mod inventory;
 pub mod key;
 pub mod sensor;
@@ -19,7 +20,7 @@ use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use sightline_crds::{ActivationKey, Asset, Sensor, TagRule};
+use sightline_crds::{ActivationKey, Asset, ImagePolicy, Sensor, TagRule};
 use sightline_inventory::catalog::Catalog;
 
 use crate::context::Context;
@@ -253,6 +254,9 @@ pub async fn run(
             catalog_changes(inventory.catalog.clone()),
         ));
     let rule_controller = Controller::new(Api::<TagRule>::all(client.clone()), cfg.clone());
+    let image_policy_controller =
+        Controller::new(Api::<ImagePolicy>::all(client.clone()), cfg.clone());
+    let s5 = once_ready(image_policy_controller.store(), shutdown.clone());
     let s1 = once_ready(sensors.clone(), shutdown.clone());
     let s2 = once_ready(keys.clone(), shutdown.clone());
     let assets = asset_controller.store();
@@ -280,6 +284,18 @@ pub async fn run(
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "inventory reconcile did not complete");
+            }
+        });
+    let image_policies_loop = image_policy_controller
+        .graceful_shutdown_on(s5)
+        .run(
+            image_policy::reconcile,
+            image_policy::error_policy,
+            inventory_ctx.clone(),
+        )
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "image policy reconcile did not complete");
             }
         });
     let rules_loop = rule_controller
@@ -318,5 +334,12 @@ pub async fn run(
                 tracing::debug!(error = %e, "activation key reconcile did not complete");
             }
         });
-    futures::join!(sensors_loop, keys_loop, assets_loop, rules_loop, net_loop);
+    futures::join!(
+        sensors_loop,
+        keys_loop,
+        assets_loop,
+        rules_loop,
+        image_policies_loop,
+        net_loop
+    );
 }

@@ -12,6 +12,7 @@
 //! cluster's state (events, objects, pod logs) and the rest still run, and
 //! the summary line has the shape `cargo test` prints.
 
+mod admission;
 mod chart;
 mod dns;
 mod rbac;
@@ -132,6 +133,11 @@ async fn run(filter: Option<&str>) -> (usize, usize) {
         "container_sensor_reports_its_node",
         &[sensor::NS],
         sensor::reports_the_node(&env).await
+    );
+    test!(
+        "image_policies_refuse_and_flag_pods",
+        &[admission::NS],
+        admission::refuses_and_flags_unscanned_images(&env).await
     );
     test!(
         "operator_rbac_is_exactly_what_it_needs",
