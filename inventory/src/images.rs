@@ -171,6 +171,48 @@ mod tests {
         assert_eq!(Reference::parse(&"a".repeat(5000)), None);
     }
 
+    fn image_asset(tags: serde_json::Value) -> sightline_crds::Asset {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "sightline.dev/v1alpha1", "kind": "Asset",
+            "metadata": {"name": "containerimage-1"}, "spec": {},
+            "status": {
+                "kind": "ContainerImage", "identity": "sha256:aa",
+                "tags": tags,
+                "observed": {"repoTags": ["docker.io/library/debian:12"]},
+                "findings": {"vulnerabilities": {"critical": 1, "high": 0, "medium": 0, "low": 0, "unknown": 0,
+                    "top": [{"id": "CVE-1", "package": "zlib", "installed": "1", "fixed": "2", "severity": "critical"}]}},
+            },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_index_finds_images_and_judges_queries_as_they_change() {
+        let mut index = crate::index::Index::new();
+        index.upsert(&image_asset(serde_json::json!({})));
+        let found = index.images("debian:12");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].counts, [1, 0, 0, 0, 0]);
+        assert_eq!(found[0].top[0].fixed.as_deref(), Some("2"));
+        assert_eq!(index.images("sha256:AA").len(), 1, "by image ID");
+        assert!(index.images("debian:11").is_empty());
+        let query = "kind:ContainerImage AND tags.team:payments";
+        assert_eq!(
+            index.matches(query, 0, "containerimage-1").ok(),
+            Some(false)
+        );
+        // New strings in the index: the compiled query is not reused.
+        index.upsert(&image_asset(serde_json::json!({"team": "payments"})));
+        assert_eq!(index.matches(query, 0, "containerimage-1").ok(), Some(true));
+        assert!(index.matches("kind:", 0, "containerimage-1").is_err());
+        index.remove("containerimage-1");
+        assert!(index.images("debian:12").is_empty());
+        assert_eq!(
+            index.matches(query, 0, "containerimage-1").ok(),
+            Some(false)
+        );
+    }
+
     #[test]
     fn an_image_is_found_by_any_name_it_was_seen_with() {
         let keys = keys_of(

@@ -52,7 +52,22 @@ pub struct Index {
     /// ([`crate::images::keys_of`]), and each image slot's keys.
     images: HashMap<Box<str>, Vec<usize>>,
     image_keys: HashMap<usize, Vec<Box<str>>>,
+    /// Queries [`Index::matches`] compiled, valid while the interner has
+    /// not grown and within the same second (compiling looks at every
+    /// interned string, so it costs as much as the index is large).
+    compiled: std::sync::Mutex<HashMap<Box<str>, CachedQuery>>,
 }
+
+/// A compiled query, the interner size and the second it was compiled for.
+#[derive(Debug)]
+struct CachedQuery {
+    interned: usize,
+    now: i64,
+    compiled: std::sync::Arc<Compiled>,
+}
+
+/// Most queries [`Index::matches`] keeps compiled.
+const MAX_CACHED_QUERIES: usize = 256;
 
 /// The result of a search.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -244,7 +259,33 @@ impl Index {
 
     /// Whether the Asset `name` matches `query` (anchored at `now`).
     pub fn matches(&self, query: &str, now: i64, name: &str) -> Result<bool, Error> {
-        let compiled = compile_text(query, &self.interner, now)?;
+        let interned = self.interner.len();
+        let cached = {
+            let cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+            cache
+                .get(query)
+                .filter(|c| c.interned == interned && c.now == now)
+                .map(|c| c.compiled.clone())
+        };
+        let compiled = match cached {
+            Some(c) => c,
+            None => {
+                let c = std::sync::Arc::new(compile_text(query, &self.interner, now)?);
+                let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= MAX_CACHED_QUERIES {
+                    cache.clear();
+                }
+                cache.insert(
+                    query.into(),
+                    CachedQuery {
+                        interned,
+                        now,
+                        compiled: c.clone(),
+                    },
+                );
+                c
+            }
+        };
         Ok(self
             .slots
             .get(name)

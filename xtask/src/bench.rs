@@ -204,6 +204,18 @@ pub fn search(assets: usize, api_assets: usize) -> Result<()> {
     ]))
 }
 
+/// The image admission webhook's judging, from the in-memory index.
+pub fn admission() -> Result<()> {
+    run_cmd(crate::cargo().args([
+        "run",
+        "--release",
+        "-p",
+        "sightline-operator",
+        "--example",
+        "admission_bench",
+    ]))
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }

@@ -62,7 +62,7 @@ enum Cmd {
         /// Images whose details the detail-store benchmark stores, per engine.
         #[arg(long, default_value_t = 10_000)]
         store_images: usize,
-        /// Run only one benchmark: `operator`, `search`, `scan`, `cluster`, `registry`, `runtime` or `store`.
+        /// Run only one benchmark: `operator`, `search`, `scan`, `cluster`, `registry`, `runtime`, `store` or `admission`.
         #[arg(long)]
         only: Option<String>,
     },
@@ -126,9 +126,10 @@ fn main() -> Result<()> {
                     | Some("registry")
                     | Some("runtime")
                     | Some("store")
+                    | Some("admission")
             ) {
                 anyhow::bail!(
-                    "--only takes operator, search, scan, cluster, registry, runtime or store"
+                    "--only takes operator, search, scan, cluster, registry, runtime, store or admission"
                 );
             }
             let wanted = |name: &str| which.is_none_or(|w| w == name);
@@ -152,6 +153,9 @@ fn main() -> Result<()> {
             }
             if wanted("store") {
                 rt.block_on(bench_store::run(store_images))?;
+            }
+            if wanted("admission") {
+                bench::admission()?;
             }
             Ok(())
         }
