@@ -229,9 +229,67 @@ fn advisories() -> Result<()> {
     .context("cargo deny found a dependency with a RustSec advisory")
 }
 
+/// Free space below which old incremental compilation caches are removed
+/// before the tests (the local cluster's kubelet evicts pods when its disk
+/// runs low, which fails the end-to-end tests for no fault of the code).
+const PRUNE_BELOW_BYTES: u64 = 15 << 30;
+/// Free space below which the tests do not start.
+const REFUSE_BELOW_BYTES: u64 = 5 << 30;
+
+/// Free bytes on the filesystem holding `path` (`df`, as POSIX prints it).
+fn free_bytes(path: &std::path::Path) -> Result<u64> {
+    let out = Command::new("df")
+        .arg("-Pk")
+        .arg(path)
+        .output()
+        .context("running df")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .with_context(|| format!("reading df's answer for {}: {text}", path.display()))
+}
+
+/// Makes room for the build and the cluster: when the target directory's
+/// disk is low, its incremental caches (rebuilt as needed) are removed;
+/// when it is still too low, the tests do not start, saying why.
+fn ensure_disk_space() -> Result<()> {
+    let target = crate::target_dir();
+    std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    let free = free_bytes(&target)?;
+    if free >= PRUNE_BELOW_BYTES {
+        return Ok(());
+    }
+    for profile in ["debug", "release"] {
+        let incremental = target.join(profile).join("incremental");
+        if incremental.is_dir() {
+            eprintln!(
+                "only {:.1} GiB free: removing {} (incremental caches; rebuilt as needed)",
+                gib(free),
+                incremental.display()
+            );
+            std::fs::remove_dir_all(&incremental)
+                .with_context(|| format!("removing {}", incremental.display()))?;
+        }
+    }
+    let free = free_bytes(&target)?;
+    anyhow::ensure!(
+        free >= REFUSE_BELOW_BYTES,
+        "only {:.1} GiB free on the disk holding {}: the build and the local cluster need at least {:.0} GiB (its kubelet evicts pods when the disk runs low); free some space, e.g. `cargo clean`",
+        gib(free),
+        target.display(),
+        gib(REFUSE_BELOW_BYTES)
+    );
+    Ok(())
+}
+
 /// Runs fmt, clippy and the whole test suite.
 pub fn run_all() -> Result<()> {
     setup()?;
+    ensure_disk_space()?;
     run(Command::new("cargo").args(["fmt", "--all", "--check"]))
         .context("formatting differs: run `cargo fmt`")?;
     run(crate::cargo().args([
@@ -270,4 +328,14 @@ pub fn run_all() -> Result<()> {
     }
     result?;
     fuzz_briefly()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_space_is_read_from_df() {
+        let free = super::free_bytes(std::path::Path::new("/")).unwrap_or(0);
+        assert!(free > 0, "df should report free space on /");
+        assert!(super::free_bytes(std::path::Path::new("/no/such/dir")).is_err());
+    }
 }
