@@ -215,6 +215,39 @@ fn label_arg(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The node sensors' own refresh interval when the operator sets none.
+const DEFAULT_SENSOR_REFRESH_SECONDS: u64 = 300;
+/// A node runtime that sent no full listing for this many refreshes has
+/// left (its node, or its sensor): its images no longer count it.
+const SILENT_REFRESHES: u64 = 12;
+
+/// Once per sensor refresh, while leading: forgets the node runtimes
+/// silent for [`SILENT_REFRESHES`] refreshes.
+async fn expire_silent_nodes(
+    ingest: Arc<ingest::IngestState>,
+    leading: Arc<AtomicBool>,
+    refresh_seconds: u64,
+) {
+    let refresh = Duration::from_secs(refresh_seconds.max(1));
+    let silence = refresh.saturating_mul(u32::try_from(SILENT_REFRESHES).unwrap_or(u32::MAX));
+    let mut tick = tokio::time::interval(refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !leading.load(Ordering::Relaxed) {
+            continue;
+        }
+        let Ok(before) = jiff::Timestamp::now().checked_sub(silence) else {
+            continue;
+        };
+        match ingest.writer.expire_silent_nodes(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(images = n, "images lost nodes that went silent"),
+            Err(e) => tracing::warn!(error = ?e, "expiring silent nodes' holdings"),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -309,6 +342,12 @@ async fn main() -> Result<()> {
         leading.clone(),
         metrics.clone(),
         store.clone(),
+    ));
+    tokio::spawn(expire_silent_nodes(
+        ingest.clone(),
+        leading.clone(),
+        args.sensor_refresh_seconds
+            .unwrap_or(DEFAULT_SENSOR_REFRESH_SECONDS),
     ));
     let details = match store {
         Some(store) => details::router(Arc::new(details::DetailsState::new(

@@ -542,7 +542,7 @@ spec:
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn one_image_on_5000_nodes_keeps_a_small_asset() -> Result<()> {
+async fn one_image_on_5000_nodes_keeps_a_small_asset_and_a_new_leader_knows_them() -> Result<()> {
     let env = Env::start().await?;
     let index = sightline_operator::search::SharedIndex::default();
     tokio::spawn(sightline_operator::search::feed(
@@ -550,7 +550,15 @@ async fn one_image_on_5000_nodes_keeps_a_small_asset() -> Result<()> {
         index.clone(),
         Arc::new(AtomicBool::new(false)),
     ));
-    let writer = Arc::new(Writer::new(env.client.clone(), index));
+    let dir = tempfile::tempdir()?;
+    let store =
+        sightline_operator::store::Store::open(&dir.path().join("details.db").to_string_lossy())
+            .await?;
+    let writer = Arc::new(Writer::new(
+        env.client.clone(),
+        index.clone(),
+        Some(store.clone()),
+    ));
     let caller = |i: usize| Caller::Sensor {
         sensor: "sightline-system/nodes".into(),
         sensor_type: SensorType::Container,
@@ -603,7 +611,22 @@ async fn one_image_on_5000_nodes_keeps_a_small_asset() -> Result<()> {
             .is_some_and(|r| r.len() == sightline_crds::asset::RECENT_NODES)
     );
 
-    // Node 0 no longer holds the image: its full listing says so.
+    // A new leader (or a restarted operator) has none of the first
+    // writer's memory, only the store.
+    drop(writer);
+    let writer = Arc::new(Writer::new(env.client.clone(), index, Some(store)));
+    // A node reporting what it already held changes nothing...
+    writer
+        .write(&caller(1), &shared, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let status = serde_json::to_value(assets.get(&name).await?.status)?;
+    ensure!(
+        status["sources"][0]["nodes"]["count"] == 5000,
+        "{}",
+        status["sources"]
+    );
+    // ...and node 0 no longer holds the image: its full listing says so.
     let gone = writer
         .listing(
             &caller(0),
@@ -627,6 +650,31 @@ async fn one_image_on_5000_nodes_keeps_a_small_asset() -> Result<()> {
             .into_iter()
             .flatten()
             .any(|n| n["node"] == "node-0000")
+    );
+
+    // Every node but node 2 falls silent: none sends a listing any more.
+    let silent_since = jiff::Timestamp::now();
+    writer
+        .listing(
+            &caller(2),
+            &Listing {
+                runtime: "containerd".into(),
+                images: vec![digest(7)],
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let changed = writer
+        .expire_silent_nodes(silent_since)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    ensure!(changed == 4998, "{changed} holdings expired");
+    let status = serde_json::to_value(assets.get(&name).await?.status)?;
+    ensure!(
+        status["sources"][0]["nodes"]["count"] == 1
+            && status["sources"][0]["nodes"]["recent"][0]["node"] == "node-0002",
+        "{}",
+        status["sources"]
     );
     Ok(())
 }

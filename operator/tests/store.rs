@@ -5,7 +5,7 @@
 //! operator wrote.
 
 use anyhow::{Result, ensure};
-use sightline_operator::store::{FindingRecord, Store, StoreError};
+use sightline_operator::store::{FindingRecord, NodeRuntime, Store, StoreError};
 use sightline_report::details::ImageDetails;
 use sightline_scan::Analysis;
 use sightline_scan::pkg::{Package, PackageKind};
@@ -158,10 +158,78 @@ async fn behaves(store: &Store) -> Result<()> {
     let mut expected = vec![asset.clone(), other.asset_name()];
     expected.sort();
     ensure!(assets == expected, "{assets:?}");
+    holds(store, &asset).await?;
     store.forget(&asset).await?;
     ensure!(store.latest(&asset, None).await?.is_none());
     ensure!(store.history(&asset).await?.is_empty());
+    ensure!(store.holders(&asset, "ns/nodes", 8).await?.count == 0);
     ensure!(store.latest(&other.asset_name(), None).await?.is_some());
+    Ok(())
+}
+
+fn on(node: &str, runtime: &str) -> NodeRuntime {
+    NodeRuntime {
+        source: "ns/nodes".into(),
+        node: node.into(),
+        runtime: runtime.into(),
+    }
+}
+
+/// Which nodes hold `asset`: counted by node, latest first, released by
+/// a listing, forgotten when silent.
+async fn holds(store: &Store, asset: &str) -> Result<()> {
+    for n in ["n1", "n2", "n3"] {
+        ensure!(store.hold(asset, &on(n, "containerd")).await?, "{n} is new");
+        // Held in order: the next takes it up in a later millisecond.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    ensure!(!store.hold(asset, &on("n2", "containerd")).await?);
+    ensure!(store.hold(asset, &on("n2", "docker")).await?);
+    ensure!(store.hold("other", &on("n1", "containerd")).await?);
+    let h = store.holders(asset, "ns/nodes", 2).await?;
+    ensure!(h.count == 3, "{h:?}");
+    ensure!(
+        h.recent
+            == vec![
+                ("n2".to_owned(), "containerd".to_owned()),
+                ("n3".to_owned(), "containerd".to_owned())
+            ],
+        "{h:?}"
+    );
+    ensure!(store.holders(asset, "ns/other", 2).await?.count == 0);
+    let mut held = store.held_on(&on("n1", "containerd")).await?;
+    held.sort();
+    ensure!(
+        held == vec![asset.to_owned(), "other".to_owned()],
+        "{held:?}"
+    );
+
+    // n1's listing no longer has it; n2 keeps it through one runtime.
+    let before = jiff::Timestamp::now();
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    store
+        .release(&on("n1", "containerd"), vec![asset.to_owned()], true)
+        .await?;
+    store
+        .release(&on("n2", "docker"), vec![asset.to_owned()], true)
+        .await?;
+    ensure!(store.holders(asset, "ns/nodes", 8).await?.count == 2);
+    ensure!(store.held_on(&on("n1", "containerd")).await? == vec!["other".to_owned()]);
+
+    // n2 and n3 sent no listing since `before`; n1 and n2's docker did.
+    let mut silent = store.silent(before).await?;
+    silent.sort_by(|a, b| a.node.cmp(&b.node));
+    ensure!(
+        silent == vec![on("n2", "containerd"), on("n3", "containerd")],
+        "{silent:?}"
+    );
+    for at in silent {
+        let held = store.held_on(&at).await?;
+        store.release(&at, held, false).await?;
+    }
+    ensure!(store.holders(asset, "ns/nodes", 8).await?.count == 0);
+    ensure!(store.silent(before).await?.is_empty());
+    ensure!(store.holders("other", "ns/nodes", 8).await?.count == 1);
     Ok(())
 }
 

@@ -9,11 +9,13 @@
 //!   [`writer`]; the answer is a [`sightline_report::Receipt`].
 //! - `GET ?kind=ContainerImage`: the images the caller reported before.
 //!
-//! Only the leader replica takes reports (its writer keeps which nodes
-//! hold which image); standbys answer 503 with `Retry-After: 1`, which
-//! the client waits out.
+//! Only the leader replica takes reports (one writer orders the writes
+//! of each Asset); standbys answer 503 with `Retry-After: 1`, which the
+//! client waits out. Which nodes hold which image is kept in the detail
+//! store when there is one ([`holdings`]), so a new leader knows it.
 
 pub mod auth;
+pub mod holdings;
 pub mod limits;
 pub mod policies;
 pub mod policy;
@@ -70,7 +72,7 @@ impl IngestState {
             client: client.clone(),
             auth: Arc::new(Authenticator::new(client.clone(), namespace)),
             limiter: Limiter::new(rate),
-            writer: Writer::new(client, index),
+            writer: Writer::new(client, index, store.clone()),
             leading,
             metrics,
             store,
@@ -280,16 +282,7 @@ async fn receive(
                     message: r.message,
                 });
             }
-            Err(WriteError::Api(e)) => {
-                return retry_after(
-                    reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Unavailable",
-                        format!("writing Assets: {e}"),
-                    ),
-                    2,
-                );
-            }
+            Err(e) => return unavailable(&e, "writing Assets"),
         }
     }
     for (index, p) in report.policies.iter().enumerate() {
@@ -304,16 +297,7 @@ async fn receive(
                     message: r.message,
                 });
             }
-            Err(WriteError::Api(e)) => {
-                return retry_after(
-                    reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Unavailable",
-                        format!("writing RuntimePolicy status: {e}"),
-                    ),
-                    2,
-                );
-            }
+            Err(e) => return unavailable(&e, "writing RuntimePolicy status"),
         }
     }
     if let Some(listing) = &report.listing {
@@ -325,19 +309,28 @@ async fn receive(
             Err(WriteError::Refused(r)) => {
                 return reply(StatusCode::BAD_REQUEST, r.reason, r.message);
             }
-            Err(WriteError::Api(e)) => {
-                return retry_after(
-                    reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Unavailable",
-                        format!("writing Assets: {e}"),
-                    ),
-                    2,
-                );
-            }
+            Err(e) => return unavailable(&e, "writing Assets"),
         }
     }
     (StatusCode::OK, axum::Json(receipt)).into_response()
+}
+
+/// 503 with `Retry-After` for a write the API server or the detail store
+/// failed (a refusal is answered in the receipt, never here).
+fn unavailable(e: &WriteError, doing: &str) -> Response {
+    let why = match e {
+        WriteError::Api(e) => e.to_string(),
+        WriteError::Store(e) => e.to_string(),
+        WriteError::Refused(r) => r.message.clone(),
+    };
+    retry_after(
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            format!("{doing}: {why}"),
+        ),
+        2,
+    )
 }
 
 /// Past the bound, a body is read and dropped up to this many bytes more,

@@ -20,16 +20,16 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams};
-use sightline_crds::asset::{
-    AssetSource, AssetSpec, AssetStatus, Findings, NodeSighting, NodeSightings, RECENT_NODES,
-};
+use sightline_crds::asset::{AssetSource, AssetSpec, AssetStatus, Findings, NodeSightings};
 use sightline_crds::{Asset, AssetKind};
 use sightline_report::{Observation, Recorded};
 
 use super::auth::Caller;
+use super::holdings::Holdings;
 use super::policy::Refusal;
 use crate::controllers::sensor::names::bounded;
 use crate::search::{SharedIndex, read};
+use crate::store::{NodeRuntime, Store, StoreError};
 
 /// A report's facts are written again, unchanged, at most this often
 /// (which refreshes `lastSeen`).
@@ -49,6 +49,14 @@ pub enum WriteError {
     Refused(Refusal),
     /// The API server failed: the request is answered 503 and retried.
     Api(kube::Error),
+    /// The detail store failed: the request is answered 503 and retried.
+    Store(StoreError),
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        WriteError::Store(e)
+    }
 }
 
 impl From<kube::Error> for WriteError {
@@ -63,92 +71,12 @@ impl From<kube::Error> for WriteError {
     }
 }
 
-/// The nodes holding one Asset for one source: node → runtime, and the
-/// latest nodes, newest first.
-type Holders = (HashMap<String, Option<String>>, VecDeque<String>);
-
-/// Which nodes of each node source hold each Asset.
-#[derive(Default)]
-struct Members {
-    /// (asset, source) → its nodes.
-    by_asset: HashMap<(String, String), Holders>,
-    /// (source, node, runtime) → the assets it holds.
-    by_node: HashMap<(String, String, String), HashSet<String>>,
-}
-
-impl Members {
-    fn see(&mut self, asset: &str, source: &str, node: &str, runtime: Option<String>) {
-        let (nodes, recent) = self
-            .by_asset
-            .entry((asset.to_owned(), source.to_owned()))
-            .or_default();
-        self.by_node
-            .entry((
-                source.to_owned(),
-                node.to_owned(),
-                runtime.clone().unwrap_or_default(),
-            ))
-            .or_default()
-            .insert(asset.to_owned());
-        nodes.insert(node.to_owned(), runtime);
-        recent.retain(|n| n != node);
-        recent.push_front(node.to_owned());
-        recent.truncate(RECENT_NODES);
-    }
-
-    fn leave(&mut self, asset: &str, source: &str, node: &str, runtime: &str) {
-        if let Some(set) =
-            self.by_node
-                .get_mut(&(source.to_owned(), node.to_owned(), runtime.to_owned()))
-        {
-            set.remove(asset);
-        }
-        let key = (asset.to_owned(), source.to_owned());
-        // Still held by another runtime of the node: it has not left.
-        let elsewhere = self.by_node.iter().any(|((s, n, r), set)| {
-            s == source && n == node && r != runtime && set.contains(asset)
-        });
-        if elsewhere {
-            return;
-        }
-        if let Some((nodes, recent)) = self.by_asset.get_mut(&key) {
-            nodes.remove(node);
-            recent.retain(|n| n != node);
-            if recent.is_empty()
-                && let Some(any) = nodes.keys().next()
-            {
-                recent.push_back(any.clone());
-            }
-            if nodes.is_empty() {
-                self.by_asset.remove(&key);
-            }
-        }
-    }
-
-    fn summary(&self, asset: &str, source: &str) -> NodeSightings {
-        let Some((nodes, recent)) = self.by_asset.get(&(asset.to_owned(), source.to_owned()))
-        else {
-            return NodeSightings::default();
-        };
-        NodeSightings {
-            count: i64::try_from(nodes.len()).unwrap_or(i64::MAX),
-            recent: recent
-                .iter()
-                .map(|n| NodeSighting {
-                    node: n.clone(),
-                    runtime: nodes.get(n).cloned().flatten(),
-                })
-                .collect(),
-        }
-    }
-}
-
 /// Writes Assets from reports.
 pub struct Writer {
     api: Api<Asset>,
     index: SharedIndex,
     stripes: Vec<tokio::sync::Mutex<()>>,
-    members: Mutex<Members>,
+    holdings: Holdings,
     written: Mutex<HashMap<(String, String), (u64, Instant)>>,
     created: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
@@ -162,13 +90,14 @@ struct Parts {
 
 impl Writer {
     /// A writer through `client`; `index` (every Asset, from the watch)
-    /// counts what each source has created.
-    pub fn new(client: kube::Client, index: SharedIndex) -> Self {
+    /// counts what each source has created; which nodes hold which image
+    /// is kept in `store` when given, else in memory.
+    pub fn new(client: kube::Client, index: SharedIndex, store: Option<Store>) -> Self {
         Self {
             api: Api::all(client),
             index,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-            members: Mutex::default(),
+            holdings: Holdings::new(store),
             written: Mutex::default(),
             created: Mutex::default(),
         }
@@ -212,18 +141,22 @@ impl Writer {
             self.remember(&name, &manager, &parts.status);
         }
         if let Some((node, runtime)) = parts.node {
-            let before = self.summary(&name, &source);
-            self.members_mut().see(&name, &source, &node, runtime);
-            let after = self.summary(&name, &source);
-            if before != after || !unchanged {
-                match self.apply_nodes(&name, &source, after.clone()).await {
+            let at = NodeRuntime {
+                source: source.clone(),
+                node,
+                runtime: runtime.unwrap_or_default(),
+            };
+            let new = self.holdings.see(&name, &at).await?;
+            if new || !unchanged {
+                let summary = self.holdings.summary(&name, &source).await?;
+                match self.apply_nodes(&name, &source, summary.clone()).await {
                     // Removed since this source's facts were last written
                     // (retention): written again in full.
                     Err(WriteError::Api(kube::Error::Api(e))) if e.code == 404 => {
                         self.apply(&name, &manager, &parts.status, &source, max_assets)
                             .await?;
                         self.remember(&name, &manager, &parts.status);
-                        self.apply_nodes(&name, &source, after).await?;
+                        self.apply_nodes(&name, &source, summary).await?;
                     }
                     other => other?,
                 }
@@ -245,31 +178,43 @@ impl Writer {
         else {
             return Ok(0);
         };
-        let source = caller.source();
+        let at = NodeRuntime {
+            source: caller.source(),
+            node: node.name.clone(),
+            runtime: listing.runtime.clone(),
+        };
         let present: HashSet<String> = listing
             .images
             .iter()
             .map(|d| sightline_crds::asset::asset_name(AssetKind::ContainerImage, d))
             .collect();
-        let gone: Vec<String> = {
-            let members = self.members_mut();
-            members
-                .by_node
-                .get(&(source.clone(), node.name.clone(), listing.runtime.clone()))
-                .map(|set| set.difference(&present).cloned().collect())
-                .unwrap_or_default()
-        };
+        let gone = self.holdings.listing(&at, &present).await?;
         for name in &gone {
-            let _serial = self.stripe(name).lock().await;
-            self.members_mut()
-                .leave(name, &source, &node.name, &listing.runtime);
-            let summary = self.summary(name, &source);
-            match self.apply_nodes(name, &source, summary).await {
-                Err(WriteError::Api(kube::Error::Api(e))) if e.code == 404 => {}
-                other => other?,
-            }
+            self.rewrite_nodes(name, &at.source).await?;
         }
         Ok(gone.len())
+    }
+
+    /// Forgets the node runtimes that sent no listing since `before`, and
+    /// rewrites the node counts of the images they held; returns how many
+    /// images changed.
+    pub async fn expire_silent_nodes(&self, before: jiff::Timestamp) -> Result<usize, WriteError> {
+        let changed = self.holdings.expire(before).await?;
+        for (name, source) in &changed {
+            self.rewrite_nodes(name, source).await?;
+        }
+        Ok(changed.len())
+    }
+
+    /// Writes `source`'s node count of `name` again from the holdings.
+    async fn rewrite_nodes(&self, name: &str, source: &str) -> Result<(), WriteError> {
+        let _serial = self.stripe(name).lock().await;
+        let summary = self.holdings.summary(name, source).await?;
+        match self.apply_nodes(name, source, summary).await {
+            // The Asset is gone already: nothing to count.
+            Err(WriteError::Api(kube::Error::Api(e))) if e.code == 404 => Ok(()),
+            other => other,
+        }
     }
 
     /// The images `caller` reported, as their Assets hold them.
@@ -304,14 +249,6 @@ impl Writer {
             }
         }
         Ok(out)
-    }
-
-    fn members_mut(&self) -> std::sync::MutexGuard<'_, Members> {
-        self.members.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn summary(&self, name: &str, source: &str) -> NodeSightings {
-        self.members_mut().summary(name, source)
     }
 
     /// Whether a cluster sensor (not a CI key) has reported this Asset.
@@ -567,29 +504,6 @@ fn to_map(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn members_count_every_node_and_name_the_latest() {
-        let mut m = Members::default();
-        for i in 0..20 {
-            m.see("img", "ns/s", &format!("n{i}"), Some("containerd".into()));
-        }
-        m.see("img", "ns/s", "n3", Some("containerd".into()));
-        let s = m.summary("img", "ns/s");
-        assert_eq!(s.count, 20);
-        assert_eq!(s.recent.len(), RECENT_NODES);
-        assert_eq!(s.recent[0].node, "n3");
-        assert_eq!(s.recent[1].node, "n19");
-        m.leave("img", "ns/s", "n3", "containerd");
-        let s = m.summary("img", "ns/s");
-        assert_eq!(s.count, 19);
-        assert!(s.recent.iter().all(|r| r.node != "n3"));
-        for i in 0..20 {
-            m.leave("img", "ns/s", &format!("n{i}"), "containerd");
-        }
-        assert_eq!(m.summary("img", "ns/s"), NodeSightings::default());
-        assert!(m.by_asset.is_empty());
-    }
 
     #[test]
     fn field_managers_fit_and_stay_distinct() {

@@ -130,6 +130,26 @@ pub(crate) struct Row {
     pub findings: Option<Vec<u8>>,
 }
 
+/// One runtime of a node Sensor on one node: what a full listing covers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeRuntime {
+    /// The Sensor, `<namespace>/<name>`.
+    pub source: String,
+    /// The node.
+    pub node: String,
+    /// The runtime (`containerd`, `docker`), or '' when none was named.
+    pub runtime: String,
+}
+
+/// On how many nodes a source holds an asset, and the latest few.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Holders {
+    /// How many nodes.
+    pub count: i64,
+    /// The nodes that took it up last, newest first, with their runtime.
+    pub recent: Vec<(String, String)>,
+}
+
 /// The store, whichever engine holds it.
 #[derive(Clone)]
 pub enum Store {
@@ -287,6 +307,74 @@ impl Store {
         }
     }
 
+    /// Records that `at` holds `asset`; returns whether that is new.
+    pub async fn hold(&self, asset: &str, at: &NodeRuntime) -> Result<bool, StoreError> {
+        let now = jiff::Timestamp::now().as_millisecond();
+        match self {
+            Store::Sqlite(db) => {
+                let (asset, at) = (asset.to_owned(), at.clone());
+                blocking(db, move |db| db.hold(&asset, &at, now)).await
+            }
+            Store::Postgres(db) => db.hold(asset, at, now).await,
+        }
+    }
+
+    /// Who of `source` holds `asset`: the count, and the latest `recent`.
+    pub async fn holders(
+        &self,
+        asset: &str,
+        source: &str,
+        recent: usize,
+    ) -> Result<Holders, StoreError> {
+        let recent = i64::try_from(recent).unwrap_or(i64::MAX);
+        match self {
+            Store::Sqlite(db) => {
+                let (asset, source) = (asset.to_owned(), source.to_owned());
+                blocking(db, move |db| db.holders(&asset, &source, recent)).await
+            }
+            Store::Postgres(db) => db.holders(asset, source, recent).await,
+        }
+    }
+
+    /// The assets `at` holds.
+    pub async fn held_on(&self, at: &NodeRuntime) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Sqlite(db) => {
+                let at = at.clone();
+                blocking(db, move |db| db.held_on(&at)).await
+            }
+            Store::Postgres(db) => db.held_on(at).await,
+        }
+    }
+
+    /// `at` no longer holds `assets`. With `listed`, `at` just sent its
+    /// full listing (it is alive); without, it is forgotten altogether
+    /// (it went silent).
+    pub async fn release(
+        &self,
+        at: &NodeRuntime,
+        assets: Vec<String>,
+        listed: bool,
+    ) -> Result<(), StoreError> {
+        let now = listed.then(|| jiff::Timestamp::now().as_millisecond());
+        match self {
+            Store::Sqlite(db) => {
+                let at = at.clone();
+                blocking(db, move |db| db.release(&at, &assets, now)).await
+            }
+            Store::Postgres(db) => db.release(at, &assets, now).await,
+        }
+    }
+
+    /// The node runtimes that sent no listing since `before`.
+    pub async fn silent(&self, before: jiff::Timestamp) -> Result<Vec<NodeRuntime>, StoreError> {
+        let before = before.as_millisecond();
+        match self {
+            Store::Sqlite(db) => blocking(db, move |db| db.silent(before)).await,
+            Store::Postgres(db) => db.silent(before).await,
+        }
+    }
+
     /// Drops everything stored for `asset` (it left the inventory).
     pub async fn forget(&self, asset: &str) -> Result<(), StoreError> {
         match self {
@@ -300,6 +388,17 @@ impl Store {
             Store::Postgres(db) => db.forget(asset).await,
         }
     }
+}
+
+/// Runs `f` on the blocking pool: SQLite calls block.
+async fn blocking<T: Send + 'static>(
+    db: &std::sync::Arc<sqlite::Sqlite>,
+    f: impl FnOnce(&sqlite::Sqlite) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || f(&db))
+        .await
+        .map_err(|e| sqlite::error(e.to_string()))?
 }
 
 fn encode(
@@ -412,6 +511,26 @@ pub(crate) fn schema(blob: &str) -> Vec<String> {
             last_seen_ms BIGINT NOT NULL,
             resolved_ms BIGINT,
             PRIMARY KEY (asset, source, id, package, version))",
+        // Which nodes of a node Sensor hold an image: the Asset carries a
+        // count and the latest few, this the whole list, so it survives a
+        // restart or a new leader. `runtime` is '' when none was named.
+        "CREATE TABLE IF NOT EXISTS image_holdings (
+            asset TEXT NOT NULL,
+            source TEXT NOT NULL,
+            node TEXT NOT NULL,
+            runtime TEXT NOT NULL,
+            since_ms BIGINT NOT NULL,
+            PRIMARY KEY (source, node, runtime, asset))",
+        "CREATE INDEX IF NOT EXISTS image_holdings_by_asset
+            ON image_holdings (asset, source, since_ms)",
+        // When each node's runtime last sent its full listing: a node
+        // silent for longer than the holdings' expiry has left.
+        "CREATE TABLE IF NOT EXISTS node_listings (
+            source TEXT NOT NULL,
+            node TEXT NOT NULL,
+            runtime TEXT NOT NULL,
+            listed_ms BIGINT NOT NULL,
+            PRIMARY KEY (source, node, runtime))",
     ]
     .iter()
     .map(|s| s.replace("{blob}", blob))
@@ -467,6 +586,39 @@ pub(crate) mod sql {
     pub const FORGET_DETAILS: &str = "DELETE FROM image_details WHERE asset = $1";
     /// `$1` asset.
     pub const FORGET_HISTORY: &str = "DELETE FROM finding_history WHERE asset = $1";
+    /// `$1` asset.
+    pub const FORGET_HOLDINGS: &str = "DELETE FROM image_holdings WHERE asset = $1";
+    /// `$1`…`$5`: asset, source, node, runtime, now; changes a row only
+    /// when the node did not hold the asset yet.
+    pub const HOLD: &str = "INSERT INTO image_holdings (asset, source, node, runtime, since_ms)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (source, node, runtime, asset) DO NOTHING";
+    /// `$1` source, `$2` node, `$3` runtime, `$4` now: a node first heard of.
+    pub const FIRST_HEARD: &str = "INSERT INTO node_listings (source, node, runtime, listed_ms)
+        VALUES ($1, $2, $3, $4) ON CONFLICT (source, node, runtime) DO NOTHING";
+    /// `$1` source, `$2` node, `$3` runtime, `$4` now: a full listing came.
+    pub const LISTED: &str = "INSERT INTO node_listings (source, node, runtime, listed_ms)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (source, node, runtime) DO UPDATE SET listed_ms = excluded.listed_ms";
+    /// `$1` asset, `$2` source → on how many nodes.
+    pub const HOLDER_COUNT: &str =
+        "SELECT count(DISTINCT node) FROM image_holdings WHERE asset = $1 AND source = $2";
+    /// `$1` asset, `$2` source, `$3` how many → the nodes that took it up
+    /// last, newest first, with a runtime each.
+    pub const HOLDERS_RECENT: &str = "SELECT node, min(runtime), max(since_ms) AS since
+        FROM image_holdings WHERE asset = $1 AND source = $2
+        GROUP BY node ORDER BY since DESC, node LIMIT $3";
+    /// `$1` source, `$2` node, `$3` runtime → the assets it holds.
+    pub const HELD_ON: &str =
+        "SELECT asset FROM image_holdings WHERE source = $1 AND node = $2 AND runtime = $3";
+    /// `$1` source, `$2` node, `$3` runtime, `$4` asset.
+    pub const RELEASE: &str = "DELETE FROM image_holdings
+        WHERE source = $1 AND node = $2 AND runtime = $3 AND asset = $4";
+    /// `$1` a time → the node runtimes not listed since.
+    pub const SILENT: &str = "SELECT source, node, runtime FROM node_listings WHERE listed_ms < $1";
+    /// `$1` source, `$2` node, `$3` runtime.
+    pub const UNLIST: &str =
+        "DELETE FROM node_listings WHERE source = $1 AND node = $2 AND runtime = $3";
 }
 
 /// The time a write is stamped with: now, but always after the previous

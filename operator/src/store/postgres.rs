@@ -18,7 +18,10 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{FindingRecord, Put, Row, SCHEMA_VERSION, StoreError, schema, sql, stamp, time};
+use super::{
+    FindingRecord, Holders, NodeRuntime, Put, Row, SCHEMA_VERSION, StoreError, schema, sql, stamp,
+    time,
+};
 
 /// An advisory lock's key, held while replicas create the tables at once.
 const SCHEMA_LOCK: i64 = 0x5349_4748_544c_494e; // "SIGHTLIN"
@@ -341,7 +344,112 @@ impl Postgres {
         tx.execute(sql::FORGET_HISTORY, &[&asset])
             .await
             .map_err(pg)?;
+        tx.execute(sql::FORGET_HOLDINGS, &[&asset])
+            .await
+            .map_err(pg)?;
         tx.commit().await.map_err(pg)
+    }
+
+    pub(crate) async fn hold(
+        &self,
+        asset: &str,
+        at: &NodeRuntime,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut guard = client(&self.target, &self.writer).await?;
+        let c = guard.as_mut().ok_or_else(pg_gone)?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let new = tx
+            .execute(
+                sql::HOLD,
+                &[&asset, &at.source, &at.node, &at.runtime, &now],
+            )
+            .await
+            .map_err(pg)?
+            > 0;
+        if new {
+            tx.execute(sql::FIRST_HEARD, &[&at.source, &at.node, &at.runtime, &now])
+                .await
+                .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(new)
+    }
+
+    pub(crate) async fn holders(
+        &self,
+        asset: &str,
+        source: &str,
+        recent: i64,
+    ) -> Result<Holders, StoreError> {
+        let guard = client(&self.target, &self.reader).await?;
+        let c = guard.as_ref().ok_or_else(pg_gone)?;
+        let count: i64 = c
+            .query_one(sql::HOLDER_COUNT, &[&asset, &source])
+            .await
+            .map_err(pg)?
+            .get(0);
+        let rows = c
+            .query(sql::HOLDERS_RECENT, &[&asset, &source, &recent])
+            .await
+            .map_err(pg)?;
+        Ok(Holders {
+            count,
+            recent: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        })
+    }
+
+    pub(crate) async fn held_on(&self, at: &NodeRuntime) -> Result<Vec<String>, StoreError> {
+        let guard = client(&self.target, &self.reader).await?;
+        let c = guard.as_ref().ok_or_else(pg_gone)?;
+        let rows = c
+            .query(sql::HELD_ON, &[&at.source, &at.node, &at.runtime])
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub(crate) async fn release(
+        &self,
+        at: &NodeRuntime,
+        assets: &[String],
+        listed: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut guard = client(&self.target, &self.writer).await?;
+        let c = guard.as_mut().ok_or_else(pg_gone)?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let release = tx.prepare(sql::RELEASE).await.map_err(pg)?;
+        for asset in assets {
+            tx.execute(&release, &[&at.source, &at.node, &at.runtime, asset])
+                .await
+                .map_err(pg)?;
+        }
+        match listed {
+            Some(now) => {
+                tx.execute(sql::LISTED, &[&at.source, &at.node, &at.runtime, &now])
+                    .await
+            }
+            None => {
+                tx.execute(sql::UNLIST, &[&at.source, &at.node, &at.runtime])
+                    .await
+            }
+        }
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    pub(crate) async fn silent(&self, before: i64) -> Result<Vec<NodeRuntime>, StoreError> {
+        let guard = client(&self.target, &self.reader).await?;
+        let c = guard.as_ref().ok_or_else(pg_gone)?;
+        let rows = c.query(sql::SILENT, &[&before]).await.map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| NodeRuntime {
+                source: r.get(0),
+                node: r.get(1),
+                runtime: r.get(2),
+            })
+            .collect())
     }
 }
 

@@ -9,7 +9,10 @@ use std::sync::Mutex;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
-use super::{FindingRecord, Put, Row, SCHEMA_VERSION, StoreError, schema, sql, stamp, time};
+use super::{
+    FindingRecord, Holders, NodeRuntime, Put, Row, SCHEMA_VERSION, StoreError, schema, sql, stamp,
+    time,
+};
 
 /// Page cache per connection, in KiB (SQLite's negative `cache_size`).
 const CACHE_KIB: i64 = 8 * 1024;
@@ -218,6 +221,112 @@ impl Sqlite {
             .map_err(sqlite)?;
         tx.execute(sql::FORGET_HISTORY, named(&[&asset]).as_slice())
             .map_err(sqlite)?;
+        tx.execute(sql::FORGET_HOLDINGS, named(&[&asset]).as_slice())
+            .map_err(sqlite)?;
         tx.commit().map_err(sqlite)
+    }
+
+    pub(crate) fn hold(&self, asset: &str, at: &NodeRuntime, now: i64) -> Result<bool, StoreError> {
+        let mut c = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = c.transaction().map_err(sqlite)?;
+        let new = tx
+            .execute(
+                sql::HOLD,
+                named(&[&asset, &at.source, &at.node, &at.runtime, &now]).as_slice(),
+            )
+            .map_err(sqlite)?
+            > 0;
+        if new {
+            tx.execute(
+                sql::FIRST_HEARD,
+                named(&[&at.source, &at.node, &at.runtime, &now]).as_slice(),
+            )
+            .map_err(sqlite)?;
+        }
+        tx.commit().map_err(sqlite)?;
+        Ok(new)
+    }
+
+    pub(crate) fn holders(
+        &self,
+        asset: &str,
+        source: &str,
+        recent: i64,
+    ) -> Result<Holders, StoreError> {
+        let c = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let count = c
+            .query_row(
+                sql::HOLDER_COUNT,
+                named(&[&asset, &source]).as_slice(),
+                |r| r.get(0),
+            )
+            .map_err(sqlite)?;
+        let mut q = c.prepare_cached(sql::HOLDERS_RECENT).map_err(sqlite)?;
+        let rows = q
+            .query_map(named(&[&asset, &source, &recent]).as_slice(), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(sqlite)?;
+        Ok(Holders {
+            count,
+            recent: rows.collect::<Result<_, _>>().map_err(sqlite)?,
+        })
+    }
+
+    pub(crate) fn held_on(&self, at: &NodeRuntime) -> Result<Vec<String>, StoreError> {
+        let c = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = c.prepare_cached(sql::HELD_ON).map_err(sqlite)?;
+        let rows = q
+            .query_map(
+                named(&[&at.source, &at.node, &at.runtime]).as_slice(),
+                |r| r.get(0),
+            )
+            .map_err(sqlite)?;
+        rows.collect::<Result<_, _>>().map_err(sqlite)
+    }
+
+    pub(crate) fn release(
+        &self,
+        at: &NodeRuntime,
+        assets: &[String],
+        listed: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut c = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = c.transaction().map_err(sqlite)?;
+        {
+            let mut release = tx.prepare_cached(sql::RELEASE).map_err(sqlite)?;
+            for asset in assets {
+                release
+                    .execute(named(&[&at.source, &at.node, &at.runtime, asset]).as_slice())
+                    .map_err(sqlite)?;
+            }
+        }
+        match listed {
+            Some(now) => tx.execute(
+                sql::LISTED,
+                named(&[&at.source, &at.node, &at.runtime, &now]).as_slice(),
+            ),
+            None => tx.execute(
+                sql::UNLIST,
+                named(&[&at.source, &at.node, &at.runtime]).as_slice(),
+            ),
+        }
+        .map_err(sqlite)?;
+        tx.commit().map_err(sqlite)
+    }
+
+    pub(crate) fn silent(&self, before: i64) -> Result<Vec<NodeRuntime>, StoreError> {
+        let c = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = c.prepare_cached(sql::SILENT).map_err(sqlite)?;
+        let rows = q
+            .query_map(named(&[&before]).as_slice(), |r| {
+                Ok(NodeRuntime {
+                    source: r.get(0)?,
+                    node: r.get(1)?,
+                    runtime: r.get(2)?,
+                })
+            })
+            .map_err(sqlite)?;
+        rows.collect::<Result<_, _>>().map_err(sqlite)
     }
 }
