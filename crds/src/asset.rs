@@ -110,6 +110,11 @@ pub struct AssetSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub reference: Option<String>,
+    /// What this source found. The Asset's own `findings` combine every
+    /// source's (written by the operator); each source's stay here, so
+    /// none can hide what another found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findings: Option<Findings>,
 }
 
 /// Most nodes named in a source's [`NodeSightings::recent`].
@@ -328,6 +333,63 @@ pub struct AssetStatus {
     pub managed: Option<bool>,
 }
 
+impl Findings {
+    /// Every source's findings as one, as the operator writes them on the
+    /// Asset: each count is the largest any source reports, and the worst
+    /// vulnerabilities are those of all sources, without repeats. Sources
+    /// scanning the same image differ only in their database's age, so the
+    /// largest count is the newest answer, and no source can lower or hide
+    /// what another found. `None` when no source reported findings.
+    pub fn combine<'a>(all: impl IntoIterator<Item = &'a Findings>) -> Option<Findings> {
+        let mut out: Option<Findings> = None;
+        let max = |a: Option<i64>, b: Option<i64>| a.max(b);
+        for f in all {
+            let o = out.get_or_insert_with(Findings::default);
+            o.misconfigurations = max(o.misconfigurations, f.misconfigurations);
+            o.runtime = max(o.runtime, f.runtime);
+            o.certificates = max(o.certificates, f.certificates);
+            if let Some(v) = &f.vulnerabilities {
+                let c = o.vulnerabilities.get_or_insert_with(Default::default);
+                c.critical = c.critical.max(v.critical);
+                c.high = c.high.max(v.high);
+                c.medium = c.medium.max(v.medium);
+                c.low = c.low.max(v.low);
+                c.unknown = c.unknown.max(v.unknown);
+                for r in &v.top {
+                    let same = |x: &&mut VulnerabilityRef| {
+                        x.id == r.id && x.package == r.package && x.installed == r.installed
+                    };
+                    match c.top.iter_mut().find(same) {
+                        Some(x) if severity_rank(&r.severity) < severity_rank(&x.severity) => {
+                            *x = r.clone();
+                        }
+                        Some(_) => {}
+                        None => c.top.push(r.clone()),
+                    }
+                }
+            }
+        }
+        if let Some(v) = out.as_mut().and_then(|o| o.vulnerabilities.as_mut()) {
+            // Stable: within a severity, the sources' own order stands.
+            v.top.sort_by_key(|r| severity_rank(&r.severity));
+            v.top.truncate(TOP_VULNERABILITIES);
+        }
+        out
+    }
+}
+
+/// Worst first: critical 0 … unknown 5.
+fn severity_rank(level: &str) -> u8 {
+    match level {
+        "critical" => 0,
+        "high" => 1,
+        "medium" => 2,
+        "low" => 3,
+        "none" => 4,
+        _ => 5,
+    }
+}
+
 fn free_form_object(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "object",
@@ -351,5 +413,73 @@ mod tests {
         );
         assert_ne!(a, asset_name(AssetKind::ContainerImage, "sha256:abd"));
         assert_ne!(a, asset_name(AssetKind::Container, "sha256:abc"));
+    }
+
+    fn vuln(id: &str, severity: &str) -> VulnerabilityRef {
+        VulnerabilityRef {
+            id: id.into(),
+            package: "p".into(),
+            installed: "1".into(),
+            fixed: None,
+            severity: severity.into(),
+        }
+    }
+
+    fn found(critical: i64, high: i64, top: Vec<VulnerabilityRef>) -> Findings {
+        Findings {
+            vulnerabilities: Some(VulnerabilityFindings {
+                critical,
+                high,
+                top,
+                ..VulnerabilityFindings::default()
+            }),
+            ..Findings::default()
+        }
+    }
+
+    #[test]
+    fn combined_findings_keep_the_most_any_source_found() {
+        assert_eq!(Findings::combine([]), None);
+        let sensor = found(0, 2, vec![vuln("H1", "high"), vuln("H2", "high")]);
+        // A CI report from a newer database: one more, a critical; and one
+        // claiming nothing at all, which hides nothing.
+        let ci = found(1, 2, vec![vuln("C1", "critical"), vuln("H1", "high")]);
+        let empty = found(0, 0, vec![]);
+        let c = Findings::combine([&sensor, &ci, &empty]).and_then(|f| f.vulnerabilities);
+        let c = c.unwrap_or_default();
+        assert_eq!((c.critical, c.high), (1, 2));
+        let ids: Vec<&str> = c.top.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["C1", "H1", "H2"]);
+        // The same finding rated worse by one source is listed once, worse.
+        let worse = found(1, 0, vec![vuln("H2", "critical")]);
+        let c = Findings::combine([&sensor, &worse])
+            .and_then(|f| f.vulnerabilities)
+            .unwrap_or_default();
+        assert_eq!(c.top.len(), 2);
+        assert_eq!(c.top[0].id, "H2");
+        assert_eq!(c.top[0].severity, "critical");
+        // Bounded however many sources list however many.
+        let many: Vec<Findings> = (0..10)
+            .map(|s| {
+                found(
+                    0,
+                    0,
+                    (0..20).map(|i| vuln(&format!("{s}-{i}"), "low")).collect(),
+                )
+            })
+            .collect();
+        let c = Findings::combine(&many)
+            .and_then(|f| f.vulnerabilities)
+            .unwrap_or_default();
+        assert_eq!(c.top.len(), TOP_VULNERABILITIES);
+        // Other counts: the largest reported.
+        let r = |n| Findings {
+            runtime: Some(n),
+            ..Findings::default()
+        };
+        assert_eq!(
+            Findings::combine([&r(3), &r(7), &r(1)]).and_then(|f| f.runtime),
+            Some(7)
+        );
     }
 }

@@ -105,6 +105,7 @@ fn source() -> impl Strategy<Value = AssetSource> {
             last_seen: Time(jiff::Timestamp::UNIX_EPOCH),
             nodes: None,
             reference: None,
+            findings: None,
         })
 }
 

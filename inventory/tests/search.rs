@@ -73,6 +73,7 @@ fn asset(a: A) -> Asset {
             last_seen: seen.clone(),
             nodes: None,
             reference: None,
+            findings: None,
         }],
         observed: BTreeMap::from([
             (

@@ -48,6 +48,34 @@ fn image(n: u32, os: &str, runtime: Option<&str>) -> Observation {
     })
 }
 
+/// `observation` (an image) with findings: `critical` and `high` counts,
+/// and those listed by id.
+fn with_findings(mut observation: Observation, critical: &[&str], high: &[&str]) -> Observation {
+    use sightline_crds::asset::{VulnerabilityFindings, VulnerabilityRef};
+    let refs = |ids: &[&str], severity: &str| -> Vec<VulnerabilityRef> {
+        ids.iter()
+            .map(|id| VulnerabilityRef {
+                id: (*id).to_owned(),
+                package: "openssl".into(),
+                installed: "3.0.0".into(),
+                fixed: None,
+                severity: severity.into(),
+            })
+            .collect()
+    };
+    if let Observation::ContainerImage(i) = &mut observation {
+        let mut top = refs(critical, "critical");
+        top.extend(refs(high, "high"));
+        i.vulnerabilities = Some(VulnerabilityFindings {
+            critical: critical.len() as i64,
+            high: high.len() as i64,
+            top,
+            ..VulnerabilityFindings::default()
+        });
+    }
+    observation
+}
+
 /// Creates a Node and returns its UID.
 async fn node(client: &kube::Client, name: &str) -> Result<String> {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -208,7 +236,7 @@ spec:
                         ..NodeFacts::default()
                     },
                 }),
-                image(1, "debian", Some("containerd")),
+                with_findings(image(1, "debian", Some("containerd")), &[], &["H-1", "H-2"]),
                 Observation::Container(ContainerObservation {
                     identity: "c-a-1".into(),
                     facts: ContainerFacts {
@@ -445,7 +473,9 @@ spec:
     })
     .await?;
     let ci = Client::new(&api, Credentials::Token(key_token.clone()), None)?;
-    let mut hostile_ci = image(1, "windows", None);
+    // It claims another OS and no findings at all: the node's facts stand,
+    // and its findings are not hidden.
+    let mut hostile_ci = with_findings(image(1, "windows", None), &[], &[]);
     if let Observation::ContainerImage(i) = &mut hostile_ci {
         i.reference = Some("registry.example.com/app:1".into());
     }
@@ -453,6 +483,43 @@ spec:
     ensure!(receipt.refused.is_empty(), "{receipt:?}");
     let img = status_of(&assets, &image_name).await?;
     ensure!(img["observed"]["osRelease"]["ID"] == "debian", "{img}");
+    ensure!(
+        img["findings"]["vulnerabilities"]["high"] == 2
+            && img["findings"]["vulnerabilities"]["critical"] == 0,
+        "{img}"
+    );
+    // A pipeline with a newer database finds a critical the node's missed:
+    // the Asset shows both sources' findings, each source keeps its own.
+    let mut newer = with_findings(image(1, "debian", None), &["C-1"], &["H-1"]);
+    if let Observation::ContainerImage(i) = &mut newer {
+        i.reference = Some("registry.example.com/app:1".into());
+    }
+    let receipt = ci.send(vec![newer], None).await?;
+    ensure!(receipt.refused.is_empty(), "{receipt:?}");
+    let img = status_of(&assets, &image_name).await?;
+    let combined = &img["findings"]["vulnerabilities"];
+    ensure!(combined["critical"] == 1 && combined["high"] == 2, "{img}");
+    let top: Vec<&str> = combined["top"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    ensure!(top == ["C-1", "H-1", "H-2"], "{img}");
+    let own = |sensor: &str| {
+        img["sources"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["sensor"] == sensor))
+            .map(|s| s["findings"]["vulnerabilities"].clone())
+    };
+    ensure!(
+        own(&format!("{}/nodes", env.ns)).is_some_and(|v| v["critical"] == 0 && v["high"] == 2),
+        "{img}"
+    );
+    ensure!(
+        own("ci/lab").is_some_and(|v| v["critical"] == 1 && v["high"] == 1),
+        "{img}"
+    );
     let ci_source = img["sources"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["sensor"] == "ci/lab"))

@@ -12,6 +12,11 @@
 //! A key's CI reports never overwrite what cluster sensors observed: once
 //! an image has a sensor's source, a CI report only refreshes the key's
 //! own source entry.
+//!
+//! Each source's findings stay in its own entry (`sources[].findings`);
+//! the Asset's `findings` combine them ([`Findings::combine`]), written
+//! under `sightline/findings` after every source write that changed
+//! something, so no source can lower or hide what another found.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -126,9 +131,9 @@ impl Writer {
         let _serial = self.stripe(&name).lock().await;
         let mut parts = parts(caller, o)?;
         if matches!(caller, Caller::Key { .. }) && self.sensor_has_seen(&name).await? {
-            // Cluster sensors' facts stand: the key refreshes its own entry.
+            // Cluster sensors' facts stand: the key refreshes its own
+            // entry (with its findings, which are combined with theirs).
             parts.status.observed.clear();
-            parts.status.findings = None;
         }
         let manager = field_manager(&source, "");
         // Node sensors refresh everything every few minutes from thousands
@@ -136,9 +141,11 @@ impl Writer {
         // Registry scans and CI reports are rare: always written.
         let unchanged = parts.node.is_some() && self.unchanged(&name, &manager, &parts.status);
         if !unchanged {
-            self.apply(&name, &manager, &parts.status, &source, max_assets)
+            let written = self
+                .apply(&name, &manager, &parts.status, &source, max_assets)
                 .await?;
             self.remember(&name, &manager, &parts.status);
+            self.combine_findings(&name, &written).await?;
         }
         if let Some((node, runtime)) = parts.node {
             let at = NodeRuntime {
@@ -153,9 +160,11 @@ impl Writer {
                     // Removed since this source's facts were last written
                     // (retention): written again in full.
                     Err(WriteError::Api(kube::Error::Api(e))) if e.code == 404 => {
-                        self.apply(&name, &manager, &parts.status, &source, max_assets)
+                        let written = self
+                            .apply(&name, &manager, &parts.status, &source, max_assets)
                             .await?;
                         self.remember(&name, &manager, &parts.status);
+                        self.combine_findings(&name, &written).await?;
                         self.apply_nodes(&name, &source, summary).await?;
                     }
                     other => other?,
@@ -239,7 +248,12 @@ impl Writer {
                 out.push(Recorded {
                     identity: s.identity.clone().unwrap_or_default(),
                     facts,
-                    vulnerabilities: s.findings.as_ref().and_then(|f| f.vulnerabilities.clone()),
+                    vulnerabilities: s
+                        .sources
+                        .iter()
+                        .find(|x| x.sensor == source)
+                        .and_then(|x| x.findings.as_ref())
+                        .and_then(|f| f.vulnerabilities.clone()),
                     details_kept: None,
                 });
             }
@@ -277,8 +291,36 @@ impl Writer {
         );
     }
 
+    /// Writes the Asset's `findings` as every source's combined, when they
+    /// differ from what `written` (the Asset as a source's write left it)
+    /// has.
+    async fn combine_findings(&self, name: &str, written: &Asset) -> Result<(), WriteError> {
+        let Some(status) = &written.status else {
+            return Ok(());
+        };
+        let mut sources: Vec<&AssetSource> = status.sources.iter().collect();
+        sources.sort_by(|a, b| a.sensor.cmp(&b.sensor));
+        let combined = Findings::combine(sources.iter().filter_map(|s| s.findings.as_ref()));
+        if combined == status.findings {
+            return Ok(());
+        }
+        let body = asset(
+            name,
+            Some(AssetStatus {
+                findings: combined,
+                ..AssetStatus::default()
+            }),
+        );
+        let params = PatchParams::apply(COMBINED_FINDINGS).force();
+        self.api
+            .patch_status(name, &params, &Patch::Apply(&body))
+            .await?;
+        Ok(())
+    }
+
     /// Applies `status` under `manager`, creating the Asset first if there
-    /// is none and the source's key allows another.
+    /// is none and the source's key allows another; returns the Asset as
+    /// the write left it.
     async fn apply(
         &self,
         name: &str,
@@ -286,7 +328,7 @@ impl Writer {
         status: &AssetStatus,
         source: &str,
         max_assets: Option<i64>,
-    ) -> Result<(), WriteError> {
+    ) -> Result<Asset, WriteError> {
         let params = PatchParams::apply(manager).force();
         let body = asset(name, Some(status.clone()));
         match self
@@ -299,12 +341,12 @@ impl Writer {
                 self.api
                     .patch(name, &params, &Patch::Apply(&asset(name, None)))
                     .await?;
-                self.api
+                Ok(self
+                    .api
                     .patch_status(name, &params, &Patch::Apply(&body))
-                    .await?;
-                Ok(())
+                    .await?)
             }
-            other => other.map(|_| ()).map_err(WriteError::from),
+            other => other.map_err(WriteError::from),
         }
     }
 
@@ -365,6 +407,7 @@ impl Writer {
                 last_seen: Time(jiff::Timestamp::now()),
                 nodes: Some(nodes),
                 reference: None,
+                findings: None,
             }],
             ..AssetStatus::default()
         };
@@ -375,6 +418,9 @@ impl Writer {
         Ok(())
     }
 }
+
+/// The field manager of the Asset's combined `findings`.
+pub const COMBINED_FINDINGS: &str = "sightline/findings";
 
 /// `sightline/<source><suffix>`, within the 128 characters a field manager may have.
 pub fn field_manager(source: &str, suffix: &str) -> String {
@@ -424,6 +470,7 @@ fn parts(caller: &Caller, o: &Observation) -> Result<Parts, WriteError> {
         last_seen: Time(jiff::Timestamp::now()),
         nodes: None,
         reference: None,
+        findings: None,
     };
     let mut status = AssetStatus {
         kind: Some(o.asset_kind()),
@@ -435,12 +482,10 @@ fn parts(caller: &Caller, o: &Observation) -> Result<Parts, WriteError> {
     match o {
         Observation::ContainerImage(i) => {
             status.observed = to_map(&i.facts)?;
-            if let Some(v) = &i.vulnerabilities {
-                status.findings = Some(Findings {
-                    vulnerabilities: Some(v.clone()),
-                    ..Findings::default()
-                });
-            }
+            source.findings = i.vulnerabilities.as_ref().map(|v| Findings {
+                vulnerabilities: Some(v.clone()),
+                ..Findings::default()
+            });
             source.reference = i.reference.clone();
             node = node_name.map(|n| (n, i.runtime.clone()));
         }
@@ -464,7 +509,7 @@ fn parts(caller: &Caller, o: &Observation) -> Result<Parts, WriteError> {
                 last_runtime_violation: &v.last,
             };
             status.observed = to_map(&facts)?;
-            status.findings = Some(Findings {
+            source.findings = Some(Findings {
                 runtime: Some(v.count),
                 ..Findings::default()
             });
