@@ -70,6 +70,7 @@ impl SensorType {
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desiredNodes"}"#,
     printcolumn = r#"{"name":"Ready Nodes","type":"integer","jsonPath":".status.readyNodes"}"#,
+    printcolumn = r#"{"name":"DB Refused","type":"integer","jsonPath":".status.database.refusing"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("has(self.container) == (self.type == 'container')").message("spec.container must be set when spec.type is container, and only then").field_path(".container"))]
@@ -409,4 +410,43 @@ pub struct SensorStatus {
     /// How many assets the sensor has reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assets_reported: Option<i64>,
+    /// The vulnerability databases the sensor's pods match with, as they
+    /// report them (written by the operator's ingestion API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<SensorDatabase>,
+}
+
+/// What a Sensor's pods say of their vulnerability databases.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SensorDatabase {
+    /// Pods that said which database they use (since the operator started).
+    pub reporting: i64,
+    /// Of those, how many refused the last database they were offered and
+    /// still match with an older one, or with none.
+    pub refusing: i64,
+    /// The build time of the oldest database in use among them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_built: Option<Time>,
+    /// The latest refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refusal: Option<DatabaseRefusal>,
+}
+
+/// A database a sensor's pod refused.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseRefusal {
+    /// The node of the pod (none for a registry sensor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub node: Option<String>,
+    /// A short word: `bad_signature`, `unknown_key`, `schema`, `unsigned`, `invalid`, …
+    #[schemars(length(max = 64))]
+    pub reason: String,
+    /// The sensor's message.
+    #[schemars(length(max = 4096))]
+    pub message: String,
+    /// When it was reported.
+    pub time: Time,
 }

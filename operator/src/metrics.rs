@@ -74,6 +74,8 @@ pub struct Metrics {
     pub ingest_refusals: Family<RefusalLabels, Counter>,
     /// Vulnerability databases and bundles refused, by reason.
     pub vulndb_refusals: Family<RefusalLabels, Counter>,
+    /// Databases sensors' pods refused, as they report them, by reason.
+    pub sensor_database_refusals: Family<RefusalLabels, Counter>,
     /// Pods the image admission webhook judged, by verdict.
     pub admission_reviews: Family<VerdictLabels, Counter>,
     /// Time to judge a pod.
@@ -150,6 +152,12 @@ impl Default for Metrics {
             "Vulnerability databases and signed bundles refused (not served), by reason",
             vulndb_refusals.clone(),
         );
+        let sensor_database_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "sensor_database_refusals",
+            "Vulnerability databases sensors' pods refused (bad signature, unknown key, schema, unsigned, invalid), as they report them, by reason",
+            sensor_database_refusals.clone(),
+        );
         let admission_reviews = Family::<VerdictLabels, Counter>::default();
         registry.register(
             "admission_reviews",
@@ -169,6 +177,7 @@ impl Default for Metrics {
             ingest_accepted,
             ingest_refusals,
             vulndb_refusals,
+            sensor_database_refusals,
             reconciles,
             failures,
             duration,

@@ -528,6 +528,30 @@ spec:
         ci_source["reference"] == "registry.example.com/app:1",
         "{img}"
     );
+    // Only a Sensor's pods say which database they use; a node sensor's
+    // refusal is counted and lands on its Sensor.
+    let said = |reason: &str| sightline_report::DatabaseState {
+        built: Some("2026-12-01T00:00:00Z".into()),
+        refused: Some(sightline_report::DatabaseRefusal {
+            reason: reason.into(),
+            message: "signed by a key this sensor does not pin".into(),
+        }),
+    };
+    let refused = ci.send_database(said("unknown_key")).await?;
+    ensure!(
+        refused
+            .as_ref()
+            .is_some_and(|r| r.reason == "KindNotAllowed"),
+        "{refused:?}"
+    );
+    ensure!(sensor_a.send_database(said("unknown_key")).await?.is_none());
+    let sensors: Api<sightline_crds::Sensor> = Api::namespaced(env.client.clone(), &env.ns);
+    let db = serde_json::to_value(sensors.get_status("nodes").await?.status)?;
+    ensure!(
+        db["database"]["refusing"] == 1 && db["database"]["lastRefusal"]["node"] == "node-a",
+        "{db}"
+    );
+    ensure!(op.metric("sightline_operator_sensor_database_refusals_total")? >= 1.0);
     // A CI key may not claim a node.
     let receipt = ci.send(vec![image(3, "x", Some("docker"))], None).await?;
     ensure!(

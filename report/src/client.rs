@@ -164,7 +164,7 @@ impl Client {
             let report = Report {
                 observations: chunk,
                 listing: if i == last { listing.take() } else { None },
-                policies: Vec::new(),
+                ..Report::default()
             };
             report.check()?;
             let mut r: Receipt = self.post(&report).await?;
@@ -201,6 +201,21 @@ impl Client {
             }));
         }
         Ok(refused)
+    }
+
+    /// Says which vulnerability database this sensor matches with, and
+    /// what it refused; returns the operator's refusal, if any.
+    pub async fn send_database(
+        &self,
+        state: crate::DatabaseState,
+    ) -> Result<Option<crate::Refused>, Error> {
+        let report = Report {
+            database: Some(state),
+            ..Report::default()
+        };
+        report.check()?;
+        let r: Receipt = self.post(&report).await?;
+        Ok(r.database_refused)
     }
 
     /// The container images this caller reported before, as the operator

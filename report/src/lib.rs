@@ -56,6 +56,35 @@ pub struct Report {
     /// What a runtime sensor says of RuntimePolicies on its node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicyReport>,
+    /// Which vulnerability database the sensor matches with, and whether
+    /// it refused the last one it was offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseState>,
+}
+
+/// The vulnerability database a sensor matches with.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DatabaseState {
+    /// When the database in use was built (RFC 3339); none while the
+    /// sensor has no database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built: Option<String>,
+    /// The last database the sensor was offered and refused (a signature,
+    /// key or schema that did not check out, or a file that is no
+    /// database); none once it took a newer one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<DatabaseRefusal>,
+}
+
+/// Why a sensor refused a database.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DatabaseRefusal {
+    /// A short word (`bad_signature`, `unknown_key`, `schema`, `unsigned`, `invalid`, …).
+    pub reason: String,
+    /// The sensor's message.
+    pub message: String,
 }
 
 /// A runtime sensor's word on one RuntimePolicy: how its node enforces
@@ -224,6 +253,9 @@ pub struct Receipt {
     /// Policy reports refused (indexes into `policies`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies_refused: Vec<Refused>,
+    /// The database state refused (only a Sensor's pods may send one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_refused: Option<Refused>,
 }
 
 /// An observation written.
@@ -431,6 +463,29 @@ impl Report {
             let value = serde_json::to_value(p).map_err(|e| invalid(&at, e.to_string()))?;
             bounded(&value, &at, 0)?;
         }
+        if let Some(d) = &self.database {
+            if d.built
+                .as_ref()
+                .is_some_and(|b| b.parse::<jiff::Timestamp>().is_err())
+            {
+                return Err(invalid("database.built", "must be an RFC 3339 time"));
+            }
+            if let Some(r) = &d.refused {
+                let word = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+                if r.reason.is_empty() || r.reason.len() > 64 || !r.reason.chars().all(word) {
+                    return Err(invalid(
+                        "database.refused.reason",
+                        "must be 1 to 64 lowercase letters, digits or '_'",
+                    ));
+                }
+                if r.message.len() > MAX_STRING {
+                    return Err(invalid(
+                        "database.refused.message",
+                        format!("at most {MAX_STRING} bytes"),
+                    ));
+                }
+            }
+        }
         if let Some(l) = &self.listing {
             if l.runtime.len() > 64 {
                 return Err(invalid("listing.runtime", "at most 64 bytes"));
@@ -548,6 +603,7 @@ mod tests {
                     last: "2026-12-07T00:00:00Z".into(),
                 }),
             }],
+            database: None,
         };
         let body = serde_json::to_vec(&r).expect("serialize");
         let text = String::from_utf8_lossy(&body);
@@ -583,6 +639,7 @@ mod tests {
                 observations: vec![image(bad)],
                 listing: None,
                 policies: vec![],
+                database: None,
             };
             let e = r.check().expect_err(bad);
             assert_eq!(e.field, "observations[0].identity");
@@ -595,6 +652,7 @@ mod tests {
             observations: vec![node],
             listing: None,
             policies: vec![],
+            database: None,
         }
         .check()
         .expect_err("node uid");
@@ -611,6 +669,7 @@ mod tests {
             observations: vec![o.clone()],
             listing: None,
             policies: vec![],
+            database: None,
         }
         .check()
         .expect_err("long list");
@@ -622,6 +681,7 @@ mod tests {
             observations: vec![o],
             listing: None,
             policies: vec![],
+            database: None,
         }
         .check()
         .expect_err("long string");
@@ -630,6 +690,7 @@ mod tests {
             observations: vec![image(&digest(3)); MAX_OBSERVATIONS + 1],
             listing: None,
             policies: vec![],
+            database: None,
         };
         assert_eq!(many.check().expect_err("many").field, "observations");
         let huge = vec![b' '; MAX_BODY_BYTES + 1];
@@ -641,6 +702,7 @@ mod tests {
                 images: vec!["latest".into()],
             }),
             policies: vec![],
+            database: None,
         };
         assert_eq!(
             listing.check().expect_err("listing").field,
@@ -686,6 +748,41 @@ mod tests {
                 "policies[0].violations.last"
             );
         }
+    }
+
+    #[test]
+    fn database_states_are_bounded_and_name_what_is_wrong() {
+        let state = |built: Option<&str>, reason: &str, message: usize| Report {
+            database: Some(DatabaseState {
+                built: built.map(str::to_owned),
+                refused: Some(DatabaseRefusal {
+                    reason: reason.into(),
+                    message: "m".repeat(message),
+                }),
+            }),
+            ..Report::default()
+        };
+        assert!(
+            state(Some("2026-12-07T10:00:00Z"), "bad_signature", 10)
+                .check()
+                .is_ok()
+        );
+        assert!(state(None, "schema", 0).check().is_ok());
+        let field = |r: Report| r.check().expect_err("refused").field;
+        assert_eq!(field(state(Some("today"), "x", 1)), "database.built");
+        for bad in ["", "Bad", "a b", "x\n", &"x".repeat(65)] {
+            assert_eq!(
+                field(state(None, bad, 1)),
+                "database.refused.reason",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            field(state(None, "x", MAX_STRING + 1)),
+            "database.refused.message"
+        );
+        // Unknown fields are refused, not ignored.
+        assert!(Report::from_body(br#"{"database":{"version":"1"}}"#).is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! store when there is one ([`holdings`]), so a new leader knows it.
 
 pub mod auth;
+pub mod databases;
 pub mod holdings;
 pub mod limits;
 pub mod policies;
@@ -55,6 +56,8 @@ pub struct IngestState {
     pub metrics: Metrics,
     /// The detail store, whose holdings receipts report.
     pub store: Option<crate::store::Store>,
+    /// What Sensors' pods say of their databases.
+    pub databases: databases::Databases,
 }
 
 impl IngestState {
@@ -72,7 +75,8 @@ impl IngestState {
             client: client.clone(),
             auth: Arc::new(Authenticator::new(client.clone(), namespace)),
             limiter: Limiter::new(rate),
-            writer: Writer::new(client, index, store.clone()),
+            writer: Writer::new(client.clone(), index, store.clone()),
+            databases: databases::Databases::new(client, metrics.clone()),
             leading,
             metrics,
             store,
@@ -298,6 +302,20 @@ async fn receive(
                 });
             }
             Err(e) => return unavailable(&e, "writing RuntimePolicy status"),
+        }
+    }
+    if let Some(d) = &report.database {
+        match state.databases.report(&caller, d).await {
+            Ok(()) => {}
+            Err(WriteError::Refused(r)) => {
+                state.metrics.ingest_refused(r.reason);
+                receipt.database_refused = Some(Refused {
+                    index: 0,
+                    reason: r.reason.to_owned(),
+                    message: r.message,
+                });
+            }
+            Err(e) => return unavailable(&e, "writing Sensor status"),
         }
     }
     if let Some(listing) = &report.listing {

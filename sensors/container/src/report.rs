@@ -182,6 +182,20 @@ impl Reporter {
         }
     }
 
+    /// Says which vulnerability database the sensor matches with; a
+    /// failure is logged (the next refresh says it again).
+    pub async fn send_database(&self, state: sightline_report::DatabaseState) {
+        match self.client.send_database(state).await {
+            Ok(None) => {}
+            Ok(Some(r)) => {
+                warn!(reason = %r.reason, "the operator refused the database state: {}", r.message)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot say which database is in use; saying it again at the next refresh")
+            }
+        }
+    }
+
     /// The underlying client.
     pub fn client(&self) -> &Client {
         &self.client

@@ -300,6 +300,7 @@ pub async fn run(
             .with_bundle_keys(cfg.bundle_keys.clone())
         });
     let mut db = db;
+    let mut refused = None;
     // The first fetch comes before any scan, so the first reports carry findings.
     if let Some(f) = fetcher.as_mut() {
         match f.refresh().await {
@@ -308,7 +309,10 @@ pub async fn run(
                 db = Some(fetched);
             }
             Ok(None) => {}
-            Err(e) => warn!(error = %e, "cannot fetch the vulnerability database yet; retrying"),
+            Err(e) => {
+                warn!(error = %e, "cannot fetch the vulnerability database yet; retrying");
+                refused = e.refusal();
+            }
         }
     }
     if cfg.vulnerabilities() && db.is_none() && fetcher.is_none() {
@@ -335,7 +339,14 @@ pub async fn run(
         };
         watch_runtime(watch, *kind, endpoint.clone(), runtimes.clone())
     }));
-    let refresh_db = keep_db_fresh(fetcher, db_tx, cfg.refresh, cfg.vuln_db_refresh);
+    let refresh_db = keep_db_fresh(
+        fetcher,
+        reporter.clone(),
+        refused,
+        db_tx,
+        cfg.refresh,
+        cfg.vuln_db_refresh,
+    );
     let node = crate::node::report_loop(
         client,
         reporter,
@@ -353,9 +364,14 @@ pub async fn run(
 }
 
 /// Asks the operator for a newer database every `every` (every `retry`
-/// until a first one arrives); a failure keeps the current one.
+/// until a first one arrives); a failure keeps the current one. After
+/// every attempt the sensor says which database it uses and the last one
+/// it refused (`refused`, at first that of the first attempt), so the
+/// Sensor's status shows pods that keep an old database.
 async fn keep_db_fresh(
     fetcher: Option<Fetcher>,
+    reporter: Reporter,
+    mut refused: Option<sightline_report::DatabaseRefusal>,
     tx: tokio::sync::watch::Sender<Option<Arc<Database>>>,
     retry: Duration,
     every: Duration,
@@ -364,6 +380,8 @@ async fn keep_db_fresh(
         return std::future::pending().await;
     };
     loop {
+        let said = crate::vulndb::state(tx.borrow().as_deref(), refused.clone());
+        reporter.send_database(said).await;
         let wait = if tx.borrow().is_none() { retry } else { every };
         tokio::time::sleep(wait).await;
         match fetcher.refresh().await {
@@ -374,10 +392,14 @@ async fn keep_db_fresh(
                     "new vulnerability database; matching every image again"
                 );
                 tx.send_replace(Some(Arc::new(fetched)));
+                refused = None;
             }
             Ok(None) => {}
             Err(e) => {
-                warn!(error = %e, "cannot refresh the vulnerability database; keeping the current one")
+                warn!(error = %e, "cannot refresh the vulnerability database; keeping the current one");
+                if let Some(r) = e.refusal() {
+                    refused = Some(r);
+                }
             }
         }
     }

@@ -15,6 +15,43 @@ use std::path::{Path, PathBuf};
 use sightline_scan::bundle::{self, PublicKey};
 use sightline_scan::vuln::Database;
 
+/// What a sensor says of its database (`Report.database`): when the one
+/// in use (`db`) was built, and the last one it `refused`.
+pub fn state(
+    db: Option<&Database>,
+    refused: Option<sightline_report::DatabaseRefusal>,
+) -> sightline_report::DatabaseState {
+    sightline_report::DatabaseState {
+        built: db
+            .map(|d| d.meta.built.clone())
+            .filter(|b| b.parse::<jiff::Timestamp>().is_ok()),
+        refused,
+    }
+}
+
+impl FetchError {
+    /// The refusal a sensor reports for this failure: a database that was
+    /// refused or unusable; none when it could not be fetched at all.
+    pub fn refusal(&self) -> Option<sightline_report::DatabaseRefusal> {
+        let (reason, message) = match self {
+            FetchError::Refused {
+                reason, message, ..
+            } => ((*reason).to_owned(), message.clone()),
+            FetchError::Invalid { reason, .. } => ("invalid".to_owned(), reason.clone()),
+            _ => return None,
+        };
+        let mut message = message;
+        if message.len() > sightline_report::MAX_STRING {
+            let mut end = sightline_report::MAX_STRING;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        Some(sightline_report::DatabaseRefusal { reason, message })
+    }
+}
+
 /// Largest database accepted.
 const MAX_BYTES: u64 = 2 << 30;
 

@@ -121,11 +121,30 @@ async fn run(cmd: Cmd) -> Result<()> {
                 .with_bundle_keys(sightline_scan::bundle::parse_keys(
                     &std::env::var(sightline_scan::bundle::KEYS_ENV).unwrap_or_default(),
                 )?);
-                match fetcher.refresh().await {
-                    Ok(fetched) => db = fetched,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no vulnerability database; reporting packages only")
+                let refused = match fetcher.refresh().await {
+                    Ok(fetched) => {
+                        db = fetched;
+                        None
                     }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no vulnerability database; reporting packages only");
+                        e.refusal()
+                    }
+                };
+                // Say which database this scan matches with, and what was
+                // refused, for the Sensor's status.
+                if let Some(api) = cfg.api_url.as_deref() {
+                    let reporter = sightline_container_sensor::report::Reporter::to(
+                        api,
+                        &cfg.token_file,
+                        cfg.api_ca.as_deref(),
+                    )?;
+                    reporter
+                        .send_database(sightline_container_sensor::vulndb::state(
+                            db.as_ref(),
+                            refused,
+                        ))
+                        .await;
                 }
             }
             let registry = std::sync::Arc::new(sensor::client_for(&cfg)?);

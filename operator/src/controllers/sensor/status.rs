@@ -296,12 +296,14 @@ pub fn running(sensor: &Sensor, w: &Workload, now: Timestamp) -> SensorStatus {
 }
 
 /// Writes the operator's part of the status with server-side apply; the
-/// sensors' own fields (`lastScanTime`, `assetsReported`) are left alone.
+/// sensors' own fields (`lastScanTime`, `assetsReported`) and what the
+/// ingestion API writes (`database`) are left alone.
 pub async fn write(sensor: &Sensor, ctx: &Context, status: SensorStatus) -> Result<()> {
     if let Some(current) = &sensor.status {
         let mut same = status.clone();
         same.last_scan_time = current.last_scan_time.clone();
         same.assets_reported = current.assets_reported;
+        same.database = current.database.clone();
         if &same == current {
             return Ok(());
         }

@@ -79,6 +79,19 @@ pub fn start_sensor(
     db: &Path,
     log: &Path,
 ) -> Result<Proc> {
+    start_sensor_with(cp, api, token, config, db, log, &[])
+}
+
+/// As [`start_sensor`], with more environment variables.
+pub fn start_sensor_with(
+    cp: &ControlPlane,
+    api: &str,
+    token: &Path,
+    config: &Value,
+    db: &Path,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Result<Proc> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sightline-sensor"));
     cmd.arg("container")
         .env("KUBECONFIG", &cp.kubeconfig)
@@ -93,6 +106,7 @@ pub fn start_sensor(
         // The sensor runs on this machine, not in a pod: the host is `/`.
         .env("SIGHTLINE_HOST_ROOT", "/")
         .env("RUST_LOG", "info");
+    cmd.envs(env.iter().copied());
     Ok(Proc::spawn("sightline-sensor", cmd, log)?)
 }
 
