@@ -270,6 +270,8 @@ async fn main() -> Result<()> {
     tracing::info!(version = catalog.version(), "catalog loaded");
     let builtin_catalog = catalog.version().to_owned();
     let (catalog_tx, catalog) = tokio::sync::watch::channel(Arc::new(catalog));
+    // The sensor image a signed bundle pins, when it pins one.
+    let (pinned_image_tx, pinned_image) = tokio::sync::watch::channel(None);
     let bundle_keys = args
         .bundle_keys
         .iter()
@@ -370,6 +372,10 @@ async fn main() -> Result<()> {
         .with_catalog(vulndb::CatalogSink {
             builtin_version: builtin_catalog,
             tx: catalog_tx,
+        })
+        .with_sensor_image(vulndb::ImageSink {
+            policy: policy.clone(),
+            tx: pinned_image_tx,
         }),
     );
     // A bundle's catalog is in use before the first Asset is reconciled.
@@ -528,6 +534,7 @@ async fn main() -> Result<()> {
     });
     let defaults = Defaults {
         image: args.sensor_image.clone(),
+        pinned_image: Some(pinned_image),
         api_url,
         vuln_db_url,
         bundle_keys: bundle_keys

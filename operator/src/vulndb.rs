@@ -65,11 +65,23 @@ pub struct CatalogSink {
     pub tx: tokio::sync::watch::Sender<Arc<Catalog>>,
 }
 
+/// Where the sensor image a bundle pins goes.
+pub struct ImageSink {
+    /// Which images sensors may run: a bundle pinning another is refused.
+    pub policy: crate::controllers::sensor::policy::SensorPolicy,
+    /// The image Sensors that name none run (`None`: the operator's default).
+    pub tx: tokio::sync::watch::Sender<Option<String>>,
+}
+
+/// The bundle's image named this runs the sensors.
+pub const SENSOR_IMAGE: &str = "sensor";
+
 /// The endpoint's state.
 pub struct VulnDbState {
     path: Option<PathBuf>,
     keys: Vec<PublicKey>,
     catalog: Option<CatalogSink>,
+    images: Option<ImageSink>,
     metrics: Metrics,
     auth: Arc<Authorizer>,
     sensors: Arc<Authenticator>,
@@ -92,6 +104,7 @@ impl VulnDbState {
             path,
             keys,
             catalog: None,
+            images: None,
             metrics,
             auth,
             sensors,
@@ -104,6 +117,60 @@ impl VulnDbState {
     pub fn with_catalog(mut self, sink: CatalogSink) -> Self {
         self.catalog = Some(sink);
         self
+    }
+
+    /// Sends the sensor image each bundle taken in pins (by digest) to
+    /// `sink`; a bundle pinning an image `sink.policy` does not allow is
+    /// refused on import.
+    pub fn with_sensor_image(mut self, sink: ImageSink) -> Self {
+        self.images = Some(sink);
+        self
+    }
+
+    /// Why the operator cannot run the sensor image `m` pins, if it cannot.
+    fn image_refusal(&self, m: &bundle::Manifest) -> Option<Refusal> {
+        let sink = self.images.as_ref()?;
+        let image = m.images.get(SENSOR_IMAGE)?;
+        let e = sink.policy.check_image(image).err()?;
+        Some(Refusal::new(
+            "image",
+            format!("the bundle pins sensor image {e}"),
+        ))
+    }
+
+    /// Runs sensors from the image the bundle in use pins, or the
+    /// operator's default when it pins none (or one not allowed).
+    fn take_image(&self, m: Option<&bundle::Manifest>) {
+        let Some(sink) = &self.images else {
+            return;
+        };
+        let pinned = match m {
+            Some(m) => match self.image_refusal(m) {
+                Some(r) => {
+                    tracing::warn!(
+                        reason = r.reason,
+                        "{}; sensors keep the operator's default image",
+                        r.message
+                    );
+                    None
+                }
+                None => m.images.get(SENSOR_IMAGE).cloned(),
+            },
+            None => None,
+        };
+        sink.tx.send_if_modified(|current| {
+            if *current == pinned {
+                return false;
+            }
+            match &pinned {
+                Some(image) => {
+                    tracing::info!(%image, "sensors run the image the signed bundle pins")
+                }
+                None => tracing::info!("sensors run the operator's default image"),
+            }
+            *current = pinned;
+            true
+        });
     }
 
     /// Reads and checks the file now (at start, so a bundle's catalog is
@@ -149,6 +216,7 @@ impl VulnDbState {
                 if let Some(c) = catalog {
                     self.take_catalog(c);
                 }
+                self.take_image(l.bundle.as_ref());
                 *loaded = Some(l);
             }
             Err(e) => {
@@ -360,6 +428,15 @@ async fn import(State(state): State<Arc<VulnDbState>>, headers: HeaderMap, body:
             .await;
         }
     };
+    if let Some(e) = state.image_refusal(&manifest) {
+        state.metrics.vulndb_refused(e.reason);
+        tracing::warn!(reason = e.reason, error = %e.message, "bundle import refused");
+        return failed(
+            StatusCode::BAD_REQUEST,
+            format!("bundle refused: {}", e.message),
+        )
+        .await;
+    }
     if let Err(e) = tokio::fs::rename(&upload, &path).await {
         return failed(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -374,7 +451,7 @@ async fn import(State(state): State<Arc<VulnDbState>>, headers: HeaderMap, body:
     plain(
         StatusCode::OK,
         format!(
-            "imported: database built {}, {} advisories, signed by key {}{}; sensors take it at their next refresh",
+            "imported: database built {}, {} advisories, signed by key {}{}{}; sensors take it at their next refresh",
             manifest.database.built,
             manifest.database.advisories,
             manifest.key_id,
@@ -382,6 +459,12 @@ async fn import(State(state): State<Arc<VulnDbState>>, headers: HeaderMap, body:
                 .catalog_version
                 .as_deref()
                 .map(|v| format!(", catalog {v}"))
+                .unwrap_or_default(),
+            manifest
+                .images
+                .get(SENSOR_IMAGE)
+                .filter(|_| state.images.is_some())
+                .map(|i| format!(", sensor image {i}"))
                 .unwrap_or_default()
         ),
     )

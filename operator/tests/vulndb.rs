@@ -286,3 +286,142 @@ subjects:
     );
     Ok(())
 }
+
+/// The container image of DaemonSet `name` once it is `image`.
+async fn daemonset_image(env: &Env, name: &str, image: &str) -> Result<()> {
+    let dss: kube::Api<k8s_openapi::api::apps::v1::DaemonSet> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    sightline_testenv::helpers::wait_for(
+        &format!("DaemonSet {name} to run {image}"),
+        std::time::Duration::from_secs(30),
+        || async {
+            let ds = dss.get_opt(name).await.ok()??;
+            let now = ds.spec?.template.spec?.containers.first()?.image.clone()?;
+            (now == image).then_some(())
+        },
+    )
+    .await
+    .with_context(|| env.dump())?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bundle_pins_the_sensor_image_by_digest() -> Result<()> {
+    let env = Env::start().await?;
+    let dir = tempfile::tempdir()?;
+    let (key, _) = SigningKey::generate()?;
+    let db = dir.path().join("small.db");
+    import(dir.path(), &["debian"], &db)?;
+    let bundle_with = |name: &str, sensor: Option<&str>| -> Result<std::path::PathBuf> {
+        let out = dir.path().join(name);
+        let extras = Extras {
+            images: sensor
+                .map(|s| {
+                    (
+                        sightline_operator::vulndb::SENSOR_IMAGE.to_owned(),
+                        s.to_owned(),
+                    )
+                })
+                .into_iter()
+                .collect(),
+            ..Extras::default()
+        };
+        bundle::write(&out, &key, &db, extras, "2026-12-07T00:00:00Z".into())?;
+        Ok(out)
+    };
+    let default = "sightline/sensor:test";
+    let pinned = format!("sightline/sensor@sha256:{}", "a".repeat(64));
+    let evil = format!("evil.example/sensor@sha256:{}", "b".repeat(64));
+    let pinning = bundle_with("pinning.bundle", Some(&pinned))?;
+    let foreign = bundle_with("foreign.bundle", Some(&evil))?;
+    let plain = bundle_with("plain.bundle", None)?;
+
+    let served = dir.path().join("served/vulns.bundle");
+    std::fs::create_dir_all(served.parent().context("parent")?)?;
+    let op = env.operator_with(
+        "a",
+        &[
+            "--vuln-db",
+            &served.display().to_string(),
+            "--bundle-key",
+            &key.public().to_string(),
+        ],
+    )?;
+    op.wait_serving().await.with_context(|| env.dump())?;
+    env.apply(
+        r#"
+apiVersion: sightline.dev/v1alpha1
+kind: ActivationKey
+metadata: {name: lab}
+spec:
+  modules: [inventory, containerSecurity]
+  scope: {namespaceSelector: {}}
+---
+apiVersion: sightline.dev/v1alpha1
+kind: Sensor
+metadata: {name: nodes}
+spec:
+  type: container
+  activationKeyRef: {name: lab}
+  container: {}
+---
+apiVersion: sightline.dev/v1alpha1
+kind: Sensor
+metadata: {name: own}
+spec:
+  type: container
+  activationKeyRef: {name: lab}
+  container: {}
+  image: sightline/sensor:own
+"#,
+    )
+    .await?;
+    daemonset_image(&env, "sightline-sensor-nodes", default).await?;
+    daemonset_image(&env, "sightline-sensor-own", "sightline/sensor:own").await?;
+
+    let importer = service_account_token(&env, "importer", false).await?;
+    env.apply(&format!(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: pin-importer-{ns}}}
+rules:
+- apiGroups: [sightline.dev]
+  resources: [bundles]
+  verbs: [create]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: pin-importer-{ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: pin-importer-{ns}}}
+subjects:
+- {{kind: ServiceAccount, name: importer, namespace: {ns}}}
+"#,
+        ns = env.ns
+    ))
+    .await?;
+
+    // The bundle pins the sensor image by digest: Sensors that name no
+    // image of their own run it.
+    let (code, said) = put(op.port, &importer, &pinning).await?;
+    assert_eq!(code, 200, "{said}");
+    assert!(said.contains(&format!("sensor image {pinned}")), "{said}");
+    daemonset_image(&env, "sightline-sensor-nodes", &pinned).await?;
+    daemonset_image(&env, "sightline-sensor-own", "sightline/sensor:own").await?;
+
+    // A bundle pinning an image from a repository the operator does not
+    // allow is refused whole, though its signature is good.
+    let (code, said) = put(op.port, &importer, &foreign).await?;
+    assert_eq!(code, 400, "{said}");
+    assert!(
+        said.contains(&evil) && said.contains("not from an allowed repository"),
+        "{said}"
+    );
+    daemonset_image(&env, "sightline-sensor-nodes", &pinned).await?;
+
+    // A bundle pinning nothing: back to the operator's default.
+    let (code, said) = put(op.port, &importer, &plain).await?;
+    assert_eq!(code, 200, "{said}");
+    daemonset_image(&env, "sightline-sensor-nodes", default).await?;
+    Ok(())
+}

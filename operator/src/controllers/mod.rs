@@ -45,11 +45,11 @@ pub struct InventoryOptions {
 ///
 /// The store is updated before the stream yields, so a reconcile the
 /// stream triggers reads the new state.
-/// One item each time the catalog changes.
-fn catalog_changes(
-    catalog: tokio::sync::watch::Receiver<Arc<Catalog>>,
+/// One item each time the value `rx` watches changes.
+fn changes<T: Send + Sync + 'static>(
+    rx: tokio::sync::watch::Receiver<T>,
 ) -> impl Stream<Item = ()> + Send + 'static {
-    futures::stream::unfold(catalog, |mut rx| async move {
+    futures::stream::unfold(rx, |mut rx| async move {
         rx.changed().await.ok()?;
         Some(((), rx))
     })
@@ -221,6 +221,10 @@ pub async fn run(
                 .map(|s| ObjectRef::from_obj(&*s))
                 .collect::<Vec<_>>()
         });
+    // A signed bundle pinning another sensor image re-renders every Sensor.
+    let sensor_controller = sensor_controller.reconcile_all_on(
+        futures::stream::iter(defaults.pinned_image.clone().map(changes)).flatten(),
+    );
     let key_controller = key_controller.watches(sensors_api, cfg.clone(), |s: Sensor| {
         Some(ObjectRef::<ActivationKey>::new(
             &s.spec.activation_key_ref.name,
@@ -251,7 +255,7 @@ pub async fn run(
         .with_config(controller::Config::default().concurrency(8))
         .reconcile_all_on(futures::stream::select(
             futures::stream::select(key_changes, rule_changes),
-            catalog_changes(inventory.catalog.clone()),
+            changes(inventory.catalog.clone()),
         ));
     let rule_controller = Controller::new(Api::<TagRule>::all(client.clone()), cfg.clone());
     let image_policy_controller =

@@ -125,28 +125,28 @@ impl SensorPolicy {
             }
         }
         if let Some(image) = &spec.image {
-            let allowed = repository(image)
-                .map_err(|e| format!("spec.image: {e}"))
-                .and_then(|repo| {
-                    if self.allows_repository(repo) {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "spec.image: {image} is not from an allowed repository (allowed: {}; \
-                             the operator's --allowed-sensor-image sets them)",
-                            self.images.join(", ")
-                        ))
-                    }
-                });
-            if let Err(message) = allowed {
-                return Err(Rejection {
-                    condition: "Degraded",
-                    reason: "ImageNotAllowed",
-                    message,
-                });
-            }
+            self.check_image(image).map_err(|e| Rejection {
+                condition: "Degraded",
+                reason: "ImageNotAllowed",
+                message: format!("spec.image: {e}"),
+            })?;
         }
         Ok(())
+    }
+
+    /// Whether sensors may run `image`: a valid reference from an allowed
+    /// repository; the error names the image and what is allowed.
+    pub fn check_image(&self, image: &str) -> Result<(), String> {
+        let repo = repository(image)?;
+        if self.allows_repository(repo) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{image} is not from an allowed repository (allowed: {}; \
+                 the operator's --allowed-sensor-image sets them)",
+                self.images.join(", ")
+            ))
+        }
     }
 
     fn allows_repository(&self, repo: &str) -> bool {

@@ -24,6 +24,9 @@ use super::names;
 pub struct Defaults {
     /// Sensor image when a Sensor names none.
     pub image: String,
+    /// The sensor image the signed bundle in use pins (by digest), which
+    /// replaces `image` while it does.
+    pub pinned_image: Option<tokio::sync::watch::Receiver<Option<String>>>,
     /// The operator's API as sensors reach it (`http://10.96.0.12:8080`):
     /// they send reports to its `/api/v1/observations`.
     pub api_url: Option<String>,
@@ -43,6 +46,17 @@ pub struct Defaults {
     pub policy: super::policy::SensorPolicy,
     /// NetworkPolicies for sensors and the operator (`--network-policies`).
     pub network: Option<super::netpol::NetworkDefaults>,
+}
+
+impl Defaults {
+    /// The image of a Sensor that names none: the one the signed bundle in
+    /// use pins, else [`Defaults::image`].
+    pub fn sensor_image(&self) -> String {
+        self.pinned_image
+            .as_ref()
+            .and_then(|rx| rx.borrow().clone())
+            .unwrap_or_else(|| self.image.clone())
+    }
 }
 
 /// The workload a Sensor runs as.
@@ -346,7 +360,11 @@ fn pod_template(sensor: &Sensor, key: &ActivationKey, defaults: &Defaults) -> Po
     );
     let container = Container {
         name: "sensor".into(),
-        image: Some(spec.image.clone().unwrap_or_else(|| defaults.image.clone())),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| defaults.sensor_image()),
+        ),
         args: Some(vec![spec.type_.as_str().into()]),
         env: Some(
             vec![
@@ -560,6 +578,7 @@ mod tests {
     fn defaults() -> Defaults {
         Defaults {
             image: "sightline/sensor:test".into(),
+            pinned_image: None,
             api_url: Some("https://10.96.0.12:443".into()),
             vuln_db_url: Some("https://10.96.0.12:443/api/v1/vulndb".into()),
             bundle_keys: String::new(),
@@ -569,6 +588,17 @@ mod tests {
                 .unwrap(),
             network: None,
         }
+    }
+
+    #[test]
+    fn a_pinned_image_replaces_the_default_but_not_a_sensors_own() {
+        let digest = format!("sightline/sensor@sha256:{}", "a".repeat(64));
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let mut d = defaults();
+        d.pinned_image = Some(rx);
+        assert_eq!(d.sensor_image(), "sightline/sensor:test");
+        tx.send_replace(Some(digest.clone()));
+        assert_eq!(d.sensor_image(), digest);
     }
 
     #[test]
