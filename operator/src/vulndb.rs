@@ -403,6 +403,15 @@ async fn import(State(state): State<Arc<VulnDbState>>, headers: HeaderMap, body:
     let checked = tokio::task::spawn_blocking(move || load(&check, &keys))
         .await
         .unwrap_or_else(|e| Err(Refusal::new("io", format!("checking: {e}"))));
+    // A bundle pinning a sensor image the operator may not run is refused
+    // like one that does not check out.
+    let checked =
+        checked.and_then(
+            |(l, c)| match l.bundle.as_ref().and_then(|m| state.image_refusal(m)) {
+                Some(refusal) => Err(refusal),
+                None => Ok((l, c)),
+            },
+        );
     let manifest = match checked {
         Ok((
             Loaded {
@@ -428,15 +437,6 @@ async fn import(State(state): State<Arc<VulnDbState>>, headers: HeaderMap, body:
             .await;
         }
     };
-    if let Some(e) = state.image_refusal(&manifest) {
-        state.metrics.vulndb_refused(e.reason);
-        tracing::warn!(reason = e.reason, error = %e.message, "bundle import refused");
-        return failed(
-            StatusCode::BAD_REQUEST,
-            format!("bundle refused: {}", e.message),
-        )
-        .await;
-    }
     if let Err(e) = tokio::fs::rename(&upload, &path).await {
         return failed(
             StatusCode::INTERNAL_SERVER_ERROR,

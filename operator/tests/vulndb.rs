@@ -147,6 +147,49 @@ async fn put(port: u16, token: &str, file: &Path) -> Result<(u16, String)> {
     Ok((resp.status().as_u16(), resp.text().await?))
 }
 
+/// The real operator serving `served` (a bundle path) with `key` pinned.
+async fn bundle_operator(env: &Env, served: &Path, key: &PublicKey) -> Result<support::Operator> {
+    std::fs::create_dir_all(served.parent().context("parent")?)?;
+    let op = env.operator_with(
+        "a",
+        &[
+            "--vuln-db",
+            &served.display().to_string(),
+            "--bundle-key",
+            &key.to_string(),
+        ],
+    )?;
+    op.wait_serving().await.with_context(|| env.dump())?;
+    Ok(op)
+}
+
+/// A token of ServiceAccount `importer`, bound to a role that may import
+/// bundles (`create bundles.sightline.dev`).
+async fn bundle_importer(env: &Env) -> Result<String> {
+    let token = service_account_token(env, "importer", false).await?;
+    env.apply(&format!(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: importer-{ns}}}
+rules:
+- apiGroups: [sightline.dev]
+  resources: [bundles]
+  verbs: [create]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: importer-{ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: importer-{ns}}}
+subjects:
+- {{kind: ServiceAccount, name: importer, namespace: {ns}}}
+"#,
+        ns = env.ns
+    ))
+    .await?;
+    Ok(token)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn only_bundles_signed_by_a_pinned_key_are_imported_and_served() -> Result<()> {
     let env = Env::start().await?;
@@ -178,17 +221,7 @@ async fn only_bundles_signed_by_a_pinned_key_are_imported_and_served() -> Result
     std::fs::write(&tampered, altered)?;
 
     let served = dir.path().join("served/vulns.bundle");
-    std::fs::create_dir_all(served.parent().context("parent")?)?;
-    let op = env.operator_with(
-        "a",
-        &[
-            "--vuln-db",
-            &served.display().to_string(),
-            "--bundle-key",
-            &trusted.public().to_string(),
-        ],
-    )?;
-    op.wait_serving().await.with_context(|| env.dump())?;
+    let op = bundle_operator(&env, &served, &trusted.public()).await?;
 
     let sensor = service_account_token(&env, "sensor", true).await?;
     let token_file = dir.path().join("token");
@@ -206,27 +239,7 @@ async fn only_bundles_signed_by_a_pinned_key_are_imported_and_served() -> Result
     let (code, said) = put(op.port, &sensor, &first).await?;
     assert_eq!(code, 403, "{said}");
     assert!(said.contains("create bundles.sightline.dev"), "{said}");
-    let importer = service_account_token(&env, "importer", false).await?;
-    env.apply(&format!(
-        r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: importer-{ns}}}
-rules:
-- apiGroups: [sightline.dev]
-  resources: [bundles]
-  verbs: [create]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: importer-{ns}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: importer-{ns}}}
-subjects:
-- {{kind: ServiceAccount, name: importer, namespace: {ns}}}
-"#,
-        ns = env.ns
-    ))
-    .await?;
+    let importer = bundle_importer(&env).await?;
     let (code, said) = put(op.port, &importer, &first).await?;
     assert_eq!(code, 200, "{said}");
     assert!(
@@ -337,17 +350,7 @@ async fn a_bundle_pins_the_sensor_image_by_digest() -> Result<()> {
     let plain = bundle_with("plain.bundle", None)?;
 
     let served = dir.path().join("served/vulns.bundle");
-    std::fs::create_dir_all(served.parent().context("parent")?)?;
-    let op = env.operator_with(
-        "a",
-        &[
-            "--vuln-db",
-            &served.display().to_string(),
-            "--bundle-key",
-            &key.public().to_string(),
-        ],
-    )?;
-    op.wait_serving().await.with_context(|| env.dump())?;
+    let op = bundle_operator(&env, &served, &key.public()).await?;
     env.apply(
         r#"
 apiVersion: sightline.dev/v1alpha1
@@ -379,27 +382,7 @@ spec:
     daemonset_image(&env, "sightline-sensor-nodes", default).await?;
     daemonset_image(&env, "sightline-sensor-own", "sightline/sensor:own").await?;
 
-    let importer = service_account_token(&env, "importer", false).await?;
-    env.apply(&format!(
-        r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: pin-importer-{ns}}}
-rules:
-- apiGroups: [sightline.dev]
-  resources: [bundles]
-  verbs: [create]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: pin-importer-{ns}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: pin-importer-{ns}}}
-subjects:
-- {{kind: ServiceAccount, name: importer, namespace: {ns}}}
-"#,
-        ns = env.ns
-    ))
-    .await?;
+    let importer = bundle_importer(&env).await?;
 
     // The bundle pins the sensor image by digest: Sensors that name no
     // image of their own run it.
