@@ -39,6 +39,7 @@ fn image(n: u32, os: &str, runtime: Option<&str>) -> Observation {
     };
     facts.os_release = Some([("ID".to_owned(), os.to_owned())].into());
     facts.packages.total = 7;
+    facts.layer_count = 1;
     Observation::ContainerImage(ImageObservation {
         identity: digest(n),
         facts,
@@ -528,6 +529,40 @@ spec:
         ci_source["reference"] == "registry.example.com/app:1",
         "{img}"
     );
+    // Node B's pod of the same Sensor could not analyse the image node A
+    // analysed: node B now holds it, but node A's facts stand.
+    let sensor_b = Client::new(&api, Credentials::Token(token_a2.clone()), None)?;
+    let mut failed = image(1, "", Some("containerd"));
+    if let Observation::ContainerImage(i) = &mut failed {
+        i.facts = sightline_report::facts::ImageFacts {
+            image_id: Some(digest(1)),
+            analysis_failure: Some(sightline_report::facts::AnalysisFailure {
+                reason: "the analysis did not end within 600 s".into(),
+                at: "2026-12-07T00:00:00Z".into(),
+                attempts: 1,
+                retry_after: "2026-12-07T00:15:00Z".into(),
+                sensor_version: "0.1.0".into(),
+            }),
+            ..Default::default()
+        };
+    }
+    let receipt = sensor_b.send(vec![failed], None).await?;
+    ensure!(receipt.refused.is_empty(), "{receipt:?}");
+    let img = status_of(&assets, &image_name).await?;
+    ensure!(
+        img["observed"]["osRelease"]["ID"] == "debian"
+            && img["observed"].get("analysisFailure").is_none(),
+        "{img}"
+    );
+    let nodes_source = img["sources"]
+        .as_array()
+        .and_then(|s| {
+            s.iter()
+                .find(|s| s["sensor"] == format!("{}/nodes", env.ns))
+        })
+        .context("the node sensor's entry")?;
+    ensure!(nodes_source["nodes"]["count"] == 2, "{img}");
+
     // Only a Sensor's pods say which database they use; a node sensor's
     // refusal is counted and lands on its Sensor.
     let said = |reason: &str| sightline_report::DatabaseState {

@@ -51,6 +51,28 @@ pub struct ImageFacts {
     /// Where a registry sensor found the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryFacts>,
+    /// The image could not be analysed: why, and when it is tried again.
+    /// The facts above are then only those known without analysis (tags,
+    /// digests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_failure: Option<AnalysisFailure>,
+}
+
+/// Why an image could not be analysed, kept so a restarted sensor does
+/// not try it again before its time.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnalysisFailure {
+    /// What went wrong (a limit, the deadline, an unreadable layer).
+    pub reason: String,
+    /// When it last failed (RFC 3339).
+    pub at: String,
+    /// Failed attempts in a row.
+    pub attempts: u32,
+    /// Not tried again before (RFC 3339), unless the sensor's version changes.
+    pub retry_after: String,
+    /// The version of the sensor that tried.
+    pub sensor_version: String,
 }
 
 /// Packages found in an image: the total and a count per package type

@@ -178,6 +178,17 @@ pub struct RunConfig {
     pub created: Option<String>,
 }
 
+/// A layer of exactly `bytes` (not necessarily a tar: a hostile image's
+/// layer), in `dir`.
+pub fn raw_layer(dir: &Path, name: &str, bytes: &[u8]) -> Result<Layer> {
+    let path = dir.join(format!("{name}.layer"));
+    std::fs::write(&path, bytes).map_err(io(format!("writing {}", path.display())))?;
+    Ok(Layer {
+        path,
+        diff_id: format!("sha256:{}", hex(Sha256::new_with_prefix(bytes))),
+    })
+}
+
 /// Writes a `docker save` style archive of an image of `layers` (base
 /// first) tagged `tags` to `out`; returns its ID (the config digest).
 pub fn docker_archive(

@@ -123,6 +123,18 @@ impl Containerd {
         checked(cmd, &format!("ctr images import {}", archive.display())).map(drop)
     }
 
+    /// Imports an image archive without unpacking its layers (so layers
+    /// containerd could not apply, as a hostile image's, are kept as they are).
+    pub fn import_without_unpacking(&self, archive: &Path) -> Result<()> {
+        let mut cmd = self.ctr();
+        cmd.args(["images", "import", "--no-unpack"]).arg(archive);
+        checked(
+            cmd,
+            &format!("ctr images import --no-unpack {}", archive.display()),
+        )
+        .map(drop)
+    }
+
     /// Stops it (SIGTERM, then SIGKILL), keeping its files, and starts it
     /// again on them: what a node's containerd restart looks like.
     pub fn restart(&mut self) -> Result<()> {

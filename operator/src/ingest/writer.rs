@@ -136,10 +136,17 @@ impl Writer {
             parts.status.observed.clear();
         }
         let manager = field_manager(&source, "");
+        // A node that could not analyse an image never replaces what a
+        // node that could (of the same Sensor, so the same field manager)
+        // wrote: only its holding of the image is recorded.
+        let failed =
+            matches!(o, Observation::ContainerImage(i) if i.facts.analysis_failure.is_some());
+        let keep_analysis = failed && self.analysed(&name).await?;
         // Node sensors refresh everything every few minutes from thousands
         // of nodes: unchanged facts are written again only now and then.
         // Registry scans and CI reports are rare: always written.
-        let unchanged = parts.node.is_some() && self.unchanged(&name, &manager, &parts.status);
+        let unchanged = keep_analysis
+            || (parts.node.is_some() && self.unchanged(&name, &manager, &parts.status));
         if !unchanged {
             let written = self
                 .apply(&name, &manager, &parts.status, &source, max_assets)
@@ -263,6 +270,17 @@ impl Writer {
             }
         }
         Ok(out)
+    }
+
+    /// Whether the image of this Asset has been analysed (it has layers).
+    async fn analysed(&self, name: &str) -> Result<bool, WriteError> {
+        let current = self.api.get_opt(name).await?;
+        Ok(current.and_then(|a| a.status).is_some_and(|s| {
+            s.observed
+                .get("layerCount")
+                .and_then(serde_json::Value::as_u64)
+                .is_some_and(|n| n > 0)
+        }))
     }
 
     /// Whether a cluster sensor (not a CI key) has reported this Asset.

@@ -53,6 +53,26 @@ pub struct Config {
     /// Where the host's files are (`SIGHTLINE_HOST_ROOT`, `/host` in the
     /// DaemonSet), for the node's own Asset.
     pub host: crate::node::HostPaths,
+    /// Longest one image's analysis may take
+    /// (`SIGHTLINE_ANALYSIS_TIMEOUT_SECONDS`, default 600).
+    pub analysis_timeout: Duration,
+}
+
+/// A positive number of seconds from `name`, or `default`.
+fn positive_seconds(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match get(name) {
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Duration::from_secs)
+            .ok_or_else(|| ConfigError(format!("{name} '{v}' is not a positive number"))),
+        None => Ok(Duration::from_secs(default)),
+    }
 }
 
 /// A setting that could not be read, named.
@@ -127,16 +147,8 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/tmp/sightline-vulns.db")),
-            vuln_db_refresh: match get("SIGHTLINE_VULN_DB_REFRESH_SECONDS") {
-                Some(v) => Duration::from_secs(
-                    v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        ConfigError(format!(
-                            "SIGHTLINE_VULN_DB_REFRESH_SECONDS '{v}' is not a positive number"
-                        ))
-                    })?,
-                ),
-                None => Duration::from_secs(3600),
-            },
+            vuln_db_refresh: positive_seconds(&get, "SIGHTLINE_VULN_DB_REFRESH_SECONDS", 3600)?,
+            analysis_timeout: positive_seconds(&get, "SIGHTLINE_ANALYSIS_TIMEOUT_SECONDS", 600)?,
             host: crate::node::HostPaths::from_env(get("SIGHTLINE_HOST_ROOT")),
         })
     }

@@ -65,6 +65,7 @@ pub fn image_facts(image_ref: &ImageRef, image: &Image) -> ImageFacts {
             .cloned()
             .collect(),
         registry: None,
+        analysis_failure: None,
     }
 }
 

@@ -3,8 +3,13 @@
 //! a light refresh every few minutes (lastSeen, missed events), and every
 //! image analysed again after `rescanInterval`. Each image is analysed once
 //! per digest (a bounded cache), one at a time, so the same image is never
-//! analysed twice concurrently. An image that cannot be analysed is logged
-//! and retried at the next refresh; it never stops the sensor.
+//! analysed twice concurrently. Each analysis runs under a deadline
+//! (`SIGHTLINE_ANALYSIS_TIMEOUT_SECONDS`). An image that cannot be
+//! analysed is reported as such (`analysisFailure`: why, when, when it is
+//! tried again) and not tried again before a backoff expires (15 minutes,
+//! doubling to a day) or the sensor's version changes; the report is kept
+//! by the operator, so a restarted sensor remembers it. No image can stop
+//! the sensor or hold it for longer than its deadline.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -12,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use sightline_report::details::ImageDetails;
-use sightline_report::facts::ImageFacts;
+use sightline_report::facts::{AnalysisFailure, ImageFacts};
 use sightline_report::{ContainerObservation, ImageObservation, Listing, Observation};
-use sightline_scan::Limits;
 use sightline_scan::vuln::{Database, match_analysis};
+use sightline_scan::{Deadline, Limits};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -25,6 +30,99 @@ use crate::vulndb::Fetcher;
 
 /// Most analyses remembered; an image evicted is analysed again when seen.
 const CACHE_ENTRIES: usize = 1024;
+/// Most failed images remembered.
+const MAX_FAILED: usize = 4096;
+/// The wait before a failed image is tried again; it doubles with each
+/// failure in a row, up to [`RETRY_LONGEST`].
+const RETRY_FIRST: Duration = Duration::from_secs(15 * 60);
+/// The longest wait before a failed image is tried again.
+const RETRY_LONGEST: Duration = Duration::from_secs(24 * 3600);
+/// Past its deadline, an analysis that has not stopped by itself (it
+/// checks the deadline as it reads) is abandoned after this much more.
+const DEADLINE_GRACE: Duration = Duration::from_secs(30);
+/// This sensor's version: a new one tries failed images again.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An image that could not be analysed.
+#[derive(Clone, Debug, PartialEq)]
+struct Failed {
+    reason: String,
+    at: jiff::Timestamp,
+    attempts: u32,
+    retry_after: jiff::Timestamp,
+    sensor_version: String,
+}
+
+impl Failed {
+    /// The failure after `previous` (by this version), for `reason`, at `now`.
+    fn next(previous: Option<&Failed>, reason: String, now: jiff::Timestamp) -> Failed {
+        let attempts = previous
+            .filter(|p| p.sensor_version == VERSION)
+            .map_or(1, |p| p.attempts.saturating_add(1));
+        let wait = RETRY_FIRST
+            .saturating_mul(1u32.checked_shl(attempts - 1).unwrap_or(u32::MAX))
+            .min(RETRY_LONGEST);
+        let retry_after = jiff::SignedDuration::try_from(wait)
+            .ok()
+            .and_then(|w| now.checked_add(w).ok())
+            .unwrap_or(now);
+        Failed {
+            reason,
+            at: now,
+            attempts,
+            retry_after,
+            sensor_version: VERSION.to_owned(),
+        }
+    }
+
+    /// Whether to try again at `now`.
+    fn due(&self, now: jiff::Timestamp) -> bool {
+        now >= self.retry_after || self.sensor_version != VERSION
+    }
+
+    fn facts(&self) -> AnalysisFailure {
+        AnalysisFailure {
+            reason: self.reason.clone(),
+            at: self.at.to_string(),
+            attempts: self.attempts,
+            retry_after: self.retry_after.to_string(),
+            sensor_version: self.sensor_version.clone(),
+        }
+    }
+
+    fn from_facts(f: &AnalysisFailure) -> Option<Failed> {
+        Some(Failed {
+            reason: f.reason.clone(),
+            at: f.at.parse().ok()?,
+            attempts: f.attempts,
+            retry_after: f.retry_after.parse().ok()?,
+            sensor_version: f.sensor_version.clone(),
+        })
+    }
+}
+
+/// The images that could not be analysed, by image ID.
+type FailedImages = HashMap<String, Failed>;
+
+/// The failures this sensor reported before (kept on the Assets by the
+/// operator), so a restarted sensor does not try them again early.
+async fn failures_reported_before(reporter: &Reporter) -> FailedImages {
+    match reporter.client().recorded_images().await {
+        Ok(list) => list
+            .images
+            .iter()
+            .filter_map(|r| {
+                let f = Failed::from_facts(r.facts.analysis_failure.as_ref()?)?;
+                Some((r.identity.clone(), f))
+            })
+            .take(MAX_FAILED)
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot ask the operator which images failed before; trying them again");
+            FailedImages::new()
+        }
+    }
+}
 
 /// What was reported for one image, and when it was analysed. The
 /// analysis is kept so a new vulnerability database can be matched
@@ -92,6 +190,8 @@ struct Watch {
     cache: Cache,
     /// Details of images observed since the last send.
     pending: Vec<PendingDetails>,
+    /// Images that could not be analysed.
+    failed: FailedImages,
 }
 
 impl Watch {
@@ -159,12 +259,43 @@ impl Watch {
         let analyzed = match self.cache.get(&image_ref.id, self.cfg.rescan) {
             Some(a) => a,
             None => {
+                let now = jiff::Timestamp::now();
+                if let Some(f) = self.failed.get(&image_ref.id).filter(|f| !f.due(now)) {
+                    tracing::debug!(image = %image_ref.id, retry_after = %f.retry_after, "its analysis failed before; not trying again yet");
+                    return Some(failure_observation(engine, image_ref, f));
+                }
                 let started = Instant::now();
-                let image = match engine.analyze(&image_ref.id, &self.limits).await {
-                    Ok(i) => i,
-                    Err(e) => {
-                        warn!(image = %image_ref.id, error = %e, "image analysis failed; retrying at the next refresh");
-                        return None;
+                let limits = Limits {
+                    deadline: Some(Deadline::after(self.cfg.analysis_timeout)),
+                    ..self.limits.clone()
+                };
+                let analysis = engine.analyze(&image_ref.id, &limits);
+                let reason = match tokio::time::timeout(
+                    self.cfg.analysis_timeout + DEADLINE_GRACE,
+                    analysis,
+                )
+                .await
+                {
+                    Ok(Ok(i)) => Ok(i),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!(
+                        "the analysis did not end within {} s",
+                        self.cfg.analysis_timeout.as_secs()
+                    )),
+                };
+                let image = match reason {
+                    Ok(i) => {
+                        self.failed.remove(&image_ref.id);
+                        i
+                    }
+                    Err(reason) => {
+                        let f = Failed::next(self.failed.get(&image_ref.id), reason, now);
+                        warn!(image = %image_ref.id, error = %f.reason, attempts = f.attempts, retry_after = %f.retry_after, "image analysis failed; reported, and not tried again before then");
+                        if self.failed.len() >= MAX_FAILED {
+                            self.failed.clear();
+                        }
+                        self.failed.insert(image_ref.id.clone(), f.clone());
+                        return Some(failure_observation(engine, image_ref, &f));
                     }
                 };
                 info!(
@@ -271,6 +402,24 @@ impl Watch {
     }
 }
 
+/// What is reported of an image that could not be analysed: what is
+/// known without analysis (tags, digests) and why.
+fn failure_observation(engine: &Engine, image_ref: ImageRef, f: &Failed) -> Observation {
+    Observation::ContainerImage(ImageObservation {
+        facts: ImageFacts {
+            image_id: Some(image_ref.id.clone()),
+            repo_tags: bounded(&image_ref.repo_tags),
+            repo_digests: bounded(&image_ref.repo_digests),
+            analysis_failure: Some(f.facts()),
+            ..ImageFacts::default()
+        },
+        identity: image_ref.id,
+        vulnerabilities: None,
+        runtime: Some(engine.kind().to_owned()),
+        reference: None,
+    })
+}
+
 /// The current vulnerability database, shared by every runtime's loop;
 /// `None` until one is at hand (or when the key does not enable matching).
 type SharedDb = tokio::sync::watch::Receiver<Option<Arc<Database>>>;
@@ -327,6 +476,7 @@ pub async fn run(
     };
     let (db_tx, db_rx) = tokio::sync::watch::channel(db);
     let reporter = Reporter::new(&cfg)?;
+    let failed = failures_reported_before(&reporter).await;
     let runtimes = crate::node::Runtimes::default();
     let loops = futures::future::join_all(cfg.runtimes.iter().map(|(kind, endpoint)| {
         let watch = Watch {
@@ -336,6 +486,7 @@ pub async fn run(
             limits: Limits::default(),
             cache: Cache::default(),
             pending: Vec::new(),
+            failed: failed.clone(),
         };
         watch_runtime(watch, *kind, endpoint.clone(), runtimes.clone())
     }));
@@ -463,5 +614,41 @@ async fn watch_runtime(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_images_wait_longer_each_time_and_a_new_version_tries_again() {
+        let t0: jiff::Timestamp = "2026-12-07T00:00:00Z".parse().expect("time");
+        let first = Failed::next(None, "bad".into(), t0);
+        assert_eq!(first.attempts, 1);
+        assert_eq!(first.retry_after.to_string(), "2026-12-07T00:15:00Z");
+        assert!(!first.due(t0));
+        assert!(first.due(first.retry_after));
+        let second = Failed::next(Some(&first), "bad".into(), first.retry_after);
+        assert_eq!(second.attempts, 2);
+        assert_eq!(second.retry_after.to_string(), "2026-12-07T00:45:00Z");
+        let mut f = second.clone();
+        for _ in 0..20 {
+            f = Failed::next(Some(&f), "bad".into(), t0);
+        }
+        assert_eq!(
+            f.retry_after.to_string(),
+            "2026-12-08T00:00:00Z",
+            "a day at most"
+        );
+        // Kept on the Asset and read back as it was.
+        assert_eq!(Failed::from_facts(&second.facts()), Some(second.clone()));
+        // Another version of the sensor tries again, counting from one.
+        let older = Failed {
+            sensor_version: "0.0.1".into(),
+            ..second
+        };
+        assert!(older.due(t0));
+        assert_eq!(Failed::next(Some(&older), "bad".into(), t0).attempts, 1);
     }
 }

@@ -46,6 +46,41 @@ pub struct Limits {
     pub expansion_floor: u64,
     /// Most tar entries in one layer.
     pub max_entries: u64,
+    /// Most whiteouts kept from one layer; past it the rest are dropped
+    /// with a warning (files they remove may then still be listed: more
+    /// is reported, never less).
+    pub max_whiteouts: u64,
+    /// When the analysis must be done by: reading stops with an error past
+    /// it, so no image holds a sensor for longer.
+    pub deadline: Option<Deadline>,
+}
+
+/// A point in time an analysis must be done by.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    at: std::time::Instant,
+    budget: std::time::Duration,
+}
+
+impl Deadline {
+    /// `budget` from now.
+    pub fn after(budget: std::time::Duration) -> Deadline {
+        let now = std::time::Instant::now();
+        Deadline {
+            at: now.checked_add(budget).unwrap_or(now),
+            budget,
+        }
+    }
+
+    /// Whether it has passed.
+    pub fn passed(&self) -> bool {
+        std::time::Instant::now() > self.at
+    }
+
+    /// The time it was given.
+    pub fn budget(&self) -> std::time::Duration {
+        self.budget
+    }
 }
 
 impl Default for Limits {
@@ -56,6 +91,8 @@ impl Default for Limits {
             max_expansion: 200,
             expansion_floor: 1 << 30,
             max_entries: 4_000_000,
+            max_whiteouts: 100_000,
+            deadline: None,
         }
     }
 }
@@ -295,7 +332,13 @@ impl<R: Read> Read for Plain<R> {
         let mut m = self.meters.borrow_mut();
         m.plain += n as u64;
         m.plain_hash.update(&buf[..n]);
-        let tripped = if m.plain > self.limits.max_layer_bytes {
+        let tripped = if let Some(d) = self.limits.deadline.filter(Deadline::passed) {
+            Some((
+                "analysis time",
+                format!("{} s", d.budget().as_secs()),
+                "the analysis deadline",
+            ))
+        } else if m.plain > self.limits.max_layer_bytes {
             Some((
                 "uncompressed size",
                 bytes(self.limits.max_layer_bytes),
@@ -451,6 +494,7 @@ impl Analyzer {
         let mut archive = tar::Archive::new(plain);
         let mut ops = Vec::new();
         let mut entries = 0u64;
+        let mut whiteouts = 0u64;
         let mut warnings = Vec::new();
         {
             let iter = archive
@@ -478,6 +522,16 @@ impl Analyzer {
                 }
                 let (dir, name) = split_last(&path);
                 if let Some(hidden) = name.strip_prefix(".wh.") {
+                    whiteouts += 1;
+                    if whiteouts > self.limits.max_whiteouts {
+                        if whiteouts == self.limits.max_whiteouts + 1 {
+                            warnings.push(format!(
+                                "layer {label}: more than {} whiteouts; the image is too large to analyse fully, and files the rest remove may still be listed",
+                                self.limits.max_whiteouts
+                            ));
+                        }
+                        continue;
+                    }
                     if hidden == ".wh..opq" {
                         stage(&mut ops, Op::OpaqueDir(dir.to_owned()));
                     } else if !hidden.starts_with(".wh.") {

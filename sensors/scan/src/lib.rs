@@ -24,5 +24,5 @@ pub mod source;
 pub mod version;
 pub mod vuln;
 
-pub use analyzer::{Analysis, Analyzer, LayerExpect, LayerInfo, Limits};
+pub use analyzer::{Analysis, Analyzer, Deadline, LayerExpect, LayerInfo, Limits};
 pub use error::ScanError;

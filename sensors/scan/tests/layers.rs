@@ -504,3 +504,66 @@ fn layers_read_out_of_order_apply_base_first() {
         own(&[("bash", "5.2.15-2+b2", 0), ("curl", "7.88.1-10+deb12u5", 1)])
     );
 }
+
+#[test]
+fn an_analysis_past_its_deadline_stops_with_a_clear_error() {
+    let limits = Limits {
+        deadline: Some(sightline_scan::Deadline::after(std::time::Duration::ZERO)),
+        ..Limits::default()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let e = analyze_with(vec![base().bytes()], limits).expect_err("past the deadline");
+    assert!(
+        matches!(&e, ScanError::Limit { what, .. } if what == "analysis time"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("the analysis deadline"), "{e}");
+    // With time to spare, the same layer is analysed.
+    let limits = Limits {
+        deadline: Some(sightline_scan::Deadline::after(
+            std::time::Duration::from_secs(600),
+        )),
+        ..Limits::default()
+    };
+    assert_eq!(
+        analyze_with(vec![base().bytes()], limits)
+            .expect("in time")
+            .packages
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn whiteouts_past_the_limit_are_dropped_and_said_so_never_hiding_more() {
+    let upper = Layer::new()
+        .file("tmp/.wh.a", b"")
+        .file("tmp/.wh.b", b"")
+        .file("var/lib/dpkg/.wh.status", b"")
+        .bytes();
+    let with = |max_whiteouts| {
+        analyze_with(
+            vec![base().bytes(), upper.clone()],
+            Limits {
+                max_whiteouts,
+                ..Limits::default()
+            },
+        )
+        .expect("analysed")
+    };
+    // Within the limit, the package database is removed.
+    let all = with(3);
+    assert!(all.packages.is_empty());
+    assert!(all.warnings.is_empty(), "{:?}", all.warnings);
+    // Past it, the third whiteout is dropped: its file stays listed (more
+    // is reported, never less), and the analysis says why.
+    let capped = with(2);
+    assert_eq!(capped.packages.len(), 2);
+    assert!(
+        capped.warnings.iter().any(
+            |w| w.contains("more than 2 whiteouts") && w.contains("too large to analyse fully")
+        ),
+        "{:?}",
+        capped.warnings
+    );
+}

@@ -27,6 +27,10 @@ pub const MAX_ARCHIVE: u64 = 32 << 20;
 pub const MAX_NESTED: u64 = 8 << 20;
 /// How deep nested archives are followed.
 const MAX_DEPTH: usize = 2;
+/// Most bytes inflated from the nested archives of one archive, all
+/// levels together: a small archive of many highly compressed nested ones
+/// cannot make the analysis inflate without end.
+pub const MAX_INFLATED: u64 = 128 << 20;
 
 /// Whether a path names a Java archive.
 pub fn is_archive(path: &str) -> bool {
@@ -38,7 +42,8 @@ pub fn is_archive(path: &str) -> bool {
 pub fn parse(data: &[u8], path: &str) -> (Vec<Package>, Vec<String>) {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
-    read_archive(data, path, 0, &mut out, &mut warnings);
+    let mut budget = MAX_INFLATED;
+    read_archive(data, path, 0, &mut budget, &mut out, &mut warnings);
     (out, warnings)
 }
 
@@ -46,6 +51,7 @@ fn read_archive(
     data: &[u8],
     shown: &str,
     depth: usize,
+    budget: &mut u64,
     out: &mut Vec<Package>,
     warnings: &mut Vec<String>,
 ) {
@@ -98,12 +104,25 @@ fn read_archive(
                 ));
                 continue;
             }
+            if entry.size() > *budget {
+                if *budget > 0 {
+                    warnings.push(format!(
+                        "{nested}: its nested archives inflate to more than {MAX_INFLATED} bytes; this one and the rest are not read"
+                    ));
+                    *budget = 0;
+                }
+                continue;
+            }
             let mut inner = Vec::with_capacity(entry.size() as usize);
-            if let Err(e) = (&mut entry).take(MAX_NESTED + 1).read_to_end(&mut inner) {
+            let read = (&mut entry)
+                .take(MAX_NESTED.min(*budget) + 1)
+                .read_to_end(&mut inner);
+            *budget = budget.saturating_sub(inner.len() as u64);
+            if let Err(e) = read {
                 warnings.push(format!("{nested}: {e}"));
                 continue;
             }
-            read_archive(&inner, &nested, depth + 1, out, warnings);
+            read_archive(&inner, &nested, depth + 1, budget, out, warnings);
         }
     }
     if !own_pom
@@ -266,5 +285,59 @@ mod tests {
         assert_eq!(from_manifest("Manifest-Version: 1.0\n", "x.jar"), None);
         let (pkgs, warnings) = parse(b"PK\x03\x04 not really", "a.jar");
         assert!(pkgs.is_empty() && warnings[0].starts_with("a.jar: not a readable Java archive"));
+    }
+
+    /// A zip of `files`, each stored or deflated.
+    fn zip_of(files: impl IntoIterator<Item = (String, Vec<u8>, bool)>) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, data, deflate) in files {
+            let method = if deflate {
+                zip::CompressionMethod::Deflated
+            } else {
+                zip::CompressionMethod::Stored
+            };
+            let options = zip::write::SimpleFileOptions::default().compression_method(method);
+            w.start_file(name, options).expect("an entry");
+            w.write_all(&data).expect("its data");
+        }
+        w.finish().expect("the zip").into_inner()
+    }
+
+    #[test]
+    fn nested_archives_inflate_within_a_budget() {
+        // Nested jars just under the nested limit, each a Maven artifact of
+        // its own, that compress to almost nothing in the outer archive.
+        let padding = vec![0u8; (MAX_NESTED - (64 << 10)) as usize];
+        let nested = |i: usize| {
+            let pom = format!("groupId=g\nartifactId=a{i}\nversion=1\n");
+            zip_of([
+                (
+                    format!("META-INF/maven/g/a{i}/pom.properties"),
+                    pom.into_bytes(),
+                    false,
+                ),
+                ("pad.bin".to_owned(), padding.clone(), false),
+            ])
+        };
+        let count = (MAX_INFLATED / MAX_NESTED) as usize + 4;
+        // Made one at a time as the outer archive is written.
+        let outer = zip_of((0..count).map(|i| (format!("BOOT-INF/lib/a{i}.jar"), nested(i), true)));
+        assert!(outer.len() < 4 << 20, "{} bytes", outer.len());
+        let (pkgs, warnings) = parse(&outer, "app.jar");
+        // Those within the budget are read, the rest named as not read.
+        let per = (MAX_NESTED - (64 << 10)) as usize;
+        let fit = MAX_INFLATED as usize / per;
+        assert!(
+            (fit - 1..=fit).contains(&pkgs.len()),
+            "{} of {count} read; {fit} fit",
+            pkgs.len()
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("inflate to more than") && w.contains("are not read")),
+            "{warnings:?}"
+        );
     }
 }
