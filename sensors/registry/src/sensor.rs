@@ -42,6 +42,9 @@ pub const CREDENTIALS_DIR: &str = "/var/run/sightline/registry-credentials";
 /// How many repositories are scanned at once.
 const CONCURRENCY: usize = 4;
 
+/// Longest one image's analysis may take.
+const IMAGE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 /// The registry sensor's settings (the CronJob's environment).
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -513,7 +516,13 @@ async fn scan_repository(
         let top = c.top.clone();
         let platforms = platforms.clone();
         let done = tokio::task::spawn_blocking(move || {
-            analyze(&store, &top, &platforms, Vec::new(), &Limits::default())
+            // One image never takes the whole scan's time: past its own
+            // deadline it is recorded as a failure and the scan goes on.
+            let limits = Limits {
+                deadline: Some(sightline_scan::Deadline::after(IMAGE_DEADLINE)),
+                ..Limits::default()
+            };
+            analyze(&store, &top, &platforms, Vec::new(), &limits)
         })
         .await;
         let platform_images = match done {
