@@ -498,6 +498,35 @@ async fn assets_no_sensor_sees_within_the_retention_are_removed() -> Result<()> 
 }
 
 #[tokio::test]
+async fn an_asset_whose_writer_died_before_its_status_expires_too() -> Result<()> {
+    let env = Env::start().await?;
+    let op = env.operator_with("orphans", &["--asset-retention", "4s"])?;
+    let res = async {
+        // Created, then nothing: the writer died before it wrote a status.
+        let api: Api<Asset> = Api::all(env.client.clone());
+        let name = asset_name(AssetKind::Host, "orphan-host");
+        let orphan: Asset = serde_json::from_value(json!({
+            "apiVersion": "sightline.dev/v1alpha1", "kind": "Asset",
+            "metadata": {"name": name}, "spec": {},
+        }))?;
+        api.create(&Default::default(), &orphan).await?;
+        // Kept while younger than the retention...
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ensure!(api.get_opt(&name).await?.is_some(), "removed too early");
+        // ...removed once its creation is older, though nothing ever saw it.
+        wait_gone(&api, &name, T).await?;
+        ensure!(op.metric("sightline_operator_assets_expired_total")? >= 1.0);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if res.is_err() {
+        eprintln!("{}", env.dump());
+    }
+    drop(op);
+    res
+}
+
+#[tokio::test]
 async fn containers_read_as_their_pod_and_carry_their_images_os() -> Result<()> {
     let env = Env::start().await?;
     let op = env.operator("containers")?;

@@ -289,12 +289,18 @@ fn labels_for(n: &Normalized, status: &AssetStatus) -> BTreeMap<String, String> 
     labels
 }
 
-/// When the Asset next needs a look: its expiry, or the next lifecycle date.
-fn requeue_after(owned: &Owned, retention: Option<Duration>, now: Timestamp) -> Duration {
+/// When the Asset next needs a look: its expiry (`seen` + `retention`), or
+/// the next lifecycle date.
+fn requeue_after(
+    owned: &Owned,
+    seen: Option<Timestamp>,
+    retention: Option<Duration>,
+    now: Timestamp,
+) -> Duration {
     let mut next = MAX_REQUEUE;
-    if let (Some(ret), Some(seen)) = (retention, owned.last_seen.as_ref()) {
+    if let (Some(ret), Some(seen)) = (retention, seen) {
         let left =
-            seen.0.as_second() + i64::try_from(ret.as_secs()).unwrap_or(i64::MAX) - now.as_second();
+            seen.as_second() + i64::try_from(ret.as_secs()).unwrap_or(i64::MAX) - now.as_second();
         next = next.min(Duration::from_secs(u64::try_from(left.max(1)).unwrap_or(1)));
     }
     let products = owned
@@ -323,9 +329,20 @@ fn requeue_after(owned: &Owned, retention: Option<Duration>, now: Timestamp) -> 
     next
 }
 
+/// When the Asset was last seen; for one no source has written (its
+/// writer died between creating it and writing its status), when it was
+/// created, so it expires too.
+fn sighted(asset: &Asset) -> Option<Timestamp> {
+    asset
+        .status
+        .as_ref()
+        .and_then(last_seen)
+        .or_else(|| asset.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
 /// Whether the Asset has outlived the retention without a sighting.
 pub fn expired(asset: &Asset, retention: Option<Duration>, now: Timestamp) -> bool {
-    let (Some(ret), Some(seen)) = (retention, asset.status.as_ref().and_then(last_seen)) else {
+    let (Some(ret), Some(seen)) = (retention, sighted(asset)) else {
         return false;
     };
     let ret = i64::try_from(ret.as_secs()).unwrap_or(i64::MAX);
@@ -410,7 +427,12 @@ pub async fn reconcile(asset: Arc<Asset>, ctx: Arc<InventoryContext>) -> Result<
     if !labels_current {
         crate::apply::labels(&api, &name, &labels, MANAGER, "Asset").await?;
     }
-    let next = requeue_after(&owned, ctx.retention, now);
+    let seen = owned
+        .last_seen
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| sighted(&asset));
+    let next = requeue_after(&owned, seen, ctx.retention, now);
     Ok(Action::requeue(if image_pending {
         next.min(IMAGE_PENDING_RECHECK)
     } else {
