@@ -45,6 +45,32 @@ pub struct InventoryOptions {
 ///
 /// The store is updated before the stream yields, so a reconcile the
 /// stream triggers reads the new state.
+/// What of a key its Sensors' reconciles read: the spec, the conditions,
+/// whether it is being deleted, and for a key limiting its Sensors how
+/// many it has (a freed place admits a waiting Sensor).
+fn key_fingerprint(k: &ActivationKey) -> u64 {
+    let status = k.status.as_ref();
+    let conditions: Vec<(&str, &str)> = status
+        .map(|s| {
+            s.conditions
+                .iter()
+                .map(|c| (c.type_.as_str(), c.status.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let limited = k
+        .spec
+        .limits
+        .as_ref()
+        .is_some_and(|l| l.max_sensors.is_some());
+    hash_of(&(
+        serde_json::to_string(&k.spec).unwrap_or_default(),
+        conditions,
+        limited.then(|| status.map(|s| s.sensors)),
+        k.metadata.deletion_timestamp.is_some(),
+    ))
+}
+
 /// One item each time the value `rx` watches changes.
 fn changes<T: Send + Sync + 'static>(
     rx: tokio::sync::watch::Receiver<T>,
@@ -159,6 +185,28 @@ where
         + Sync
         + 'static,
 {
+    reflected_with(api, cfg, |_| {})
+}
+
+/// As [`reflected`], calling `seen` with each event once the store holds it.
+fn reflected_with<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    mut seen: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> (
+    Store<K>,
+    Synced,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (store, writer) = reflector::store();
     let (listed, synced) = tokio::sync::watch::channel(false);
     let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff())
@@ -167,6 +215,9 @@ where
             // passing it on, so the gate opens on a complete store.
             if matches!(event, Ok(watcher::Event::InitDone)) {
                 let _ = listed.send(true);
+            }
+            if let Ok(e) = event {
+                seen(e);
             }
         })
         .applied_objects();
@@ -196,7 +247,33 @@ pub async fn run(
     // The Sensor and key stores are kept here rather than inside their
     // controllers, so each reconcile can wait for the other's to list.
     let (sensors, sensors_synced, sensor_objects) = reflected(sensors_api.clone(), cfg.clone());
-    let (keys, keys_synced, key_objects) = reflected(keys_api.clone(), cfg.clone());
+    // A key change that matters to its Sensors (its spec, its conditions
+    // such as `Expired`, and for a key limiting its Sensors their count)
+    // re-reconciles them; a count or token change of another key does not.
+    // The trigger comes from the store's own watch, after the store holds
+    // the change, so a reconcile never reads the key as it was before.
+    let (key_changed, key_changes) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut fingerprints: HashMap<String, u64> = HashMap::new();
+    let (keys, keys_synced, key_objects) =
+        reflected_with(keys_api.clone(), cfg.clone(), move |event| {
+            let mut changed = |k: &ActivationKey, fp: Option<u64>| {
+                let name = k.metadata.name.clone().unwrap_or_default();
+                let before = match fp {
+                    Some(fp) => fingerprints.insert(name.clone(), fp),
+                    None => fingerprints.remove(&name),
+                };
+                if before.is_none() || before != fp {
+                    let _ = key_changed.send(name);
+                }
+            };
+            match event {
+                watcher::Event::Apply(k) | watcher::Event::InitApply(k) => {
+                    changed(k, Some(key_fingerprint(k)));
+                }
+                watcher::Event::Delete(k) => changed(k, None),
+                watcher::Event::Init | watcher::Event::InitDone => {}
+            }
+        });
     let sensor_controller = Controller::for_stream(sensor_objects, sensors.clone())
         .owns(Api::<DaemonSet>::all(client.clone()), cfg.clone())
         .owns(Api::<CronJob>::all(client.clone()), cfg.clone())
@@ -208,19 +285,23 @@ pub async fn run(
         cfg.clone(),
     );
 
-    // A key change re-reconciles every Sensor that uses it; a Sensor change
-    // recounts its key's sensors.
+    // A Sensor change recounts its key's sensors.
     let sensors_for_keys = sensors.clone();
-    let sensor_controller =
-        sensor_controller.watches(keys_api, cfg.clone(), move |key: ActivationKey| {
-            let name = key.metadata.name.unwrap_or_default();
-            sensors_for_keys
-                .state()
-                .into_iter()
-                .filter(|s| s.spec.activation_key_ref.name == name)
-                .map(|s| ObjectRef::from_obj(&*s))
-                .collect::<Vec<_>>()
-        });
+    let sensor_controller = sensor_controller.reconcile_on(
+        futures::stream::unfold(key_changes, |mut rx| async move {
+            rx.recv().await.map(|name| (name, rx))
+        })
+        .flat_map(move |name: String| {
+            futures::stream::iter(
+                sensors_for_keys
+                    .state()
+                    .into_iter()
+                    .filter(|s| s.spec.activation_key_ref.name == name)
+                    .map(|s| ObjectRef::from_obj(&*s))
+                    .collect::<Vec<_>>(),
+            )
+        }),
+    );
     // A signed bundle pinning another sensor image re-renders every Sensor.
     let sensor_controller = sensor_controller.reconcile_all_on(
         futures::stream::iter(defaults.pinned_image.clone().map(changes)).flatten(),
