@@ -3,10 +3,14 @@
 //! ratios hold on a noisy shared machine where absolute numbers do not.
 //!
 //! - latency: `apply` of a Sensor → its DaemonSet exists, one at a time;
-//!   baseline: `apply` of the same DaemonSet directly → it is visible.
+//!   baselines: `apply` of the same DaemonSet directly → it is visible, and
+//!   of the five objects the operator writes per Sensor (ServiceAccount,
+//!   Role, ClusterRoleBinding, RoleBinding, DaemonSet) in its order.
 //! - scale: N Sensors and K keys applied at once → every Sensor `Ready`;
-//!   baseline: the same number of DaemonSets applied directly at the same
-//!   concurrency. Also the operator's peak RSS.
+//!   baselines: the same number of DaemonSets, and of five-object sets,
+//!   applied directly at the same concurrency until the DaemonSet
+//!   controller has observed every DaemonSet (what `Ready` waits for).
+//!   Also the operator's peak RSS.
 //! - search: the in-memory index over 100,000 synthetic Assets (build,
 //!   memory, ten queries' p50/p99) and, as baseline, label-selector lists
 //!   of the same Assets from a real API server (see
@@ -44,6 +48,7 @@ pub async fn run(latency_n: usize, scale_n: usize, scale_keys: usize) -> Result<
         "bench-direct",
         "bench-scale",
         "bench-scale-direct",
+        "bench-scale-objects",
     ] {
         Api::<Namespace>::all(client.clone())
             .create(
@@ -77,6 +82,7 @@ pub async fn run(latency_n: usize, scale_n: usize, scale_keys: usize) -> Result<
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut via_operator = Vec::with_capacity(latency_n);
     let mut direct = Vec::with_capacity(latency_n);
+    let mut objects = Vec::with_capacity(latency_n);
     for i in 0..latency_n {
         let name = format!("lat-{i}");
         let start = Instant::now();
@@ -85,9 +91,14 @@ pub async fn run(latency_n: usize, scale_n: usize, scale_keys: usize) -> Result<
         let start = Instant::now();
         daemonset(&client, "bench-direct", &format!("sightline-sensor-{name}")).await?;
         direct.push(wait_seen(&direct_seen, &format!("sightline-sensor-{name}"), start).await?);
+        let start = Instant::now();
+        let object_name = format!("sightline-sensor-o{name}");
+        sensor_objects(&client, "bench-direct", &object_name).await?;
+        objects.push(wait_seen(&direct_seen, &object_name, start).await?);
     }
     let (op50, op99) = percentiles(&mut via_operator);
     let (d50, d99) = percentiles(&mut direct);
+    let (o50, o99) = percentiles(&mut objects);
 
     // Scale.
     let keys: Vec<String> = (0..scale_keys).map(|i| format!("scale-{i}")).collect();
@@ -146,7 +157,31 @@ pub async fn run(latency_n: usize, scale_n: usize, scale_keys: usize) -> Result<
     .buffer_unordered(CONCURRENCY)
     .try_collect::<Vec<_>>()
     .await?;
+    // Ready, as the operator counts it, means the DaemonSet controller has
+    // observed the DaemonSet: the baselines wait for that too.
+    observed(&client, "bench-scale-direct", scale_n).await?;
     let direct_scale = start.elapsed();
+    // The second baseline: every object the operator writes for a Sensor
+    // (its ServiceAccount, Role, ClusterRoleBinding, RoleBinding and
+    // DaemonSet, in the operator's order), applied directly: the API cost
+    // of what least privilege per Sensor asks, without the operator.
+    let start = Instant::now();
+    futures::stream::iter((0..scale_n).map(|i| {
+        let client = client.clone();
+        async move {
+            sensor_objects(
+                &client,
+                "bench-scale-objects",
+                &format!("sightline-sensor-o-{i}"),
+            )
+            .await
+        }
+    }))
+    .buffer_unordered(CONCURRENCY)
+    .try_collect::<Vec<_>>()
+    .await?;
+    observed(&client, "bench-scale-objects", scale_n).await?;
+    let objects_scale = start.elapsed();
     let peak_rss = peak_rss_kib(operator.pid)?;
 
     println!(
@@ -168,6 +203,16 @@ pub async fn run(latency_n: usize, scale_n: usize, scale_keys: usize) -> Result<
         ratio(op99, d99)
     );
     println!(
+        "  baseline  p50 {:>8.1} ms   p99 {:>8.1} ms   (apply the same five objects directly)",
+        ms(o50),
+        ms(o99)
+    );
+    println!(
+        "  ratio     p50 {:>8.2}x     p99 {:>8.2}x",
+        ratio(op50, o50),
+        ratio(op99, o99)
+    );
+    println!(
         "\nscale, {scale_n} Sensors and {scale_keys} keys applied at once ({CONCURRENCY} in flight):"
     );
     println!(
@@ -176,10 +221,15 @@ pub async fn run(latency_n: usize, scale_n: usize, scale_keys: usize) -> Result<
         all_ready.as_secs_f64()
     );
     println!(
-        "  baseline: {scale_n} DaemonSets applied directly in {:.1} s",
+        "  baseline: {scale_n} DaemonSets applied directly and observed by their controller in {:.1} s",
         direct_scale.as_secs_f64()
     );
     println!("  ratio     {:.2}x", ratio(all_ready, direct_scale));
+    println!(
+        "  baseline: the same five objects per Sensor applied directly, DaemonSets observed, in {:.1} s",
+        objects_scale.as_secs_f64()
+    );
+    println!("  ratio     {:.2}x", ratio(all_ready, objects_scale));
     println!("  operator peak RSS {:.1} MiB", peak_rss as f64 / 1024.0);
     drop(operator);
     Ok(())
@@ -299,6 +349,72 @@ async fn daemonset(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
         "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
         "spec": {"containers": [{"name": "sensor", "image": "sightline/sensor:0.1.0"}]}}}});
     apply(&api, name, &obj).await
+}
+
+/// Waits until the DaemonSet controller has observed `n` DaemonSets of `ns`
+/// (their `status.observedGeneration` caught up), polling gently.
+async fn observed(client: &kube::Client, ns: &str, n: usize) -> Result<()> {
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let list = api.list(&ListParams::default()).await?;
+        let done = list
+            .items
+            .iter()
+            .filter(|d| {
+                d.status.as_ref().and_then(|s| s.observed_generation) >= d.metadata.generation
+                    && d.metadata.generation.is_some()
+            })
+            .count();
+        if done >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {done} of {n} DaemonSets in {ns} were observed within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A Sensor's objects as the operator writes them, applied directly: the
+/// ServiceAccount, Role and ClusterRoleBinding at once, then the
+/// RoleBinding, then the DaemonSet.
+async fn sensor_objects(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
+    let subject = json!([{"kind": "ServiceAccount", "name": name, "namespace": ns}]);
+    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name},
+        "automountServiceAccountToken": false});
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name},
+        "rules": [{"apiGroups": ["sightline.dev"], "resources": ["sensors"], "resourceNames": [name], "verbs": ["get"]}]});
+    let crb_name = format!("{ns}-{name}");
+    let crb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": crb_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "sightline-sensor-container"},
+        "subjects": subject});
+    let rb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": subject});
+    let (sa_api, role_api, crb_api) = (
+        Api::<ServiceAccount>::namespaced(client.clone(), ns),
+        Api::<Role>::namespaced(client.clone(), ns),
+        Api::<ClusterRoleBinding>::all(client.clone()),
+    );
+    let (a, b, c) = tokio::join!(
+        apply(&sa_api, name, &sa),
+        apply(&role_api, name, &role),
+        apply(&crb_api, &crb_name, &crb),
+    );
+    a?;
+    b?;
+    c?;
+    apply(
+        &Api::<RoleBinding>::namespaced(client.clone(), ns),
+        name,
+        &rb,
+    )
+    .await?;
+    daemonset(client, ns, name).await
 }
 
 /// Server-side applies a JSON manifest, as `kubectl apply --server-side` would.
