@@ -218,10 +218,12 @@ fn parse_date(v: &Value, now: i64) -> Result<DateValue, Error> {
         if rest.is_empty() {
             return Ok(DateValue::Instant(now));
         }
-        let (sign, rest) = match rest.split_at(1) {
-            ("-", r) => (-1, r),
-            ("+", r) => (1, r),
-            _ => return Err(bad()),
+        let (sign, rest) = if let Some(r) = rest.strip_prefix('-') {
+            (-1, r)
+        } else if let Some(r) = rest.strip_prefix('+') {
+            (1, r)
+        } else {
+            return Err(bad());
         };
         let unit_at = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         let (n, unit) = rest.split_at(unit_at);

@@ -432,6 +432,15 @@ fn type_errors_point_at_the_culprit() {
             "'yesterday' is not a date: use YYYY-MM-DD, an RFC 3339 time in quotes, now, or now-7d (units s, m, h, d, w) at column 10",
         ),
         (
+            // Found by the query fuzzer: a multi-byte character after `now`.
+            "lastSeen<nowӅ1d",
+            "'nowӅ1d' is not a date: use YYYY-MM-DD, an RFC 3339 time in quotes, now, or now-7d (units s, m, h, d, w) at column 10",
+        ),
+        (
+            "lastSeen<now-1é",
+            "'now-1é' is not a date: use YYYY-MM-DD, an RFC 3339 time in quotes, now, or now-7d (units s, m, h, d, w) at column 10",
+        ),
+        (
             "lastSeen:now-7d",
             "'lastSeen:' takes a day (YYYY-MM-DD); use a comparison or a range for times at column 10",
         ),
