@@ -343,6 +343,18 @@ pub struct RuntimeSensor {
     #[schemars(length(min = 1, max = 3))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub enforcers: Vec<Enforcer>,
+    /// Largest program, in MiB, whose contents are hashed for SHA-256
+    /// rules (1–4096, default 256). Every marked exec on the node waits
+    /// while a program is hashed, so a huge one is not.
+    #[serde(rename = "maxHashMiB", default = "default_max_hash_mib")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub max_hash_mib: u32,
+    /// What SHA-256 deny rules decide for a program whose contents are not
+    /// known (larger than `maxHashMiB`, or unreadable): `Deny` (the
+    /// default) or `Allow`. An allowlist never admits such a program by
+    /// its contents.
+    #[serde(default)]
+    pub unhashed: Unhashed,
 }
 
 impl Default for RuntimeSensor {
@@ -350,8 +362,26 @@ impl Default for RuntimeSensor {
         Self {
             enforcement: Enforcement::default(),
             enforcers: default_enforcers(),
+            max_hash_mib: default_max_hash_mib(),
+            unhashed: Unhashed::default(),
         }
     }
+}
+
+fn default_max_hash_mib() -> u32 {
+    256
+}
+
+/// What SHA-256 deny rules decide for a program that was not hashed.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum Unhashed {
+    /// Refused, as if its contents matched (fail closed).
+    #[default]
+    Deny,
+    /// Let through: only its path is judged.
+    Allow,
 }
 
 fn default_enforcers() -> Vec<Enforcer> {

@@ -3,7 +3,7 @@
 //! and nothing else) and a cgroup v2 directory the test creates. Programs run
 //! chrooted into it, inside the cgroup.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -99,11 +99,15 @@ impl Jail {
     }
 
     fn command(&self, script: &str) -> Command {
+        self.command_in(&self.cgroup, script)
+    }
+
+    fn command_in(&self, cgroup: &Path, script: &str) -> Command {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(format!(
                 "echo $$ > {} && exec /usr/sbin/chroot {} /bin/sh -c \"$0\"",
-                self.cgroup.join("cgroup.procs").display(),
+                cgroup.join("cgroup.procs").display(),
                 self.root.display()
             ))
             .arg(script);
@@ -113,8 +117,14 @@ impl Jail {
     /// Runs `script` with the jail's shell in the cgroup; its stdout and
     /// stderr together.
     pub fn sh(&self, script: &str) -> Result<String> {
+        self.sh_in(&self.cgroup, script)
+    }
+
+    /// Runs `script` with the jail's shell in another cgroup (one below
+    /// [`Jail::pod`], as a pod's second container).
+    pub fn sh_in(&self, cgroup: &Path, script: &str) -> Result<String> {
         let out = self
-            .command(script)
+            .command_in(cgroup, script)
             .output()
             .map_err(io("running the jail's shell"))?;
         Ok(format!(
@@ -137,6 +147,13 @@ impl Jail {
         let pid = child.id();
         self.holders.push(child);
         Ok(pid)
+    }
+
+    /// The cgroup directory created for the jail: for a [`Jail::named`]
+    /// jail, the parent of its cgroup, as a pod's cgroup is of its
+    /// containers'.
+    pub fn pod(&self) -> &Path {
+        &self.top
     }
 
     /// The cgroup's id (its inode).
@@ -167,6 +184,14 @@ impl Drop for Jail {
         let _ = Command::new("umount").arg("-l").arg(&self.root).status();
         let _ = std::fs::remove_dir(&self.cgroup);
         if self.top != self.cgroup {
+            // Cgroups a test made beside the jail's own, too.
+            if let Ok(entries) = std::fs::read_dir(&self.top) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+            }
             let _ = std::fs::remove_dir(&self.top);
         }
     }

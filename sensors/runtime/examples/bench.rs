@@ -155,6 +155,7 @@ fn overhead(execs: u64, opens: u64) -> Result<()> {
         cgroup: jail.cgroup.clone(),
         root: Some(jail.root.clone()),
         policies: policy(full),
+        guard: false,
     };
     let run_exec = || child(&["exec", &cgroup, &program, &e]).map(|r| r.0);
     let run_open = || -> Result<(Duration, Duration)> {
@@ -253,6 +254,7 @@ fn throughput(seconds: u64) -> Result<()> {
         cgroup: jail.cgroup.clone(),
         root: Some(jail.root.clone()),
         policies: policy(true),
+        guard: false,
     })?;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let mut delivered: u64 = 0;

@@ -18,9 +18,10 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use sightline_crds::runtime_policy::RuntimePolicy;
-use sightline_crds::sensor::{Enforcement, Enforcer, RuntimeSensor};
+use sightline_crds::sensor::{Enforcement, Enforcer, RuntimeSensor, Unhashed};
 
 use crate::attribution::{Attributor, Origin};
+use crate::guard::{Guard, Guards};
 use crate::metrics::{KindLabel, Metrics, OutcomeLabel, kind_name};
 use crate::ocsf::{self, Owner, enforcer_name};
 use crate::rules::PolicyRef;
@@ -70,6 +71,12 @@ impl Config {
             Some(text) => serde_json::from_str(&text)
                 .map_err(|e| format!("SIGHTLINE_CONFIG is not a Sensor's spec.runtime: {e}"))?,
         };
+        if !(1..=4096).contains(&runtime.max_hash_mib) {
+            return Err(format!(
+                "SIGHTLINE_CONFIG's maxHashMiB is {}: use 1 to 4096",
+                runtime.max_hash_mib
+            ));
+        }
         let all_events = match get("SIGHTLINE_RUNTIME_EVENTS").as_deref() {
             None | Some("") | Some("violations") => false,
             Some("all") => true,
@@ -115,24 +122,7 @@ pub fn container_id(status_id: &str) -> Option<&str> {
 /// (`<id>` under cgroupfs, `cri-containerd-<id>.scope` or
 /// `docker-<id>.scope` under systemd).
 pub fn find_cgroup(root: &Path, id: &str) -> Option<PathBuf> {
-    let mut stack = vec![(root.to_path_buf(), 0)];
-    while let Some((dir, depth)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            if e.file_name().to_string_lossy().contains(id) {
-                return Some(e.path());
-            }
-            if depth < 8 {
-                stack.push((e.path(), depth + 1));
-            }
-        }
-    }
-    None
+    crate::sensor::search_cgroups(root, 8, |name| name.contains(id), |_| true)
 }
 
 /// A process in a cgroup (its first), to reach the container's root.
@@ -166,6 +156,10 @@ pub async fn run(
     let opts = Options {
         enforcers: cfg.runtime.enforcers.clone(),
         audit_only: cfg.runtime.enforcement == Enforcement::AuditOnly,
+        hashing: crate::fanotify::Hashing {
+            max_bytes: u64::from(cfg.runtime.max_hash_mib) << 20,
+            refuse_unknown: cfg.runtime.unhashed == Unhashed::Deny,
+        },
         ..Options::default()
     };
     let cgroup_root = opts.cgroup_root.clone();
@@ -238,19 +232,29 @@ pub async fn run(
     let mut resync = tokio::time::interval(cfg.resync);
     let mut flush = tokio::time::interval(Duration::from_secs(2));
     let mut node_status: HashMap<PolicyRef, (Option<Enforcer>, bool, String)> = HashMap::new();
+    let mut guards = Guards::new(cgroup_root.clone());
+    // Selected pods whose cgroup kubelet has not made yet.
+    let mut waiting = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             change = changes.next() => {
                 if change.is_none() { break; }
-                // Let a burst of updates settle into one pass.
+                // New pods are guarded at once, before their containers
+                // exist; the full pass lets a burst of updates settle.
+                guard_pods(&sensor, &pod_store, &policy_store, &mut guards, &reporting);
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let status = reconcile(&sensor, &pod_store, &policy_store, &cgroup_root, &reporting);
+                let status;
+                (status, waiting) = reconcile(&sensor, &pod_store, &policy_store, &cgroup_root, &mut guards, &reporting);
                 publish_node_status(&reporting, &mut node_status, status).await;
             }
+            _ = tokio::time::sleep(GUARD_POLL), if waiting => {
+                waiting = guard_pods(&sensor, &pod_store, &policy_store, &mut guards, &reporting);
+            }
             _ = resync.tick() => {
-                let status = reconcile(&sensor, &pod_store, &policy_store, &cgroup_root, &reporting);
+                let status;
+                (status, waiting) = reconcile(&sensor, &pod_store, &policy_store, &cgroup_root, &mut guards, &reporting);
                 publish_node_status(&reporting, &mut node_status, status).await;
             }
             _ = ring.ready.notified() => {
@@ -267,7 +271,7 @@ pub async fn run(
                             "violations were enforced but their records were lost (the ring buffer was full); counted in sightline_runtime_dropped_total{{kind=\"violation\"}}"
                         );
                     }
-                    metrics.workloads.set(s.tracked().len() as i64);
+                    metrics.workloads.set(s.counts().0 as i64);
                     metrics.unprotected.set(s.unprotected() as i64);
                 }
                 if server.is_finished() {
@@ -316,42 +320,95 @@ fn ring_waker(fd: std::os::fd::OwnedFd) -> RingWaker {
     RingWaker { ready, drained }
 }
 
+/// How often pods waiting for kubelet to make their cgroup are looked for.
+const GUARD_POLL: Duration = Duration::from_millis(20);
+
+/// The policies selecting `pod`.
+fn selecting(
+    policies: &[Arc<RuntimePolicy>],
+    pod: &Pod,
+) -> Vec<(PolicyRef, sightline_crds::runtime_policy::RuntimePolicySpec)> {
+    let ns = pod.namespace().unwrap_or_default();
+    policies
+        .iter()
+        .filter(|p| {
+            p.namespace().as_deref() == Some(ns.as_str())
+                && sightline_crds::selector::matches(&p.spec.pod_selector, pod.labels())
+        })
+        .map(|p| {
+            (
+                PolicyRef {
+                    namespace: ns.clone(),
+                    name: p.name_any(),
+                },
+                p.spec.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Guards every selected pod on the node (see [`crate::guard`]); only new
+/// pods and changed policies cost anything. Returns whether a selected pod
+/// is still waiting for kubelet to make its cgroup.
+fn guard_pods(
+    sensor: &Mutex<Sensor>,
+    pods: &Store<Pod>,
+    policies: &Store<RuntimePolicy>,
+    guards: &mut Guards,
+    reporting: &Reporting,
+) -> bool {
+    let Ok(mut sensor) = sensor.lock() else {
+        return false;
+    };
+    let policies = policies.state();
+    let mut waiting = false;
+    for pod in pods.state() {
+        let selecting = selecting(&policies, &pod);
+        waiting |=
+            guards.guard(&mut sensor, &pod, &selecting, &reporting.metrics) == Guard::Waiting;
+    }
+    waiting
+}
+
 /// Matches every running container on the node to its cgroup and the
-/// policies selecting its pod, and applies that. Returns, per policy, how
-/// this node enforces it.
+/// policies selecting its pod, and applies that; guards selected pods
+/// whose containers are not known yet. Returns, per policy, how this node
+/// enforces it, and whether a selected pod waits for its cgroup.
 fn reconcile(
     sensor: &Mutex<Sensor>,
     pods: &Store<Pod>,
     policies: &Store<RuntimePolicy>,
     cgroup_root: &Path,
+    guards: &mut Guards,
     reporting: &Reporting,
-) -> HashMap<PolicyRef, (Option<Enforcer>, bool, String)> {
+) -> (HashMap<PolicyRef, NodeStatus>, bool) {
     let Ok(mut sensor) = sensor.lock() else {
-        return HashMap::new();
+        return (HashMap::new(), false);
     };
     let policies = policies.state();
     let mut wanted = HashSet::new();
+    let mut waiting = false;
     let mut status: HashMap<PolicyRef, (Option<Enforcer>, bool, String)> = HashMap::new();
     let mut owners = HashMap::new();
-    for pod in pods.state() {
+    let pods = pods.state();
+    guards.retain(&pods.iter().filter_map(|p| p.uid()).collect());
+    for pod in pods {
         let ns = pod.namespace().unwrap_or_default();
-        let labels = pod.labels().clone();
-        let selecting: Vec<_> = policies
-            .iter()
-            .filter(|p| {
-                p.namespace().as_deref() == Some(ns.as_str())
-                    && sightline_crds::selector::matches(&p.spec.pod_selector, &labels)
-            })
-            .map(|p| {
-                (
-                    PolicyRef {
-                        namespace: ns.clone(),
-                        name: p.name_any(),
-                    },
-                    p.spec.clone(),
-                )
-            })
-            .collect();
+        let selecting = selecting(&policies, &pod);
+        match guards.guard(&mut sensor, &pod, &selecting, &reporting.metrics) {
+            Guard::NotNeeded => {}
+            Guard::Waiting => waiting = true,
+            Guard::Guarded(id) => {
+                wanted.insert(id);
+            }
+            Guard::Failed(id, e) => {
+                wanted.insert(id);
+                for (p, _) in &selecting {
+                    let who = format!("pod {ns}/{} before its containers start", pod.name_any());
+                    merge(&mut status, p, (None, false, format!("{who}: {e}")));
+                }
+            }
+        }
         let statuses = pod
             .status
             .as_ref()
@@ -397,6 +454,7 @@ fn reconcile(
                 cgroup,
                 root,
                 policies: selecting.clone(),
+                guard: false,
             };
             wanted.insert(cgroup_id);
             let who = format!("pod {ns}/{} container {}", pod.name_any(), cs.name);
@@ -428,7 +486,7 @@ fn reconcile(
             .entry(r)
             .or_insert((None, true, "no selected pod runs on this node".into()));
     }
-    status
+    (status, waiting)
 }
 
 /// A policy's status on this node: enforcer, ready, why.
@@ -835,5 +893,29 @@ mod tests {
         let ok = ok.expect("valid");
         assert_eq!(ok.runtime.enforcers, vec![Enforcer::Signal]);
         assert_eq!(ok.runtime.enforcement, Enforcement::AuditOnly);
+        assert_eq!(
+            (ok.runtime.max_hash_mib, ok.runtime.unhashed),
+            (256, Unhashed::Deny)
+        );
+        let zero = Config::from_env(env(&[
+            ("NODE_NAME", "n"),
+            ("SIGHTLINE_CONFIG", "{\"maxHashMiB\":0}"),
+        ]));
+        assert_eq!(
+            zero.unwrap_err(),
+            "SIGHTLINE_CONFIG's maxHashMiB is 0: use 1 to 4096"
+        );
+        let set = Config::from_env(env(&[
+            ("NODE_NAME", "n"),
+            (
+                "SIGHTLINE_CONFIG",
+                "{\"maxHashMiB\":16,\"unhashed\":\"Allow\"}",
+            ),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            (set.runtime.max_hash_mib, set.runtime.unhashed),
+            (16, Unhashed::Allow)
+        );
     }
 }

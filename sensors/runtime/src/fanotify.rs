@@ -12,7 +12,7 @@
 //!
 //! The thread answering events never opens a file by path: the path comes
 //! from the event's own descriptor, the contents (for SHA-256 rules) are
-//! read through it (up to [`MAX_HASH_BYTES`]), and how the file was
+//! read through it (up to [`Hashing::max_bytes`]), and how the file was
 //! opened comes from the flags in `/proc/<tid>/syscall` (registers, which
 //! the caller cannot change under us; `openat2`'s flags live in its memory,
 //! so such an open counts as reading and writing). Closing the group (the sensor stopping) lets
@@ -93,10 +93,26 @@ struct State {
     marks: HashMap<u64, (MaskFlags, PathBuf)>,
 }
 
-/// Largest program hashed for SHA-256 rules: a larger one (a huge sparse
-/// file would keep every permission event on the node waiting) is decided
-/// as of unknown contents, which SHA-256 deny rules refuse.
-pub const MAX_HASH_BYTES: u64 = 256 << 20;
+/// How programs are hashed for SHA-256 rules (the Sensor's
+/// `runtime.maxHashMiB` and `runtime.unhashed`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hashing {
+    /// Largest program hashed: a larger one (a huge sparse file would keep
+    /// every permission event on the node waiting) is of unknown contents.
+    pub max_bytes: u64,
+    /// Whether SHA-256 deny rules refuse a program of unknown contents
+    /// (larger than `max_bytes`, or unreadable).
+    pub refuse_unknown: bool,
+}
+
+impl Default for Hashing {
+    fn default() -> Self {
+        Hashing {
+            max_bytes: 256 << 20,
+            refuse_unknown: true,
+        }
+    }
+}
 
 /// A file's device, inode, modification and change times and size.
 type FileVersion = (u64, u64, i64, i64, u64);
@@ -105,6 +121,7 @@ struct Shared {
     fan: Fanotify,
     state: RwLock<State>,
     cgroup_root: PathBuf,
+    hashing: Hashing,
     hashes: std::sync::Mutex<HashMap<FileVersion, [u8; 32]>>,
     /// When the answering thread started on the event it holds
     /// (milliseconds since `epoch`, plus one), 0 while it waits for more.
@@ -191,6 +208,7 @@ impl FanEnforcer {
     /// `out`; `on_stall` is called (once) if answering stops.
     pub fn start(
         cgroup_root: PathBuf,
+        hashing: Hashing,
         out: Sender<FanViolation>,
         on_stall: StallHandler,
     ) -> Result<Self, FanError> {
@@ -209,6 +227,7 @@ impl FanEnforcer {
             fan,
             state: RwLock::new(State::default()),
             cgroup_root,
+            hashing,
             hashes: std::sync::Mutex::new(HashMap::new()),
             busy_since: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -549,7 +568,7 @@ impl Shared {
             let sum = if needs { self.sha256(fd) } else { None };
             let hit_for = |name: &str| match (needs, sum.as_ref()) {
                 // Too large to hash, or unreadable: decided as unknown.
-                (true, None) => rules.exec_hit_unhashed(name),
+                (true, None) if self.hashing.refuse_unknown => rules.exec_hit_unhashed(name),
                 (_, sum) => rules.exec_hit(name, sum),
             };
             let by_path = hit_for(&path);
@@ -599,13 +618,14 @@ impl Shared {
     }
 
     /// The SHA-256 of the file behind `fd`, cached by identity and change
-    /// time; `None` for a file larger than [`MAX_HASH_BYTES`] (every event
-    /// on the node waits while this thread reads) or unreadable.
+    /// time; `None` for a file larger than [`Hashing::max_bytes`] (every
+    /// event on the node waits while this thread reads) or unreadable.
     fn sha256(&self, fd: BorrowedFd<'_>) -> Option<[u8; 32]> {
         let dup = fd.try_clone_to_owned().ok()?;
         let file = File::from(dup);
         let m = file.metadata().ok()?;
-        if m.size() > MAX_HASH_BYTES {
+        let max = self.hashing.max_bytes;
+        if m.size() > max {
             return None;
         }
         let key = (
@@ -627,7 +647,7 @@ impl Shared {
                 break;
             }
             // It grew while being read.
-            if off + n as u64 > MAX_HASH_BYTES {
+            if off + n as u64 > max {
                 return None;
             }
             hasher.update(&buf[..n]);

@@ -7,6 +7,7 @@ pub mod btf;
 pub mod daemon;
 pub mod event;
 pub mod fanotify;
+pub mod guard;
 pub mod kmaps;
 pub mod loader;
 pub mod metrics;

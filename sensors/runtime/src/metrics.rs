@@ -26,6 +26,16 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// When a pod was guarded, relative to its containers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhenLabel {
+    /// `before_containers` (its cgroup held at most the sandbox: every
+    /// container inherits the rules from its first exec) or
+    /// `after_containers` (a container's cgroup existed already; what ran
+    /// in it before the guard was not judged).
+    pub when: String,
+}
+
 /// The metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -41,6 +51,8 @@ pub struct Metrics {
     pub unprotected: Gauge,
     /// Events the webhook could not take or deliver.
     pub webhook_dropped: Counter,
+    /// Pods guarded before their containers were known, by when.
+    pub guarded: Family<WhenLabel, Counter>,
     registry: Arc<Registry>,
     last_drops: Arc<std::sync::Mutex<[u64; kind::COUNT as usize]>>,
 }
@@ -54,6 +66,7 @@ impl Default for Metrics {
         let workloads = Gauge::default();
         let unprotected = Gauge::default();
         let webhook_dropped = Counter::default();
+        let guarded = Family::<WhenLabel, Counter>::default();
         registry.register("events", "Records delivered to userspace", events.clone());
         registry.register(
             "dropped",
@@ -76,6 +89,14 @@ impl Default for Metrics {
             "Events the webhook output could not queue or deliver",
             webhook_dropped.clone(),
         );
+        registry.register(
+            "pods_guarded",
+            "Pods whose rules were written on the pod's cgroup, by whether a container's cgroup existed yet",
+            guarded.clone(),
+        );
+        for when in ["before_containers", "after_containers"] {
+            let _ = guarded.get_or_create(&WhenLabel { when: when.into() });
+        }
         // Every kind shows up from the start, at zero.
         for k in KINDS {
             let _ = dropped.get_or_create(&KindLabel { kind: (*k).into() });
@@ -88,6 +109,7 @@ impl Default for Metrics {
             workloads,
             unprotected,
             webhook_dropped,
+            guarded,
             registry: Arc::new(registry),
             last_drops: Arc::default(),
         }

@@ -29,6 +29,8 @@ pub struct Options {
     pub cgroup_root: PathBuf,
     /// Map sizes.
     pub limits: Limits,
+    /// How programs are hashed for SHA-256 rules.
+    pub hashing: crate::fanotify::Hashing,
     /// What happens if the fanotify enforcer stops answering (the daemon
     /// exits, which releases every waiting open).
     pub on_stall: crate::fanotify::StallHandler,
@@ -41,6 +43,7 @@ impl Default for Options {
             audit_only: false,
             cgroup_root: cgroup2_root().unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup")),
             limits: Limits::default(),
+            hashing: crate::fanotify::Hashing::default(),
             on_stall: crate::fanotify::StallHandler::exit(),
         }
     }
@@ -64,7 +67,7 @@ pub fn cgroup2_root() -> Option<PathBuf> {
 pub const UNREADABLE_PATH: &str = "<unreadable path>";
 
 /// A workload to enforce rules on.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct WorkloadSpec {
     /// Its cgroup v2 directory (under [`Options::cgroup_root`]).
     pub cgroup: PathBuf,
@@ -74,6 +77,16 @@ pub struct WorkloadSpec {
     pub root: Option<PathBuf>,
     /// The policies that select it.
     pub policies: Vec<(PolicyRef, RuntimePolicySpec)>,
+    /// A pod's cgroup, guarded before its containers are known. The rules
+    /// are written for the pod's cgroup and for any cgroup below it that
+    /// no other workload tracks; a container's cgroup created below it
+    /// later inherits them in the kernel (the `cgroup_mkdir` program)
+    /// before anything runs in it, so a container is held from its first
+    /// exec. Only in-kernel engines serve a guard (the fanotify enforcer
+    /// needs the container's root), and exec allowlists are left to the
+    /// container's own workload: the pod's sandbox runs programs no
+    /// allowlist names.
+    pub guard: bool,
 }
 
 /// How a workload's rules are enforced.
@@ -163,6 +176,8 @@ struct Tracked {
     written: Written,
     cgroups: Vec<u64>,
     fan: bool,
+    /// A pod's guard ([`WorkloadSpec::guard`]), not a container.
+    guard: bool,
     /// The fanotify enforcer refused the workload (its root not ready):
     /// the same spec is applied again at the next resync, not cached.
     fan_failed: bool,
@@ -199,7 +214,12 @@ impl Sensor {
         let loaded = loader::load(opts.limits)?;
         let (tx, fan_rx) = channel();
         let (fan, fan_error) = if opts.enforcers.contains(&Enforcer::Fanotify) {
-            match FanEnforcer::start(opts.cgroup_root.clone(), tx, opts.on_stall.clone()) {
+            match FanEnforcer::start(
+                opts.cgroup_root.clone(),
+                opts.hashing,
+                tx,
+                opts.on_stall.clone(),
+            ) {
                 Ok(f) => (Some(f), None),
                 Err(e) => (None, Some(e.to_string())),
             }
@@ -290,8 +310,8 @@ impl Sensor {
             errors,
             ..Applied::default()
         };
-        let fan_ok = self.fan.is_some() && spec.root.is_some();
-        if self.fan.is_some() && spec.root.is_none() {
+        let fan_ok = !spec.guard && self.fan.is_some() && spec.root.is_some();
+        if self.fan.is_some() && spec.root.is_none() && !spec.guard {
             applied
                 .notes
                 .push("fanotify: the workload's root filesystem is not known".into());
@@ -331,13 +351,18 @@ impl Sensor {
         )
         .map_err(|e| e.to_string())?;
         let mut flags = workload::TRACE;
-        if !set.allowlists.is_empty() {
+        let allowlist = !spec.guard && !set.allowlists.is_empty();
+        if allowlist {
             flags |= workload::EXEC_ALLOWLIST;
         }
         if set.has_read_rules() {
             flags |= workload::FILE_READ_RULES;
         }
-        let allow = set.allowlists.first().and_then(|a| a.hit);
+        let allow = set
+            .allowlists
+            .first()
+            .and_then(|a| a.hit)
+            .filter(|_| allowlist);
         let kw = KWorkload {
             ruleset,
             flags,
@@ -354,7 +379,12 @@ impl Sensor {
             _pad2: 0,
             unknown_path: kmaps::unknown_path_rule(&set),
         };
-        let cgroups = descendants(&spec.cgroup);
+        let mut cgroups = descendants(&spec.cgroup);
+        let others = self.held_by_others(cgroup_id);
+        if spec.guard {
+            // Containers already tracked keep their own rules.
+            cgroups.retain(|id| *id == cgroup_id || !others.contains(id));
+        }
         for id in &cgroups {
             if let Err(e) = self.loaded.rules.workloads.insert(id, kw, 0) {
                 kmaps::remove(&mut self.loaded.rules, &written);
@@ -389,12 +419,18 @@ impl Sensor {
                 written,
                 cgroups: cgroups.clone(),
                 fan: fan_exec || fan_file,
+                guard: spec.guard,
                 fan_failed,
                 spec: spec.clone(),
                 applied: applied.clone(),
             },
         ) {
-            for id in old.cgroups.iter().filter(|id| !cgroups.contains(id)) {
+            // A guard's old cgroups may be containers tracked since.
+            for id in old
+                .cgroups
+                .iter()
+                .filter(|id| !cgroups.contains(id) && !others.contains(id))
+            {
                 let _ = self.loaded.rules.workloads.remove(id);
             }
             kmaps::remove(&mut self.loaded.rules, &old.written);
@@ -405,22 +441,45 @@ impl Sensor {
 
     /// Stops enforcing on a workload.
     pub fn remove(&mut self, cgroup_id: u64) {
+        let others = self.held_by_others(cgroup_id);
         if let Some(old) = self.tracked.remove(&cgroup_id) {
             if old.fan
                 && let Some(fan) = &self.fan
             {
                 fan.remove(cgroup_id);
             }
-            for id in &old.cgroups {
+            for id in old.cgroups.iter().filter(|id| !others.contains(id)) {
                 let _ = self.loaded.rules.workloads.remove(id);
             }
             kmaps::remove(&mut self.loaded.rules, &old.written);
         }
     }
 
-    /// The cgroup ids of tracked workloads.
+    /// The cgroups whose kernel entries belong to tracked workloads other
+    /// than `cgroup_id`'s (a guard and its pod's containers overlap).
+    fn held_by_others(&self, cgroup_id: u64) -> std::collections::HashSet<u64> {
+        self.tracked
+            .iter()
+            .filter(|(id, _)| **id != cgroup_id)
+            .flat_map(|(_, t)| t.cgroups.iter().copied())
+            .collect()
+    }
+
+    /// The cgroup ids of tracked workloads (containers and guarded pods).
     pub fn tracked(&self) -> Vec<u64> {
         self.tracked.keys().copied().collect()
+    }
+
+    /// Whether the workload of cgroup `cgroup_id` is tracked.
+    pub fn tracks(&self, cgroup_id: u64) -> bool {
+        self.tracked.contains_key(&cgroup_id)
+    }
+
+    /// How many tracked workloads are containers, and how many are pods
+    /// guarded before their containers are known.
+    pub fn counts(&self) -> (usize, usize) {
+        let guards = self.tracked.values().filter(|t| t.guard).count();
+        (self.tracked.len() - guards, guards)
     }
 
     /// The ring buffer, to wait on its descriptor.
@@ -538,6 +597,36 @@ impl Sensor {
 
 fn drops_at(map: &PerCpuArray<MapData, u64>, i: u32) -> Result<u64, aya::maps::MapError> {
     Ok(map.get(&i, 0)?.iter().sum())
+}
+
+/// The first cgroup directory under `root` whose name `is_it` accepts,
+/// looking into those `descend` accepts, at most `depth` levels down.
+pub fn search_cgroups(
+    root: &Path,
+    depth: usize,
+    is_it: impl Fn(&str) -> bool,
+    descend: impl Fn(&str) -> bool,
+) -> Option<PathBuf> {
+    let mut stack = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, level)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if is_it(&name) {
+                return Some(e.path());
+            }
+            if level < depth && descend(&name) {
+                stack.push((e.path(), level + 1));
+            }
+        }
+    }
+    None
 }
 
 /// A cgroup and every cgroup below it, by id.

@@ -19,6 +19,7 @@ use sightline_crds::runtime_policy::{
 };
 use sightline_crds::sensor::Enforcer;
 use sightline_runtime_common::kind;
+use sightline_runtime_sensor::fanotify::Hashing;
 use sightline_runtime_sensor::loader::Limits;
 use sightline_runtime_sensor::rules::PolicyRef;
 use sightline_runtime_sensor::sensor::{
@@ -39,6 +40,7 @@ fn workload(jail: &Jail, policies: Vec<(PolicyRef, RuntimePolicySpec)>) -> Workl
         cgroup: jail.cgroup.clone(),
         root: Some(jail.root.clone()),
         policies,
+        guard: false,
     }
 }
 
@@ -487,6 +489,7 @@ fn pods_that_come_and_go_never_leave_a_later_pod_unprotected() {
             cgroup: jail.cgroup.clone(),
             root: Some(format!("/proc/{pid}/root").into()),
             policies: vec![(policy("block"), block.clone())],
+            guard: false,
         };
         let applied = sensor.apply(&spec).expect("applying the policy");
         assert_eq!(applied.exec, Some(Enforcer::Fanotify), "{applied:?}");
@@ -515,6 +518,7 @@ fn a_root_that_is_still_the_nodes_is_not_marked_until_it_is_the_containers() {
         cgroup: jail.cgroup.clone(),
         root: Some(link.clone()),
         policies: vec![(policy("block"), deny_all(PolicyAction::Block, 9))],
+        guard: false,
     };
     let applied = sensor.apply(&spec).expect("applying the policy");
     assert!(
@@ -579,6 +583,75 @@ fn a_program_too_large_to_hash_is_refused_by_sha256_rules_without_stalling() {
     assert_eq!(exec[0].outcome, Outcome::Denied, "{vs:#?}");
     // Not a speed check: hashing 64 GiB would take minutes, not seconds.
     assert!(started.elapsed() < Duration::from_secs(60), "stalled");
+}
+
+#[test]
+fn the_hash_cap_and_the_decision_for_unhashed_programs_are_settings() {
+    // busybox padded by 1 MiB, under a cap just above busybox's size (the
+    // jail's shell is busybox), is not hashed: `Deny` refuses it under a
+    // SHA-256 deny rule, `Allow` lets it run. Under a 64 MiB cap it is
+    // hashed, and contents decide.
+    use sha2::Digest;
+    let jail = jail();
+    let mut big = std::fs::read("/bin/busybox").expect("busybox");
+    let cap = big.len() as u64 + 4096;
+    big.resize(big.len() + (1 << 20), 0);
+    let big_sum = hex(&sha2::Sha256::digest(&big));
+    // Named after an applet, so busybox knows what to run.
+    std::fs::write(jail.path("/bin/true"), &big).expect("writing the big program");
+    let spec = |sum: &str| RuntimePolicySpec {
+        action: PolicyAction::Block,
+        process: Some(ProcessRules {
+            deny: Some(vec![ProcessMatch {
+                path: None,
+                sha256: Some(sum.into()),
+            }]),
+            allow: None,
+        }),
+        ..Default::default()
+    };
+    let run = "chmod +x /bin/true; /bin/true; echo big=$?";
+    for (refuse_unknown, expected) in [(true, "big=126"), (false, "big=0")] {
+        let mut sensor = Sensor::start(Options {
+            enforcers: vec![Enforcer::Fanotify],
+            hashing: Hashing {
+                max_bytes: cap,
+                refuse_unknown,
+            },
+            ..Options::default()
+        })
+        .expect("starting the sensor");
+        sensor
+            .apply(&workload(
+                &jail,
+                vec![(policy("sha"), spec(&"ab".repeat(32)))],
+            ))
+            .expect("apply");
+        let out = sh(&jail, run);
+        assert!(
+            out.contains(expected),
+            "refuse_unknown={refuse_unknown}: {out}"
+        );
+    }
+    // Under the cap, contents decide: the padded program's own sum denies
+    // it, and busybox's copies run.
+    let mut sensor = Sensor::start(Options {
+        enforcers: vec![Enforcer::Fanotify],
+        hashing: Hashing {
+            max_bytes: 64 << 20,
+            refuse_unknown: true,
+        },
+        ..Options::default()
+    })
+    .expect("starting the sensor");
+    sensor
+        .apply(&workload(&jail, vec![(policy("sha"), spec(&big_sum))]))
+        .expect("apply");
+    let out = sh(&jail, "/bin/true; echo big=$?; /bin/echo ran; echo echo=$?");
+    assert!(
+        out.contains("big=126") && out.contains("ran") && out.contains("echo=0"),
+        "{out}"
+    );
 }
 
 /// Opens `path` with openat2 asking to write, while another thread keeps
@@ -930,4 +1003,107 @@ fn a_path_the_sensor_cannot_read_meets_the_strongest_rule() {
         matches!(&vs[0].activity, Activity::Open { path, write: true } if path == UNREADABLE_PATH),
         "{vs:#?}"
     );
+}
+
+/// A pod guarded before its containers are known: a container cgroup made
+/// after the guard inherits the rules in the kernel and is held from its
+/// first exec; one that existed already (the sandbox) is held too; the
+/// container's own workload outlives the guard; allowlists wait for the
+/// container's own workload, so the sandbox's program still starts.
+#[test]
+fn a_guarded_pod_holds_each_new_container_from_its_first_exec() {
+    let jail = Jail::named("sandbox").expect("creating the jail");
+    let mut sensor = Sensor::start(Options::default()).expect("starting the sensor");
+    let pod = jail.pod().to_path_buf();
+    let block = deny_all(PolicyAction::Block, 9);
+    let guard = WorkloadSpec {
+        cgroup: pod.clone(),
+        root: None,
+        policies: vec![(policy("block"), block.clone())],
+        guard: true,
+    };
+    let applied = sensor.apply(&guard).expect("guarding the pod");
+    assert_eq!(applied.exec, Some(Enforcer::Signal), "{applied:?}");
+    assert!(
+        applied.notes.iter().all(|n| !n.contains("root filesystem")),
+        "{applied:?}"
+    );
+    let first_exec = "/bin/echo ran-denied; echo exec=$?";
+
+    let out = sh(&jail, first_exec);
+    assert!(
+        !out.contains("ran-denied") && out.contains("exec=137"),
+        "the sandbox: {out}"
+    );
+    for round in 0..5 {
+        // A container made after the guard: its first command is judged.
+        let app = pod.join(format!("app-{round}"));
+        std::fs::create_dir(&app).expect("creating the container's cgroup");
+        let out = jail
+            .sh_in(&app, first_exec)
+            .expect("running in the container");
+        assert!(
+            !out.contains("ran-denied") && out.contains("exec=137"),
+            "container {round}: {out}"
+        );
+        std::fs::remove_dir(&app).expect("removing the container's cgroup");
+    }
+
+    // The container's own workload replaces the inherited rules and stays
+    // when the guard goes.
+    let app = pod.join("app");
+    std::fs::create_dir(&app).expect("creating the container's cgroup");
+    let own = WorkloadSpec {
+        cgroup: app.clone(),
+        root: None,
+        policies: vec![(policy("block"), block.clone())],
+        guard: false,
+    };
+    sensor.apply(&own).expect("applying the container's rules");
+    let changed = WorkloadSpec {
+        policies: vec![
+            (policy("block"), block),
+            (policy("other"), RuntimePolicySpec::default()),
+        ],
+        ..guard.clone()
+    };
+    sensor.apply(&changed).expect("changing the guard");
+    let pod_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&pod).expect("pod"));
+    sensor.remove(pod_id);
+    let out = jail
+        .sh_in(&app, first_exec)
+        .expect("running in the container");
+    assert!(
+        !out.contains("ran-denied") && out.contains("exec=137"),
+        "after the guard: {out}"
+    );
+    let out = sh(&jail, first_exec);
+    assert!(out.contains("ran-denied"), "the sandbox, unguarded: {out}");
+    let app_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&app).expect("app"));
+    sensor.remove(app_id);
+    let out = jail
+        .sh_in(&app, first_exec)
+        .expect("running in the container");
+    assert!(out.contains("ran-denied"), "released: {out}");
+
+    // An allowlist does not hold the sandbox's program back.
+    let allow_only = RuntimePolicySpec {
+        action: PolicyAction::Block,
+        process: Some(ProcessRules {
+            deny: None,
+            allow: Some(vec![ProcessMatch {
+                path: Some("/bin/busybox".into()),
+                sha256: None,
+            }]),
+        }),
+        ..Default::default()
+    };
+    sensor
+        .apply(&WorkloadSpec {
+            policies: vec![(policy("allow"), allow_only)],
+            ..guard
+        })
+        .expect("guarding with an allowlist");
+    let out = sh(&jail, "/bin/echo pause-runs");
+    assert!(out.contains("pause-runs"), "{out}");
 }

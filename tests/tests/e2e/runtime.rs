@@ -177,13 +177,15 @@ pub async fn blocks_an_exec_in_a_pod(env: &Env) -> Result<()> {
     .context("the Container Asset")?;
     ensure!(asset["observed"]["pod"] == "shop", "{asset}");
 
+    let last = pods_that_come_and_go_are_held_from_their_first_command(env).await?;
+
     // The policy deleted, the program runs again.
     env.kubectl(&["delete", "runtimepolicy", "-n", NS, "no-echo"])?;
     eventually(
         "/bin/echo allowed again",
         Duration::from_secs(60),
         || async {
-            env.kubectl(&["exec", "-n", NS, "shop", "--", "/bin/echo", "hi"])
+            env.kubectl(&["exec", "-n", NS, &last, "--", "/bin/echo", "hi"])
                 .ok()
                 .filter(|o| o.contains("hi"))
         },
@@ -192,10 +194,77 @@ pub async fn blocks_an_exec_in_a_pod(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// The pod deleted, 20 pods of the same labels in a row, each running
+/// the denied program as its entrypoint's first command: every one is
+/// refused, and the policy's status on the node comes back ready each
+/// time. The last pod is left running; its name is returned.
+async fn pods_that_come_and_go_are_held_from_their_first_command(env: &Env) -> Result<String> {
+    env.kubectl(&["delete", "pod", "-n", NS, "shop", "--wait=true"])?;
+    let pods: Api<Pod> = Api::namespaced(env.client(), NS);
+    let policies: Api<RuntimePolicy> = Api::namespaced(env.client(), NS);
+    const ROUNDS: usize = 20;
+    for round in 0..ROUNDS {
+        let name = format!("churn-{round}");
+        let mut pod = busybox_pod(NS, &name, json!({"app": "shop"}));
+        pod["spec"]["containers"][0]["command"] = json!([
+            "/bin/sh",
+            "-c",
+            "/bin/echo ran; echo rc=$?; exec /bin/busybox sleep 3600"
+        ]);
+        apply(env, &pod)?;
+        let logs = eventually(
+            &format!("pod {name} running its entrypoint"),
+            Duration::from_secs(60),
+            || async {
+                let logs = pods.logs(&name, &Default::default()).await.ok()?;
+                logs.contains("rc=").then_some(logs)
+            },
+        )
+        .await?;
+        ensure!(
+            !logs.contains("ran\n") && (logs.contains("rc=137") || logs.contains("rc=126")),
+            "pod {name}'s first command ran: {logs:?}"
+        );
+        eventually(
+            &format!("round {round}: the policy ready on the node"),
+            Duration::from_secs(30),
+            || async {
+                let s = policies.get("no-echo").await.ok()?.status?;
+                s.nodes.first()?.ready.then_some(())
+            },
+        )
+        .await?;
+        if round + 1 < ROUNDS {
+            env.kubectl(&["delete", "pod", "-n", NS, &name, "--wait=false"])?;
+        }
+    }
+    // How many pods were guarded before a container of theirs existed (the
+    // rest were held by the container's own rules, after its start).
+    if let Some(sensor) = pods
+        .list(&ListParams::default().labels("sightline.dev/sensor=runtime"))
+        .await?
+        .items
+        .first()
+    {
+        let path = format!(
+            "/api/v1/namespaces/{NS}/pods/{}:9464/proxy/metrics",
+            sensor.metadata.name.as_deref().unwrap_or_default()
+        );
+        match env.kubectl(&["get", "--raw", &path]) {
+            Ok(m) => m
+                .lines()
+                .filter(|l| l.starts_with("sightline_runtime_pods_guarded"))
+                .for_each(|l| eprintln!("{l}")),
+            Err(e) => eprintln!("the runtime sensor's metrics: {e}"),
+        }
+    }
+    Ok(format!("churn-{}", ROUNDS - 1))
+}
+
 /// Deletes the runtime Sensor and the pod: the rest of the suite runs
 /// without the runtime sensor on the node.
 pub async fn remove(env: &Env) -> Result<()> {
-    env.kubectl(&["delete", "pod", "-n", NS, "shop", "--wait=false"])?;
+    env.kubectl(&["delete", "pod", "-n", NS, "-l", "app=shop", "--wait=false"])?;
     env.kubectl(&["delete", "sensor", "-n", NS, "runtime"])?;
     let pods: Api<Pod> = Api::namespaced(env.client(), NS);
     eventually(
