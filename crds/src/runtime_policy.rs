@@ -41,6 +41,15 @@ pub struct RuntimePolicySpec {
     /// Pods in the policy's namespace it applies to; all of them when empty.
     #[serde(default)]
     pub pod_selector: LabelSelector,
+    /// Narrows the policy to containers whose image the inventory matches:
+    /// a query of the search language over `ContainerImage` Assets
+    /// (`findings.vulnerabilities.critical>0`, `os.lifecycle.stage:EndOfLife`).
+    /// A container whose image the inventory does not know is not
+    /// selected. The operator lists the matching images in
+    /// `status.images`, which the runtime sensors read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub image_query: Option<String>,
     /// `Audit` reports violations; `Block` also prevents them.
     #[serde(default)]
     pub action: PolicyAction,
@@ -163,4 +172,27 @@ pub struct RuntimePolicyStatus {
     /// When the last violation happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_violation: Option<Time>,
+    /// The images `spec.imageQuery` matches, by every name they were seen
+    /// with (`repo:tag`, `repo@digest`, the digest, the image ID), sorted;
+    /// at most 4,096 names (`Ready=False` with `TooManyImages` beyond).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4096))]
+    pub images: Vec<String>,
+}
+
+/// Most image names a policy's `status.images` lists.
+pub const MAX_POLICY_IMAGES: usize = 4096;
+
+impl RuntimePolicy {
+    /// Whether the policy selects a container known by `names` (its
+    /// image's references, normalized as the inventory keys them): always
+    /// without `spec.imageQuery`, else when one of them is in
+    /// `status.images`.
+    pub fn selects_image<'a>(&self, mut names: impl Iterator<Item = &'a str>) -> bool {
+        if self.spec.image_query.is_none() {
+            return true;
+        }
+        let listed = self.status.as_ref().map_or(&[][..], |s| &s.images[..]);
+        names.any(|n| listed.iter().any(|l| l == n))
+    }
 }

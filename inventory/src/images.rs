@@ -205,8 +205,31 @@ mod tests {
         index.upsert(&image_asset(serde_json::json!({"team": "payments"})));
         assert_eq!(index.matches(query, 0, "containerimage-1").ok(), Some(true));
         assert!(index.matches("kind:", 0, "containerimage-1").is_err());
+        let (names, total) = index
+            .image_names("findings.vulnerabilities.critical>0", 0, 10)
+            .unwrap();
+        assert_eq!(
+            names,
+            ["docker.io/library/debian:12", "sha256:aa"],
+            "every name it is known by"
+        );
+        assert_eq!(total, 2);
+        let (names, total) = index
+            .image_names("findings.vulnerabilities.critical>0", 0, 1)
+            .unwrap();
+        assert_eq!((names.len(), total), (1, 2), "capped, and counted");
+        let none = index.image_names("findings.vulnerabilities.critical>5", 0, 10);
+        assert_eq!(none.unwrap(), (Vec::<String>::new(), 0));
+        assert!(index.image_names("kind:", 0, 10).is_err());
         index.remove("containerimage-1");
         assert!(index.images("debian:12").is_empty());
+        assert!(
+            index
+                .image_names("kind:ContainerImage", 0, 10)
+                .unwrap()
+                .0
+                .is_empty()
+        );
         assert_eq!(
             index.matches(query, 0, "containerimage-1").ok(),
             Some(false)

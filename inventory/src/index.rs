@@ -293,6 +293,34 @@ impl Index {
             .is_some_and(|d| compiled.matches(d)))
     }
 
+    /// Every name (normalized tags and digests, the image ID) of the image
+    /// Assets `query` matches, sorted, at most `max` of them; and how many
+    /// names there were in all.
+    pub fn image_names(
+        &self,
+        query: &str,
+        now: i64,
+        max: usize,
+    ) -> Result<(Vec<String>, usize), Error> {
+        let compiled = compile_text(query, &self.interner, now)?;
+        let mut names: Vec<&str> = self
+            .image_keys
+            .iter()
+            .filter(|(slot, _)| {
+                self.docs
+                    .get(**slot)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|d| compiled.matches(d))
+            })
+            .flat_map(|(_, keys)| keys.iter().map(|k| &**k))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let total = names.len();
+        names.truncate(max);
+        Ok((names.into_iter().map(str::to_owned).collect(), total))
+    }
+
     /// Number of Assets.
     pub fn len(&self) -> usize {
         self.slots.len()

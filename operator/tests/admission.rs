@@ -17,57 +17,12 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use sightline_crds::asset::asset_name;
-use sightline_crds::{Asset, AssetKind, ImagePolicy};
+use sightline_crds::ImagePolicy;
 use sightline_testenv::helpers;
 use sightline_testenv::process::free_port;
-use support::{Env, OPERATOR_NS};
+use support::{Env, IMAGE, OPERATOR_NS, legacy_app};
 
 const WEBHOOK: &str = "sightline-images";
-const IMAGE: &str = "sightline.local/legacy-app:1.0";
-
-/// An image Asset as a container sensor's report leaves it: tags, and the
-/// worst findings (one fixable critical, one critical without a fix).
-async fn legacy_app(client: &kube::Client) -> Result<()> {
-    let api: Api<Asset> = Api::all(client.clone());
-    let name = asset_name(AssetKind::ContainerImage, "sha256:0a0b");
-    let pp = PatchParams::apply("sightline-test").force();
-    api.patch(
-        &name,
-        &pp,
-        &Patch::Apply(json!({
-            "apiVersion": "sightline.dev/v1alpha1", "kind": "Asset",
-            "metadata": {"name": name}, "spec": {},
-        })),
-    )
-    .await?;
-    let vuln = |id: &str, package: &str, fixed: Option<&str>| {
-        let mut v =
-            json!({"id": id, "package": package, "installed": "1.0", "severity": "critical"});
-        if let Some(f) = fixed {
-            v["fixed"] = json!(f);
-        }
-        v
-    };
-    let status = json!({
-        "apiVersion": "sightline.dev/v1alpha1", "kind": "Asset",
-        "status": {
-            "kind": "ContainerImage",
-            "identity": "sha256:0a0b",
-            "sources": [{"sensor": "test/nodes", "type": "container", "lastSeen": jiff::Timestamp::now().to_string()}],
-            "observed": {"repoTags": [IMAGE], "repoDigests": ["sightline.local/legacy-app@sha256:ffee"]},
-            "findings": {"vulnerabilities": {
-                "critical": 2, "high": 0, "medium": 0, "low": 0, "unknown": 0,
-                "top": [
-                    vuln("GHSA-jf85-cpcp-j695", "lodash", Some("4.17.12")),
-                    vuln("CVE-2099-0001", "zlib", None),
-                ],
-            }},
-        },
-    });
-    api.patch_status(&name, &pp, &Patch::Apply(status)).await?;
-    Ok(())
-}
 
 fn policy(mode: &str, deny: Value) -> Value {
     json!({

@@ -3,6 +3,7 @@
 pub mod image_policy;
 pub mod inventory;
 pub mod key;
+pub mod runtime_policy;
 pub mod sensor;
 pub mod tag_rule;
 
@@ -20,7 +21,7 @@ use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use sightline_crds::{ActivationKey, Asset, ImagePolicy, Sensor, TagRule};
+use sightline_crds::{ActivationKey, Asset, ImagePolicy, RuntimePolicy, Sensor, TagRule};
 use sightline_inventory::catalog::Catalog;
 
 use crate::context::Context;
@@ -342,6 +343,9 @@ pub async fn run(
     let image_policy_controller =
         Controller::new(Api::<ImagePolicy>::all(client.clone()), cfg.clone());
     let s5 = once_ready(image_policy_controller.store(), shutdown.clone());
+    let runtime_policy_controller =
+        Controller::new(Api::<RuntimePolicy>::all(client.clone()), cfg.clone());
+    let s6 = once_ready(runtime_policy_controller.store(), shutdown.clone());
     let s1 = once_ready(sensors.clone(), shutdown.clone());
     let s2 = once_ready(keys.clone(), shutdown.clone());
     let assets = asset_controller.store();
@@ -381,6 +385,18 @@ pub async fn run(
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "image policy reconcile did not complete");
+            }
+        });
+    let runtime_policies_loop = runtime_policy_controller
+        .graceful_shutdown_on(s6)
+        .run(
+            runtime_policy::reconcile,
+            runtime_policy::error_policy,
+            inventory_ctx.clone(),
+        )
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "runtime policy reconcile did not complete");
             }
         });
     let rules_loop = rule_controller
@@ -425,6 +441,7 @@ pub async fn run(
         assets_loop,
         rules_loop,
         image_policies_loop,
+        runtime_policies_loop,
         net_loop
     );
 }

@@ -10,8 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
+use sightline_crds::asset::asset_name;
+use sightline_crds::{Asset, AssetKind};
 use sightline_testenv::process::{Proc, free_port};
 use sightline_testenv::{ControlPlane, Options, helpers};
 
@@ -223,4 +225,50 @@ pub async fn key_secret(
             .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
             .collect(),
     )
+}
+
+/// The image [`legacy_app`] reports.
+pub const IMAGE: &str = "sightline.local/legacy-app:1.0";
+
+/// An image Asset as a container sensor's report leaves it: tags, and the
+/// worst findings (one fixable critical, one critical without a fix).
+pub async fn legacy_app(client: &kube::Client) -> Result<()> {
+    let api: Api<Asset> = Api::all(client.clone());
+    let name = asset_name(AssetKind::ContainerImage, "sha256:0a0b");
+    let pp = PatchParams::apply("sightline-test").force();
+    api.patch(
+        &name,
+        &pp,
+        &Patch::Apply(json!({
+            "apiVersion": "sightline.dev/v1alpha1", "kind": "Asset",
+            "metadata": {"name": name}, "spec": {},
+        })),
+    )
+    .await?;
+    let vuln = |id: &str, package: &str, fixed: Option<&str>| {
+        let mut v =
+            json!({"id": id, "package": package, "installed": "1.0", "severity": "critical"});
+        if let Some(f) = fixed {
+            v["fixed"] = json!(f);
+        }
+        v
+    };
+    let status = json!({
+        "apiVersion": "sightline.dev/v1alpha1", "kind": "Asset",
+        "status": {
+            "kind": "ContainerImage",
+            "identity": "sha256:0a0b",
+            "sources": [{"sensor": "test/nodes", "type": "container", "lastSeen": jiff::Timestamp::now().to_string()}],
+            "observed": {"repoTags": [IMAGE], "repoDigests": ["sightline.local/legacy-app@sha256:ffee"]},
+            "findings": {"vulnerabilities": {
+                "critical": 2, "high": 0, "medium": 0, "low": 0, "unknown": 0,
+                "top": [
+                    vuln("GHSA-jf85-cpcp-j695", "lodash", Some("4.17.12")),
+                    vuln("CVE-2099-0001", "zlib", None),
+                ],
+            }},
+        },
+    });
+    api.patch_status(&name, &pp, &Patch::Apply(status)).await?;
+    Ok(())
 }

@@ -323,10 +323,13 @@ fn ring_waker(fd: std::os::fd::OwnedFd) -> RingWaker {
 /// How often pods waiting for kubelet to make their cgroup are looked for.
 const GUARD_POLL: Duration = Duration::from_millis(20);
 
-/// The policies selecting `pod`.
+/// The policies selecting `pod`'s containers of an image known by
+/// `images` (see [`image_names`]): by namespace, pod labels and, for a
+/// policy with an `imageQuery`, the images the operator listed for it.
 fn selecting(
     policies: &[Arc<RuntimePolicy>],
     pod: &Pod,
+    images: &[String],
 ) -> Vec<(PolicyRef, sightline_crds::runtime_policy::RuntimePolicySpec)> {
     let ns = pod.namespace().unwrap_or_default();
     policies
@@ -334,6 +337,7 @@ fn selecting(
         .filter(|p| {
             p.namespace().as_deref() == Some(ns.as_str())
                 && sightline_crds::selector::matches(&p.spec.pod_selector, pod.labels())
+                && p.selects_image(images.iter().map(String::as_str))
         })
         .map(|p| {
             (
@@ -345,6 +349,32 @@ fn selecting(
             )
         })
         .collect()
+}
+
+/// The names an image is known by in the inventory, from the references a
+/// pod or its status gives (`debian:12` is `docker.io/library/debian:12`;
+/// an image ID is kept as it is).
+fn image_names<'a>(references: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut names = Vec::new();
+    for r in references {
+        if let Some(parsed) = sightline_inventory::images::Reference::parse(r) {
+            names.extend(parsed.keys());
+        }
+        names.push(r.trim().to_ascii_lowercase());
+    }
+    names
+}
+
+/// The images a pod's spec names, for guarding it before its containers
+/// report theirs.
+fn pod_images(pod: &Pod) -> Vec<String> {
+    let spec = pod.spec.as_ref();
+    let containers = spec.into_iter().flat_map(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+    });
+    image_names(containers.filter_map(|c| c.image.as_deref()))
 }
 
 /// Guards every selected pod on the node (see [`crate::guard`]); only new
@@ -363,7 +393,7 @@ fn guard_pods(
     let policies = policies.state();
     let mut waiting = false;
     for pod in pods.state() {
-        let selecting = selecting(&policies, &pod);
+        let selecting = selecting(&policies, &pod, &pod_images(&pod));
         waiting |=
             guards.guard(&mut sensor, &pod, &selecting, &reporting.metrics) == Guard::Waiting;
     }
@@ -394,8 +424,8 @@ fn reconcile(
     guards.retain(&pods.iter().filter_map(|p| p.uid()).collect());
     for pod in pods {
         let ns = pod.namespace().unwrap_or_default();
-        let selecting = selecting(&policies, &pod);
-        match guards.guard(&mut sensor, &pod, &selecting, &reporting.metrics) {
+        let guarding = selecting(&policies, &pod, &pod_images(&pod));
+        match guards.guard(&mut sensor, &pod, &guarding, &reporting.metrics) {
             Guard::NotNeeded => {}
             Guard::Waiting => waiting = true,
             Guard::Guarded(id) => {
@@ -403,7 +433,7 @@ fn reconcile(
             }
             Guard::Failed(id, e) => {
                 wanted.insert(id);
-                for (p, _) in &selecting {
+                for (p, _) in &guarding {
                     let who = format!("pod {ns}/{} before its containers start", pod.name_any());
                     merge(&mut status, p, (None, false, format!("{who}: {e}")));
                 }
@@ -446,6 +476,8 @@ fn reconcile(
                     Some(reference),
                 ),
             );
+            let images = image_names([cs.image.as_str(), cs.image_id.as_str()]);
+            let selecting = selecting(&policies, &pod, &images);
             if selecting.is_empty() {
                 continue;
             }
@@ -823,6 +855,60 @@ async fn flush_policy_counts(r: &Reporting) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policies_with_an_image_query_select_only_containers_of_listed_images() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop", "namespace": "ns", "labels": {"app": "shop"}},
+            "spec": {"containers": [{"name": "app", "image": "debian:12"}]},
+        }))
+        .unwrap();
+        let policy = |name: &str, query: Option<&str>, images: &[&str]| {
+            let mut p: RuntimePolicy = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"podSelector": {"matchLabels": {"app": "shop"}},
+                         "process": {"deny": [{"path": "/bin/echo"}]}},
+            }))
+            .unwrap();
+            p.spec.image_query = query.map(str::to_owned);
+            p.status = Some(sightline_crds::RuntimePolicyStatus {
+                images: images.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            });
+            Arc::new(p)
+        };
+        let policies = [
+            policy("all", None, &[]),
+            policy(
+                "vulnerable",
+                Some("findings.vulnerabilities.critical>0"),
+                &["docker.io/library/debian:12", "sha256:aa"],
+            ),
+            policy("eol", Some("os.lifecycle.stage:EndOfLife"), &[]),
+        ];
+        let names = |sel: Vec<(PolicyRef, _)>| -> Vec<String> {
+            sel.into_iter().map(|(p, _)| p.name).collect()
+        };
+        // The pod's spec names `debian:12`: guarded by both that apply.
+        assert_eq!(
+            names(selecting(&policies, &pod, &pod_images(&pod))),
+            ["all", "vulnerable"]
+        );
+        // A container reports its image by the runtime's names; the image
+        // ID alone is enough.
+        let running = image_names(["docker.io/library/debian:12", "sha256:AA"]);
+        assert_eq!(
+            names(selecting(&policies, &pod, &running)),
+            ["all", "vulnerable"]
+        );
+        let by_id = image_names(["other:1", "sha256:aa"]);
+        assert_eq!(
+            names(selecting(&policies, &pod, &by_id)),
+            ["all", "vulnerable"]
+        );
+        let other = image_names(["debian:11", "sha256:bb"]);
+        assert_eq!(names(selecting(&policies, &pod, &other)), ["all"]);
+    }
 
     #[test]
     fn a_policy_is_ready_only_where_it_holds_on_every_pod_and_names_the_others() {

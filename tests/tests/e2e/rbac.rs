@@ -122,6 +122,7 @@ pub fn operator() -> BTreeSet<Grant> {
         ("assets.sightline.dev/status", &[], &["patch"]),
         ("tagrules.sightline.dev", &[], &["list", "watch"]),
         ("tagrules.sightline.dev/status", &[], &["patch"]),
+        ("runtimepolicies.sightline.dev", &[], &["list", "watch"]),
         (
             "runtimepolicies.sightline.dev/status",
             &[],
