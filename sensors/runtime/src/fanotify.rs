@@ -10,7 +10,14 @@
 //! sensor, the runtime, other containers sharing a filesystem) are always
 //! allowed.
 //!
-//! The thread answering events never opens a file by path: the path comes
+//! One thread reads events and hands each to a small pool of deciding
+//! threads ([`WORKERS`]), so a slow decision (a large program hashed) holds
+//! one event, not every marked open on the node. An event not decided
+//! within [`EVENT_DEADLINE`] is answered by policy (refused for a workload
+//! the rules cover, allowed otherwise), and a watchdog ends the enforcer
+//! if a thread ends or every deciding thread is stuck ([`STALL_AFTER`]).
+//!
+//! The threads answering events never open a file by path: the path comes
 //! from the event's own descriptor, the contents (for SHA-256 rules) are
 //! read through it (up to [`Hashing::max_bytes`]), and how the file was
 //! opened comes from the flags in `/proc/<tid>/syscall` (registers, which
@@ -23,14 +30,15 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::fanotify::{
-    EventFFlags, Fanotify, FanotifyResponse, InitFlags, MarkFlags, MaskFlags, Response,
+    EventFFlags, Fanotify, FanotifyEvent, FanotifyResponse, InitFlags, MarkFlags, MaskFlags,
+    Response,
 };
 use sha2::{Digest, Sha256};
 use sightline_crds::runtime_policy::PolicyAction;
@@ -123,27 +131,48 @@ struct Shared {
     cgroup_root: PathBuf,
     hashing: Hashing,
     hashes: std::sync::Mutex<HashMap<FileVersion, [u8; 32]>>,
-    /// When the answering thread started on the event it holds
-    /// (milliseconds since `epoch`, plus one), 0 while it waits for more.
-    busy_since: AtomicU64,
+    /// Per deciding thread: when it started on the event it holds
+    /// (milliseconds since `epoch`, plus one), 0 while it waits for one.
+    busy: [AtomicU64; WORKERS],
     epoch: Instant,
-    /// The answering thread is running.
-    alive: AtomicBool,
+    /// Events read and not yet done with, by sequence number.
+    pending: Mutex<HashMap<u64, Arc<InFlight>>>,
+    next: AtomicU64,
+    /// Running threads: the reader and the deciding ones.
+    alive: AtomicUsize,
     /// The enforcer is being dropped.
     stopping: AtomicBool,
-    /// Faults injected by tests: the next event panics, or waits this many
-    /// milliseconds.
+    /// Faults injected by tests: the next event panics; the next
+    /// `fault_stall_events` events wait this many milliseconds.
     fault_panic: AtomicBool,
     fault_stall_ms: AtomicU64,
+    fault_stall_events: AtomicU64,
 }
 
-/// How long the answering thread may hold events before the watchdog
-/// calls the enforcement stopped: every marked open and exec on the node
-/// waits for it meanwhile.
+/// An event read from the group and not yet answered.
+struct InFlight {
+    event: FanotifyEvent,
+    tid: i32,
+    /// When it was read (milliseconds since `epoch`, plus one).
+    read_at: u64,
+    /// Answered already (by its deciding thread, or at its deadline).
+    answered: AtomicBool,
+}
+
+/// Threads deciding events.
+pub const WORKERS: usize = 4;
+
+/// How long one event may wait for its decision before it is answered by
+/// policy: refused for a workload the rules cover, allowed otherwise.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long every deciding thread may hold its event before the watchdog
+/// calls the enforcement stopped (each event is answered at its deadline
+/// meanwhile, but new ones would each wait that long).
 pub const STALL_AFTER: Duration = Duration::from_secs(10);
 
-/// What happens when answering stops (the thread ended, or it held an
-/// event longer than [`STALL_AFTER`]). The daemon's ends the process: the
+/// What happens when answering stops (a thread ended, or every deciding
+/// thread held its event longer than [`STALL_AFTER`]). The daemon's ends the process: the
 /// kernel then closes the group, which lets every waiting open through, and
 /// Kubernetes starts the sensor again; nothing on the node hangs.
 #[derive(Clone)]
@@ -167,12 +196,12 @@ impl StallHandler {
     }
 }
 
-/// Marks the answering thread gone however it ends (a panic included).
-struct Alive<'a>(&'a AtomicBool);
+/// Counts a thread gone however it ends (a panic included).
+struct Alive<'a>(&'a AtomicUsize);
 
 impl Drop for Alive<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -199,8 +228,7 @@ pub enum FanError {
 pub struct FanEnforcer {
     shared: Arc<Shared>,
     stop: OwnedFd,
-    thread: Option<std::thread::JoinHandle<()>>,
-    watchdog: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl FanEnforcer {
@@ -229,33 +257,53 @@ impl FanEnforcer {
             cgroup_root,
             hashing,
             hashes: std::sync::Mutex::new(HashMap::new()),
-            busy_since: AtomicU64::new(0),
+            busy: std::array::from_fn(|_| AtomicU64::new(0)),
             epoch: Instant::now(),
-            alive: AtomicBool::new(true),
+            pending: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            alive: AtomicUsize::new(WORKERS + 1),
             stopping: AtomicBool::new(false),
             fault_panic: AtomicBool::new(false),
             fault_stall_ms: AtomicU64::new(0),
+            fault_stall_events: AtomicU64::new(0),
         });
         let spawn_err =
             |e: std::io::Error| FanError::Init(nix::Error::from_raw(e.raw_os_error().unwrap_or(0)));
-        let worker = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("fanotify".into())
-            .spawn(move || {
-                let _alive = Alive(&worker.alive);
-                worker.run(stop_rx, out);
-            })
-            .map_err(spawn_err)?;
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let mut threads = Vec::new();
+        for slot in 0..WORKERS {
+            let (worker, jobs, out) = (shared.clone(), jobs_rx.clone(), out.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("fanotify-{slot}"))
+                .spawn(move || {
+                    let _alive = Alive(&worker.alive);
+                    worker.work(slot, &jobs, &out);
+                })
+                .map_err(spawn_err)?;
+            threads.push(t);
+        }
+        let reader = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("fanotify".into())
+                .spawn(move || {
+                    let _alive = Alive(&reader.alive);
+                    reader.read(stop_rx, jobs_tx);
+                })
+                .map_err(spawn_err)?,
+        );
         let watched = shared.clone();
-        let watchdog = std::thread::Builder::new()
-            .name("fanotify-watchdog".into())
-            .spawn(move || watched.watch(&on_stall))
-            .map_err(spawn_err)?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("fanotify-watchdog".into())
+                .spawn(move || watched.watch(&on_stall))
+                .map_err(spawn_err)?,
+        );
         Ok(FanEnforcer {
             shared,
             stop: stop_tx,
-            thread: Some(thread),
-            watchdog: Some(watchdog),
+            threads,
         })
     }
 
@@ -407,12 +455,16 @@ impl FanEnforcer {
         self.shared.fault_panic.store(true, Ordering::SeqCst);
     }
 
-    /// For tests: the next event is held for `d` before it is decided.
+    /// For tests: the next `events` events are each held for `d` before
+    /// they are decided.
     #[doc(hidden)]
-    pub fn inject_stall(&self, d: Duration) {
+    pub fn inject_stall(&self, d: Duration, events: u64) {
         self.shared
             .fault_stall_ms
             .store(d.as_millis() as u64, Ordering::SeqCst);
+        self.shared
+            .fault_stall_events
+            .store(events, Ordering::SeqCst);
     }
 }
 
@@ -420,38 +472,85 @@ impl Drop for FanEnforcer {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = nix::unistd::write(&self.stop, b"x");
-        for t in [self.thread.take(), self.watchdog.take()]
-            .into_iter()
-            .flatten()
-        {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
 
 impl Shared {
-    /// Watches the answering thread until the enforcer stops; calls
-    /// `on_stall` once if the thread ended or holds events too long.
+    /// Milliseconds since `epoch`, plus one (0 means "not busy").
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Watches the threads until the enforcer stops: answers by policy
+    /// each event past its deadline, and calls `on_stall` once if a thread
+    /// ended or every deciding thread holds its event too long.
     fn watch(&self, on_stall: &StallHandler) {
         while !self.stopping.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(100));
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            if !self.alive.load(Ordering::SeqCst) {
-                (on_stall.0)("the thread answering fanotify events ended");
+            if self.alive.load(Ordering::SeqCst) < WORKERS + 1 {
+                (on_stall.0)("a thread answering fanotify events ended");
                 return;
             }
-            let since = self.busy_since.load(Ordering::SeqCst);
-            let now = self.epoch.elapsed().as_millis() as u64 + 1;
-            if since != 0 && now.saturating_sub(since) > STALL_AFTER.as_millis() as u64 {
+            let now = self.now_ms();
+            let deadline = EVENT_DEADLINE.as_millis() as u64;
+            let late: Vec<Arc<InFlight>> = self
+                .pending
+                .lock()
+                .map(|p| {
+                    p.values()
+                        .filter(|j| {
+                            !j.answered.load(Ordering::SeqCst)
+                                && now.saturating_sub(j.read_at) > deadline
+                        })
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            for job in late {
+                let response = self.fallback(job.tid);
+                if self.answer(&job, response) {
+                    tracing::warn!(
+                        tid = job.tid,
+                        refused = response == Response::FAN_DENY,
+                        "a fanotify event was not decided within {}s: answered by policy",
+                        EVENT_DEADLINE.as_secs()
+                    );
+                }
+            }
+            // The shortest hold among the deciding threads, if all hold one.
+            let held = self.busy.iter().try_fold(u64::MAX, |least, b| {
+                let since = b.load(Ordering::SeqCst);
+                (since != 0).then(|| least.min(now.saturating_sub(since)))
+            });
+            if let Some(held) = held
+                && held > STALL_AFTER.as_millis() as u64
+            {
                 (on_stall.0)(&format!(
-                    "no fanotify event answered for {}s",
-                    now.saturating_sub(since) / 1000
+                    "no fanotify event answered: every deciding thread has held its event for {}s or more",
+                    held / 1000
                 ));
                 return;
             }
         }
+    }
+
+    /// Answers `job` unless it was answered already; whether this did.
+    fn answer(&self, job: &InFlight, response: Response) -> bool {
+        if job.answered.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if let Some(fd) = job.event.fd()
+            && let Err(e) = self.fan.write_response(FanotifyResponse::new(fd, response))
+        {
+            tracing::error!("answering a fanotify event: {e}");
+        }
+        true
     }
 
     /// The answer when deciding failed (a panic): deny an event of a
@@ -480,9 +579,13 @@ impl Shared {
         mask: MaskFlags,
     ) -> Result<Option<FanViolation>, Response> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let stall = self.fault_stall_ms.swap(0, Ordering::SeqCst);
-            if stall > 0 {
-                std::thread::sleep(Duration::from_millis(stall));
+            let stalled = self
+                .fault_stall_events
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if stalled {
+                let ms = self.fault_stall_ms.load(Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(ms));
             }
             if self.fault_panic.swap(false, Ordering::SeqCst) {
                 panic!("injected fault");
@@ -498,7 +601,9 @@ impl Shared {
         })
     }
 
-    fn run(&self, stop: OwnedFd, out: Sender<FanViolation>) {
+    /// Reads events and hands them to the deciding threads; the
+    /// sensor's own opens are allowed at once.
+    fn read(&self, stop: OwnedFd, jobs: Sender<(u64, Arc<InFlight>)>) {
         let me = std::process::id() as i32;
         loop {
             let mut fds = [
@@ -524,31 +629,65 @@ impl Shared {
                     continue;
                 }
             };
-            for ev in events {
-                let Some(fd) = ev.fd() else { continue };
-                // Each event's own clock: a long batch is no stall.
-                self.busy_since.store(
-                    self.epoch.elapsed().as_millis() as u64 + 1,
-                    Ordering::SeqCst,
-                );
-                let mut response = Response::FAN_ALLOW;
-                if ev.pid() != me {
-                    match self.decide_guarded(ev.pid(), fd, ev.mask()) {
-                        Ok(Some(v)) => {
-                            if v.denied {
-                                response = Response::FAN_DENY;
-                            }
-                            let _ = out.send(v);
-                        }
-                        Ok(None) => {}
-                        Err(fallback) => response = fallback,
-                    }
+            for event in events {
+                let tid = event.pid();
+                let job = Arc::new(InFlight {
+                    event,
+                    tid,
+                    read_at: self.now_ms(),
+                    answered: AtomicBool::new(false),
+                });
+                if job.event.fd().is_none() {
+                    continue;
                 }
-                if let Err(e) = self.fan.write_response(FanotifyResponse::new(fd, response)) {
-                    tracing::error!("answering a fanotify event: {e}");
+                if tid == me {
+                    self.answer(&job, Response::FAN_ALLOW);
+                    continue;
+                }
+                let seq = self.next.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut p) = self.pending.lock() {
+                    p.insert(seq, job.clone());
+                }
+                if jobs.send((seq, job)).is_err() {
+                    return;
                 }
             }
-            self.busy_since.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Decides and answers events until the reader stops.
+    fn work(
+        &self,
+        slot: usize,
+        jobs: &Mutex<Receiver<(u64, Arc<InFlight>)>>,
+        out: &Sender<FanViolation>,
+    ) {
+        loop {
+            // The lock is released once a job is taken.
+            let next = match jobs.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => return,
+            };
+            let Ok((seq, job)) = next else { return };
+            self.busy[slot].store(self.now_ms(), Ordering::SeqCst);
+            if let Some(fd) = job.event.fd() {
+                let (response, violation) = match self.decide_guarded(job.tid, fd, job.event.mask())
+                {
+                    Ok(Some(v)) if v.denied => (Response::FAN_DENY, Some(v)),
+                    Ok(v) => (Response::FAN_ALLOW, v),
+                    Err(fallback) => (fallback, None),
+                };
+                // Past its deadline, the event was answered by policy.
+                if self.answer(&job, response)
+                    && let Some(v) = violation
+                {
+                    let _ = out.send(v);
+                }
+            }
+            if let Ok(mut p) = self.pending.lock() {
+                p.remove(&seq);
+            }
+            self.busy[slot].store(0, Ordering::SeqCst);
         }
     }
 

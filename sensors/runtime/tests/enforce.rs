@@ -798,35 +798,78 @@ fn a_panic_while_deciding_fails_closed_and_answering_goes_on() {
     assert!(stalls.try_recv().is_err(), "the thread goes on answering");
 }
 
+/// Runs `/bin/busybox <args>` in the jail's cgroup and root from another
+/// thread (its exec is one permission event); its exit status and output.
+fn in_jail_thread(
+    jail: &Jail,
+    args: &str,
+) -> std::thread::JoinHandle<std::io::Result<std::process::Output>> {
+    let script = format!(
+        "echo $$ > {} && exec /usr/sbin/chroot {} /bin/busybox {args}",
+        jail.cgroup.join("cgroup.procs").display(),
+        jail.root.display()
+    );
+    std::thread::spawn(move || {
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+    })
+}
+
+#[test]
+fn a_slow_decision_holds_one_event_not_the_node() {
+    use sightline_runtime_sensor::fanotify::EVENT_DEADLINE;
+    let (jail, sensor, stalls) = watched_jail();
+    let fan = sensor.fanotify_enforcer().expect("the fanotify enforcer");
+    fan.inject_stall(EVENT_DEADLINE * 3, 1);
+    // This exec's decision is held (as a huge program's hashing would be).
+    let slow = in_jail_thread(&jail, "echo slow-ran");
+    std::thread::sleep(Duration::from_millis(500));
+    // Everything else is decided meanwhile, by the other threads.
+    let out = sh(
+        &jail,
+        "/bin/busybox true; echo allowed=$?; /bin/echo x; echo denied=$?",
+    );
+    assert!(
+        out.contains("allowed=0") && out.contains("denied=126"),
+        "{out}"
+    );
+    assert!(!slow.is_finished(), "the held event was not answered yet");
+    // At its deadline the held event is answered by policy: its workload is
+    // covered by a Block policy, so the exec is refused.
+    let slow = slow.join().expect("join").expect("running the slow exec");
+    let text =
+        String::from_utf8_lossy(&slow.stdout).to_string() + &String::from_utf8_lossy(&slow.stderr);
+    assert!(
+        !slow.status.success() && !text.contains("slow-ran"),
+        "{text}"
+    );
+    assert!(stalls.try_recv().is_err(), "one held event is no stall");
+}
+
 #[test]
 fn answering_that_stops_is_noticed_within_the_deadline() {
+    use sightline_runtime_sensor::fanotify::{STALL_AFTER, WORKERS};
     let (jail, sensor, stalls) = watched_jail();
-    let stall = sightline_runtime_sensor::fanotify::STALL_AFTER + Duration::from_secs(4);
+    let stall = STALL_AFTER + Duration::from_secs(4);
     sensor
         .fanotify_enforcer()
         .expect("the fanotify enforcer")
-        .inject_stall(stall);
+        .inject_stall(stall, WORKERS as u64);
     let started = Instant::now();
-    let waiting = std::thread::spawn({
-        let root = jail.root.clone();
-        let cgroup = jail.cgroup.clone();
-        move || {
-            std::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(format!(
-                    "echo $$ > {} && exec /usr/sbin/chroot {} /bin/busybox true",
-                    cgroup.join("cgroup.procs").display(),
-                    root.display()
-                ))
-                .status()
-        }
-    });
+    // One event per deciding thread, each held.
+    let waiting: Vec<_> = (0..WORKERS)
+        .map(|_| in_jail_thread(&jail, "true"))
+        .collect();
     let why = stalls
         .recv_timeout(stall)
-        .expect("the watchdog noticed before the event was answered");
+        .expect("the watchdog noticed before the events were decided");
     assert!(why.contains("no fanotify event answered"), "{why}");
-    assert!(started.elapsed() >= sightline_runtime_sensor::fanotify::STALL_AFTER);
-    let _ = waiting.join();
+    assert!(started.elapsed() >= STALL_AFTER);
+    for w in waiting {
+        let _ = w.join();
+    }
 }
 
 /// Violations reported for `cgroup_id` until none came for half a second.
