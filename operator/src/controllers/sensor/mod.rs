@@ -18,9 +18,9 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{self, Event as Finalizer};
+use kube::runtime::finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -48,17 +48,57 @@ pub async fn reconcile(
     let ns = sensor.namespace().unwrap_or_default();
     let api: Api<Sensor> = Api::namespaced(ctx.client.clone(), &ns);
     let id = format!("{ns}/{}", sensor.name_any());
-    let res = finalizer::finalizer(&api, FINALIZER, sensor, |event| async {
-        match event {
-            Finalizer::Apply(s) => apply(&s, &ctx).await,
-            Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
+    let name = sensor.name_any();
+    let at = sensor
+        .finalizers()
+        .iter()
+        .position(|f| f == FINALIZER);
+    let res = match (sensor.meta().deletion_timestamp.is_some(), at) {
+        // Being deleted, and ours done already (or never added).
+        (true, None) => Ok(Action::await_change()),
+        (true, Some(i)) => {
+            cleanup(&sensor, &ctx)
+                .await
+                .map_err(finalizer::Error::CleanupFailed)?;
+            let mut rest = sensor.finalizers().to_vec();
+            rest.remove(i);
+            api.patch(&name, &PatchParams::default(), &finalizers_patch(&sensor, rest))
+                .await
+                .map_err(finalizer::Error::RemoveFinalizer)?;
+            Ok(Action::await_change())
         }
-    })
-    .await;
+        (false, at) => {
+            // The finalizer goes on before anything cluster-scoped is made,
+            // in the same pass: waiting for the update's watch event cost
+            // every new Sensor a round trip.
+            if at.is_none() {
+                let mut with = sensor.finalizers().to_vec();
+                with.push(FINALIZER.to_owned());
+                api.patch(&name, &PatchParams::default(), &finalizers_patch(&sensor, with))
+                    .await
+                    .map_err(finalizer::Error::AddFinalizer)?;
+            }
+            apply(&sensor, &ctx)
+                .await
+                .map_err(finalizer::Error::ApplyFailed)
+        }
+    };
     if res.is_ok() {
         ctx.succeeded(&id);
     }
     res
+}
+
+/// Sets a Sensor's finalizers to `finalizers`, on the version read: a
+/// change made since fails with a conflict (and is retried) instead of
+/// being overwritten.
+fn finalizers_patch(sensor: &Sensor, finalizers: Vec<String>) -> Patch<serde_json::Value> {
+    Patch::Merge(serde_json::json!({
+        "metadata": {
+            "resourceVersion": sensor.resource_version(),
+            "finalizers": finalizers,
+        }
+    }))
 }
 
 /// Backs off exponentially per Sensor on transient failures.
@@ -140,7 +180,8 @@ async fn apply(sensor: &Sensor, ctx: &Context) -> Result<Action> {
             return Err(e);
         }
     };
-    if changed {
+    // A Sensor never reconciled before has nothing left to prune.
+    if changed && sensor.status.is_some() {
         prune(sensor, ctx, Some(&applied)).await?;
     }
     status::write(sensor, ctx, status::running(sensor, &applied, now)).await?;
@@ -295,23 +336,33 @@ async fn apply_owned(
             "ClusterRoleBinding"
         ),
     )?;
-    apply_as(&rb_api, &desired.role_binding, "RoleBinding").await?;
+    // The binding, the NetworkPolicy and the workload at once: a pod that
+    // starts before its binding exists retries, as pods do.
     let np_api: Api<NetworkPolicy> = Api::namespaced(c.clone(), &ns);
-    match &desired.network_policy {
-        Some(np) => {
-            apply_as(&np_api, np, "NetworkPolicy").await?;
+    let network_policy = async {
+        match &desired.network_policy {
+            Some(np) => apply_as(&np_api, np, "NetworkPolicy").await.map(|_| ()),
+            // Turned off: remove the one applied before (a Sensor never
+            // reconciled before has none).
+            None if sensor.status.is_none() => Ok(()),
+            None => delete_owned(&np_api, &owned_by(sensor), &uid, "NetworkPolicy").await,
         }
-        // Turned off: remove the one applied before.
-        None => delete_owned(&np_api, &owned_by(sensor), &uid, "NetworkPolicy").await?,
-    }
-    let applied = match desired.workload {
-        Workload::DaemonSet(ds) => Workload::DaemonSet(Box::new(
-            apply_as(&Api::namespaced(c.clone(), &ns), &*ds, "DaemonSet").await?,
-        )),
-        Workload::CronJob(cj) => Workload::CronJob(Box::new(
-            apply_as(&Api::namespaced(c.clone(), &ns), &*cj, "CronJob").await?,
-        )),
     };
+    let workload = async {
+        Ok::<_, Error>(match &desired.workload {
+            Workload::DaemonSet(ds) => Workload::DaemonSet(Box::new(
+                apply_as(&Api::namespaced(c.clone(), &ns), &**ds, "DaemonSet").await?,
+            )),
+            Workload::CronJob(cj) => Workload::CronJob(Box::new(
+                apply_as(&Api::namespaced(c.clone(), &ns), &**cj, "CronJob").await?,
+            )),
+        })
+    };
+    let (_, (), applied) = futures::try_join!(
+        apply_as(&rb_api, &desired.role_binding, "RoleBinding"),
+        network_policy,
+        workload,
+    )?;
     if let Some(generation) = workload_generation(&applied) {
         ctx.record_applied(&uid, fingerprint, generation);
     }
