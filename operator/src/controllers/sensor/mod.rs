@@ -49,10 +49,7 @@ pub async fn reconcile(
     let api: Api<Sensor> = Api::namespaced(ctx.client.clone(), &ns);
     let id = format!("{ns}/{}", sensor.name_any());
     let name = sensor.name_any();
-    let at = sensor
-        .finalizers()
-        .iter()
-        .position(|f| f == FINALIZER);
+    let at = sensor.finalizers().iter().position(|f| f == FINALIZER);
     let res = match (sensor.meta().deletion_timestamp.is_some(), at) {
         // Being deleted, and ours done already (or never added).
         (true, None) => Ok(Action::await_change()),
@@ -62,9 +59,13 @@ pub async fn reconcile(
                 .map_err(finalizer::Error::CleanupFailed)?;
             let mut rest = sensor.finalizers().to_vec();
             rest.remove(i);
-            api.patch(&name, &PatchParams::default(), &finalizers_patch(&sensor, rest))
-                .await
-                .map_err(finalizer::Error::RemoveFinalizer)?;
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &finalizers_patch(&sensor, rest),
+            )
+            .await
+            .map_err(finalizer::Error::RemoveFinalizer)?;
             Ok(Action::await_change())
         }
         (false, at) => {
@@ -74,9 +75,13 @@ pub async fn reconcile(
             if at.is_none() {
                 let mut with = sensor.finalizers().to_vec();
                 with.push(FINALIZER.to_owned());
-                api.patch(&name, &PatchParams::default(), &finalizers_patch(&sensor, with))
-                    .await
-                    .map_err(finalizer::Error::AddFinalizer)?;
+                api.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &finalizers_patch(&sensor, with),
+                )
+                .await
+                .map_err(finalizer::Error::AddFinalizer)?;
             }
             apply(&sensor, &ctx)
                 .await
