@@ -186,6 +186,7 @@ mod tests {
             },
             summary: None,
             layer: 0,
+            path: String::new(),
         }
     }
 

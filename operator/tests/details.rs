@@ -63,6 +63,7 @@ fn finding(id: &str, package: &str, version: &str, level: Level) -> Finding {
         },
         summary: None,
         layer: 0,
+        path: String::new(),
     }
 }
 

@@ -63,6 +63,7 @@ fn finding(id: &str) -> Finding {
         },
         summary: None,
         layer: 0,
+        path: String::new(),
     }
 }
 

@@ -267,6 +267,7 @@ fn details(base: &Image, i: usize) -> ImageDetails {
             },
             summary: None,
             layer: 0,
+            path: String::new(),
         })
         .collect();
     ImageDetails::new(image, Some(findings))

@@ -225,6 +225,7 @@ mod tests {
             },
             summary: None,
             layer: 0,
+            path: String::new(),
         }
     }
 

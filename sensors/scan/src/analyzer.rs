@@ -925,18 +925,35 @@ impl Analyzer {
             }
         }
 
-        // Language packages, wherever their files are; a package listed by
-        // both a lockfile and node_modules counts once.
-        let mut lang_seen = std::collections::HashSet::new();
+        // Language packages at every path they are found: a second copy of
+        // a vulnerable library elsewhere in the image is a finding of its
+        // own. A lockfile's entry (`package-lock.json`, `Cargo.lock`) says
+        // what was meant to be installed: it counts only where no installed
+        // copy of the same package was found.
+        let mut installed = std::collections::HashSet::new();
+        let mut located = std::collections::HashSet::new();
+        let mut locked = Vec::new();
         for kept in self.files.values() {
             if let Content::Packages(found) = &kept.content
                 && found.first().is_some_and(|p| !p.kind.is_distro())
             {
                 for p in found {
-                    if lang_seen.insert((p.kind, p.name.clone(), p.version.clone())) {
+                    if is_lockfile(&p.path) {
+                        locked.push(p);
+                        continue;
+                    }
+                    installed.insert((p.kind, p.name.as_str(), p.version.as_str()));
+                    if located.insert((p.kind, &p.name, &p.version, &p.path)) {
                         packages.push(p.clone());
                     }
                 }
+            }
+        }
+        for p in locked {
+            if !installed.contains(&(p.kind, p.name.as_str(), p.version.as_str()))
+                && located.insert((p.kind, &p.name, &p.version, &p.path))
+            {
+                packages.push(p.clone());
             }
         }
 
@@ -969,7 +986,8 @@ impl Analyzer {
             p.set_purl(namespace, distro.as_deref());
         }
         packages.sort_by(|a, b| {
-            (a.kind, &a.name, &a.version, &a.arch).cmp(&(b.kind, &b.name, &b.version, &b.arch))
+            (a.kind, &a.name, &a.version, &a.arch, &a.path)
+                .cmp(&(b.kind, &b.name, &b.version, &b.arch, &b.path))
         });
 
         let mut all_warnings = self.warnings;
@@ -981,6 +999,14 @@ impl Analyzer {
             warnings: all_warnings,
         }
     }
+}
+
+/// Whether a package was read from a lockfile rather than found installed.
+fn is_lockfile(path: &str) -> bool {
+    matches!(
+        split_last(path).1,
+        "package-lock.json" | "npm-shrinkwrap.json" | "Cargo.lock"
+    )
 }
 
 fn parse(

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::source::Image;
 use crate::vuln::{Finding, Level};
@@ -64,7 +64,12 @@ pub fn cyclonedx(image: &Image, tool: &Tool, timestamp: &str) -> Value {
             "description": os.pretty_name(),
         }));
     }
+    // A package found at several paths is one component per copy; the
+    // first keeps its package URL as its reference, the others add where
+    // they are (references are unique within a BOM).
+    let mut refs = std::collections::HashSet::new();
     for p in &a.packages {
+        let bom_ref = component_ref(&mut refs, &p.purl, &p.path);
         let mut properties = vec![
             json!({"name": "sightline:package:type", "value": p.kind.purl_type()}),
             json!({"name": "sightline:layer:index", "value": p.layer.to_string()}),
@@ -80,7 +85,7 @@ pub fn cyclonedx(image: &Image, tool: &Tool, timestamp: &str) -> Value {
         }
         components.push(json!({
             "type": "library",
-            "bom-ref": p.purl,
+            "bom-ref": bom_ref,
             "name": p.name,
             "version": p.version,
             "purl": p.purl,
@@ -224,12 +229,39 @@ fn rating_method(vector: &str) -> Option<&'static str> {
     }
 }
 
+/// A component's `bom-ref`: its package URL, or, for a second copy of the
+/// same package, the URL and where the copy is.
+fn component_ref(taken: &mut std::collections::HashSet<String>, purl: &str, path: &str) -> String {
+    if taken.insert(purl.to_owned()) {
+        return purl.to_owned();
+    }
+    let located = format!("{purl}#{path}");
+    taken.insert(located.clone());
+    located
+}
+
 /// Adds CycloneDX 1.5's `vulnerabilities` to a [`cyclonedx`] document: one
 /// entry per advisory, with its source, aliases, rating (severity, score
 /// and CVSS vector), summary, the fixed versions as a recommendation, and
 /// the affected components by their `bom-ref` (package URL) and installed
 /// version.
 pub fn add_vulnerabilities(doc: &mut Value, findings: &[Finding]) {
+    // Each copy's component, by package URL and location.
+    let mut refs: HashMap<(&str, &str), &str> = HashMap::new();
+    let empty = Vec::new();
+    let components = doc["components"].as_array().unwrap_or(&empty);
+    for c in components {
+        let location = c["properties"].as_array().and_then(|ps| {
+            ps.iter()
+                .find(|p| p["name"] == "sightline:location")
+                .and_then(|p| p["value"].as_str())
+        });
+        if let (Some(purl), Some(location), Some(r)) =
+            (c["purl"].as_str(), location, c["bom-ref"].as_str())
+        {
+            refs.insert((purl, location), r);
+        }
+    }
     let mut by_id: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
     for f in findings {
         by_id.entry(f.id.as_str()).or_default().push(f);
@@ -258,8 +290,12 @@ pub fn add_vulnerabilities(doc: &mut Value, findings: &[Finding]) {
         let mut affects: Vec<Value> = Vec::new();
         let mut fixes: Vec<String> = Vec::new();
         for f in &fs {
+            let r = refs
+                .get(&(f.purl.as_str(), f.path.as_str()))
+                .copied()
+                .unwrap_or(f.purl.as_str());
             affects.push(json!({
-                "ref": f.purl,
+                "ref": r,
                 "versions": [{"version": f.version, "status": "affected"}],
             }));
             if let Some(fixed) = &f.fixed {
@@ -312,6 +348,7 @@ mod tests {
             },
             summary: Some("a flaw".into()),
             layer: 0,
+            path: String::new(),
         }
     }
 
@@ -346,6 +383,41 @@ mod tests {
         let ghsa = &v[1];
         assert_eq!(ghsa["source"]["name"], "GitHub");
         assert!(ghsa.get("recommendation").is_none());
+    }
+
+    #[test]
+    fn each_copy_of_a_package_is_its_own_component_and_affected_as_such() {
+        let mut taken = std::collections::HashSet::new();
+        let purl = "pkg:npm/lodash@4.17.20";
+        let a = component_ref(&mut taken, purl, "srv/a/node_modules/lodash/package.json");
+        let b = component_ref(&mut taken, purl, "srv/b/node_modules/lodash/package.json");
+        assert_eq!(a, purl);
+        assert_eq!(b, format!("{purl}#srv/b/node_modules/lodash/package.json"));
+        let component = |r: &str, at: &str| {
+            json!({"bom-ref": r, "purl": purl,
+                   "properties": [{"name": "sightline:location", "value": at}]})
+        };
+        let mut doc = json!({"components": [
+            component(&a, "srv/a/node_modules/lodash/package.json"),
+            component(&b, "srv/b/node_modules/lodash/package.json"),
+        ]});
+        let copy = |at: &str| Finding {
+            purl: purl.into(),
+            path: at.into(),
+            ..finding("GHSA-35jh-r3h4-6jhm", "lodash", Some("4.17.21"))
+        };
+        add_vulnerabilities(
+            &mut doc,
+            &[
+                copy("srv/a/node_modules/lodash/package.json"),
+                copy("srv/b/node_modules/lodash/package.json"),
+            ],
+        );
+        let refs: Vec<&str> = doc["vulnerabilities"][0]["affects"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x["ref"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(refs, [a.as_str(), b.as_str()]);
     }
 
     #[test]

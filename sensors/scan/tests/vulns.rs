@@ -343,6 +343,73 @@ fn language_packages_match_their_ecosystems_advisories() -> Result<()> {
 }
 
 #[test]
+fn every_installed_copy_of_a_package_is_listed_and_matched() -> Result<()> {
+    // Two apps each ship lodash 4.17.20; the first's lockfile names it
+    // too, and names minimist, which is not installed anywhere.
+    let dir = tempfile::tempdir()?;
+    let lock = r#"{"name": "a", "lockfileVersion": 3, "packages": {
+        "": {"name": "a", "version": "1.0.0"},
+        "node_modules/lodash": {"version": "4.17.20"},
+        "node_modules/minimist": {"version": "1.2.5"}}}"#;
+    let lodash = r#"{"name": "lodash", "version": "4.17.20"}"#;
+    let layer = dir.path().join("copies.tar");
+    layer_of(
+        &layer,
+        &[
+            ("srv/a/package-lock.json", lock.as_bytes(), 0o644),
+            (
+                "srv/a/node_modules/lodash/package.json",
+                lodash.as_bytes(),
+                0o644,
+            ),
+            (
+                "srv/b/node_modules/lodash/package.json",
+                lodash.as_bytes(),
+                0o644,
+            ),
+        ],
+    )?;
+    let analysis = analyze_layer(&layer)?;
+    let npm: Vec<(&str, &str)> = analysis
+        .packages
+        .iter()
+        .filter(|p| p.purl.starts_with("pkg:npm/"))
+        .map(|p| (p.name.as_str(), p.path.as_str()))
+        .collect();
+    assert_eq!(
+        npm,
+        [
+            ("lodash", "srv/a/node_modules/lodash/package.json"),
+            ("lodash", "srv/b/node_modules/lodash/package.json"),
+            // Only the lockfile knows it: listed from there.
+            ("minimist", "srv/a/package-lock.json"),
+        ]
+    );
+    let m = match_analysis(&analysis, &db_of("lang")?);
+    let lodash: Vec<(&str, &str)> = m
+        .findings
+        .iter()
+        .filter(|f| f.package == "lodash")
+        .map(|f| (f.id.as_str(), f.path.as_str()))
+        .collect();
+    assert_eq!(
+        lodash,
+        [
+            (
+                "GHSA-35jh-r3h4-6jhm",
+                "srv/a/node_modules/lodash/package.json"
+            ),
+            (
+                "GHSA-35jh-r3h4-6jhm",
+                "srv/b/node_modules/lodash/package.json"
+            ),
+        ],
+        "each copy is a finding of its own"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_single_file_egg_info_is_a_python_package() -> Result<()> {
     // distutils (and old setuptools) install metadata as one file.
     let dir = tempfile::tempdir()?;

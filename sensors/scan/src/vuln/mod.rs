@@ -51,6 +51,10 @@ pub struct Finding {
     pub summary: Option<String>,
     /// The layer that introduced the package.
     pub layer: usize,
+    /// Where in the image the package was found (its copies elsewhere are
+    /// findings of their own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
 }
 
 /// Findings, most severe first, and what could not be matched.
@@ -146,7 +150,8 @@ pub fn match_analysis(analysis: &Analysis, db: &Database) -> Matches {
         .unwrap_or_default();
     let os_version = analysis.os.as_ref().and_then(|o| o.version_id());
     let mut unmatched = 0;
-    let mut reported: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
+    let mut reported: std::collections::HashSet<(&str, &str, &str)> =
+        std::collections::HashSet::new();
     for p in &analysis.packages {
         let Some(key) = key_of(p, os_id, os_version) else {
             unmatched += 1;
@@ -163,7 +168,11 @@ pub fn match_analysis(analysis: &Analysis, db: &Database) -> Matches {
                     Ok(Some(fixed)) => {
                         // An advisory listing a package in two ranges or
                         // ecosystems is one finding.
-                        if !reported.insert((advisory.id.as_str(), p.name.as_str())) {
+                        if !reported.insert((
+                            advisory.id.as_str(),
+                            p.name.as_str(),
+                            p.path.as_str(),
+                        )) {
                             continue;
                         }
                         out.findings.push(Finding {
@@ -181,6 +190,7 @@ pub fn match_analysis(analysis: &Analysis, db: &Database) -> Matches {
                                 .unwrap_or_else(|| advisory.severity.clone()),
                             summary: advisory.summary.clone(),
                             layer: p.layer,
+                            path: p.path.clone(),
                         });
                     }
                     Ok(None) => {}
